@@ -1,0 +1,69 @@
+"""Frozen settings, split by the stage that reads them.
+
+ProbeConfig is fixed before the BPF program is compiled (each field becomes a
+-D define of the same name in upper case: min_size -> MIN_SIZE).
+ReportConfig is read by aggregation and rendering only, so a saved recording
+can be re-rendered with other report settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+DEFAULT_INTERVAL_S = 5.0
+DEFAULT_TOP = 10
+DEFAULT_OLDER_THAN_MS = 500
+# 2^28 ns (~268 ms): the width of the in-kernel age buckets, so --older-than
+# and the age column are accurate to about a quarter second.
+DEFAULT_AGE_BUCKET_SHIFT = 28
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    min_size: int = 0
+    max_size: int = 0  # 0 = no upper bound
+    sample_rate: int = 0  # bytes per sample; 0 or 1 = record everything
+    max_allocs: int = 1 << 20  # outstanding allocations tracked
+    max_stacks: int = 1 << 14  # distinct stacks kept
+    max_buckets: int = 1 << 17  # (stack, age bucket) totals kept
+    age_bucket_shift: int = DEFAULT_AGE_BUCKET_SHIFT
+    trace: bool = False  # stream every event to user space
+    track_mmap: bool = True
+
+    def defines(self) -> dict:
+        """The -D settings the BPF source is compiled with."""
+        return {
+            "MIN_SIZE": self.min_size,
+            "MAX_SIZE": self.max_size,
+            "SAMPLE_RATE": self.sample_rate if self.sample_rate > 1 else 0,
+            "MAX_ALLOCS": self.max_allocs,
+            "MAX_STACKS": self.max_stacks,
+            "MAX_BUCKETS": self.max_buckets,
+            "AGE_BUCKET_SHIFT": self.age_bucket_shift,
+            "TRACE_EVENTS": int(self.trace),
+        }
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    top: int = DEFAULT_TOP
+    older_than_ms: int = DEFAULT_OLDER_THAN_MS
+    min_size: int = 0
+    max_size: int = 0
+    show_allocs: bool = False
+    group_by: str = "stack"
+    lines: bool = False  # file:line from DWARF for shown frames
+    show_unwind: bool = False
+    format: str = "table"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """When to report and when to stop."""
+
+    interval_s: float = DEFAULT_INTERVAL_S
+    count: Optional[int] = None  # stop after this many reports
+    duration_s: Optional[float] = None
+    output: Optional[str] = None  # file path; None = stdout
+    pids: Tuple[int, ...] = field(default_factory=tuple)
+    obj: Optional[str] = None  # allocator override

@@ -1,0 +1,194 @@
+"""The only types passed between leaktrace's stages.
+
+probes -> Snapshot -> aggregate -> Site -> symbolize -> Report -> render
+
+A Snapshot is what the kernel held at one instant, with raw addresses. A Report
+is the same data after aggregation and symbolization: plain values only, so it
+can be saved, loaded and rendered again after the traced process is gone.
+Every type here is immutable and free of bcc, so every stage after the probes
+is a pure function that tests can drive without root.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+# Allocation kinds. User mode: heap (the malloc family) and mmap. Kernel mode:
+# one per tracepoint family.
+USER_KINDS = ("heap", "mmap")
+KERNEL_KINDS = ("kmalloc", "cache", "page", "percpu", "vmalloc")
+
+# How a frame's address was recovered: a frame-pointer walk, DWARF call-frame
+# information, a validated stack scan, or the kernel's own unwinder.
+UNWIND_METHODS = ("fp", "cfi", "scan", "kernel")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One traced process (user mode), as it was when tracing started."""
+
+    pid: int
+    comm: str
+    exe: str = ""
+    allocator: str = ""  # path of the object whose malloc was hooked
+    allocator_name: str = ""  # glibc, jemalloc, tcmalloc, mimalloc, static, ...
+    container: Optional["Container"] = None
+
+
+@dataclass(frozen=True)
+class Container:
+    runtime: str  # docker, containerd, cri-o, podman, kubernetes
+    id: str
+    name: str = ""
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class StackKey:
+    """Identifies one deduplicated stack: the kernel's stack id within a pid.
+
+    pid is 0 for kernel stacks. The same id in two processes names two
+    different stacks (addresses differ per address space).
+    """
+
+    pid: int
+    stack_id: int
+
+
+@dataclass(frozen=True)
+class RawStack:
+    """Instruction addresses, innermost first, as the probe collected them."""
+
+    addresses: Tuple[int, ...]
+    # Per address, how it was recovered; empty means all "fp" (or "kernel").
+    methods: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Outstanding totals for one allocation context in one time bucket.
+
+    The kernel keeps these per (context, age bucket) so that a report never
+    walks the per-allocation map; start_ns..end_ns bound the allocation times
+    (monotonic clock, the one bpf_ktime_get_ns uses).
+    """
+
+    stack: StackKey
+    start_ns: int
+    end_ns: int
+    bytes: int
+    count: int
+    kind: str = "heap"
+    cache: str = ""  # slab cache (kernel mode)
+    pid: int = 0  # process that allocated (kernel mode: any pid)
+    comm: str = ""
+    cgroup_id: int = 0
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One outstanding allocation, read only for --show-allocs."""
+
+    pid: int
+    address: int
+    size: int
+    timestamp_ns: int
+    stack: StackKey
+    kind: str = "heap"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the probes held at one instant. Raw: no symbols yet."""
+
+    mode: str  # "user" or "kernel"
+    taken_ns: int  # monotonic, same clock as the buckets
+    started_ns: int  # when tracing started (monotonic)
+    wall_time: float  # time.time() at taken_ns, for humans and recordings
+    buckets: Tuple[Bucket, ...]
+    stacks: Mapping[StackKey, RawStack]
+    events: Mapping[str, int] = field(default_factory=dict)
+    losses: Mapping[str, int] = field(default_factory=dict)
+    targets: Tuple[Target, ...] = ()
+    allocations: Tuple[Allocation, ...] = ()
+    sample_rate: int = 0  # bytes per sample; 0 = every allocation recorded
+    notes: Tuple[str, ...] = ()  # what the probes could not do (missing tracepoints, ...)
+
+
+# Age thresholds (seconds) for the age distribution shown per site.
+AGE_THRESHOLDS_S = (1, 10, 60)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Outstanding allocations grouped under one key (a stack, a cache, ...)."""
+
+    key: Tuple  # grouping key, e.g. (pid, stack_id)
+    bytes: int
+    count: int
+    oldest_ns: int  # age of the oldest allocation (upper bound, bucket-rounded)
+    stacks: Tuple[StackKey, ...]  # the stacks under this site, most bytes first
+    kind: str = "heap"
+    pid: int = 0
+    comm: str = ""
+    cache: str = ""
+    cgroup_id: int = 0
+    # bytes older than each AGE_THRESHOLDS_S threshold (lower bounds)
+    bytes_older: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One symbolized frame: `fibonacci+0x1f (app.c:5) [app]`."""
+
+    addr: int
+    symbol: Optional[str] = None
+    offset: int = 0
+    module: Optional[str] = None  # path of the object (or "kernel")
+    file: Optional[str] = None
+    line: Optional[int] = None
+    unwind: str = "fp"
+    note: str = ""  # e.g. "build-id mismatch": never silently wrong
+
+    def label(self) -> str:
+        module = self.module.rsplit("/", 1)[-1] if self.module else "unknown module"
+        if self.symbol is None:
+            return f"[unknown] 0x{self.addr:x} [{module}]"
+        text = f"{self.symbol}+0x{self.offset:x}"
+        if self.file:
+            text += f" ({self.file}:{self.line})" if self.line else f" ({self.file})"
+        return f"{text} [{module}]"
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    rank: int
+    bytes: int
+    count: int
+    oldest_s: float
+    frames: Tuple[Frame, ...]
+    kind: str = "heap"
+    pid: int = 0
+    comm: str = ""
+    cache: str = ""
+    cgroup: str = ""
+    bytes_older: Tuple[int, ...] = ()
+    estimated: bool = False  # scaled up from samples
+
+
+@dataclass(frozen=True)
+class Report:
+    """A symbolized, self-contained report: what renderers and recordings take."""
+
+    mode: str
+    timestamp: float  # wall clock
+    elapsed_s: float  # tracing time so far
+    targets: Tuple[Target, ...]
+    totals: Mapping[str, int]  # outstanding bytes/count over everything matched
+    events: Mapping[str, int]
+    losses: Mapping[str, int]
+    rows: Tuple[ReportRow, ...]
+    allocations: Tuple[Allocation, ...] = ()
+    warnings: Tuple[str, ...] = ()
+    group_by: str = "stack"
+    sample_rate: int = 0
