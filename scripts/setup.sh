@@ -26,7 +26,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # bcc comes from the distribution, never PyPI (the PyPI "bcc" is unrelated).
 packages=(python3-bpfcc libbpfcc bpfcc-tools python3-venv gcc g++ make binutils)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(libjemalloc-dev docker.io shellcheck vagrant redis-server redis-tools)
+  packages+=(libjemalloc-dev musl-tools docker.io shellcheck vagrant redis-server redis-tools)
 fi
 
 # Kernel headers: the running kernel's package if the distribution has it,
