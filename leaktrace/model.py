@@ -192,3 +192,6 @@ class Report:
     warnings: Tuple[str, ...] = ()
     group_by: str = "stack"
     sample_rate: int = 0
+    older_than_ms: int = 0  # the age filter the rows passed
+    sites_total: int = 0  # sites that passed the filters, before the top N cut
+    taken_ns: int = 0  # monotonic instant of the snapshot: allocation ages
