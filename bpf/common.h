@@ -1,0 +1,91 @@
+/* Structs and constants shared by the BPF programs and leaktrace's Python side
+ * (leaktrace/probes/layout.py mirrors them: keep both in step).
+ * bcc dialect: compiled at run time by bcc, not by a build step. */
+#ifndef LEAKTRACE_COMMON_H
+#define LEAKTRACE_COMMON_H
+
+/* Allocator entry points that need state carried from entry to return. */
+enum alloc_fn {
+	FN_MALLOC = 1,
+	FN_CALLOC,
+	FN_REALLOC,
+	FN_REALLOCARRAY,
+	FN_POSIX_MEMALIGN,
+	FN_ALIGNED_ALLOC,
+	FN_MEMALIGN,
+	FN_VALLOC,
+	FN_PVALLOC,
+	FN_MMAP,
+	FN_MREMAP,
+};
+#define FN_LAST_HEAP FN_PVALLOC
+
+enum alloc_kind {
+	KIND_HEAP = 0,
+	KIND_MMAP = 1,
+};
+
+/* Event and loss counters, one slot each in the per-CPU `counters` array. */
+enum counter {
+	C_ALLOCS = 0,          /* allocations recorded */
+	C_FREES,               /* frees that matched a recorded allocation */
+	C_UNKNOWN_FREES,       /* frees of pointers never seen (allocated before attach) */
+	C_FAILED_ALLOCS,       /* NULL / MAP_FAILED returns, not recorded */
+	C_ALLOC_MAP_FULL,      /* allocation lost: `allocs` full */
+	C_STACK_FAILED,        /* stack not collected (map full or walk failed) */
+	C_BUCKET_MAP_FULL,     /* totals lost: `buckets` full */
+	C_PENDING_MAP_FULL,    /* call lost between entry and return */
+	C_SAMPLED_OUT,         /* allocations skipped by sampling */
+	C_NESTED_MMAPS,        /* mmaps made inside malloc & co, left to the allocator */
+	C_REPLACED,            /* address recorded twice (a free was missed) */
+	N_COUNTERS,
+};
+
+struct pending_key {
+	u32 tid;
+	u32 fn;
+};
+
+struct pending_call {
+	u64 size;
+	u64 arg; /* realloc/mremap: old address; posix_memalign: memptr */
+};
+
+struct alloc_key {
+	u32 tgid;
+	u32 kind;
+	u64 addr;
+};
+
+struct alloc_info {
+	u64 size;
+	u64 timestamp_ns;
+	s32 stack_id;
+	u32 weight; /* allocations this record stands for, << WEIGHT_SHIFT */
+};
+
+struct bucket_key {
+	u32 tgid;
+	s32 stack_id;
+	u32 epoch; /* timestamp_ns >> AGE_BUCKET_SHIFT */
+	u32 kind;
+};
+
+struct bucket_totals {
+	u64 bytes;
+	u64 count; /* << WEIGHT_SHIFT, so sampled estimates keep their fraction */
+};
+
+struct trace_event {
+	u64 timestamp_ns;
+	u64 addr;
+	u64 size;
+	u32 tgid;
+	u32 tid;
+	s32 stack_id;
+	u32 fn; /* 0 = free, FN_MMAP with size 0 = munmap */
+};
+
+#define WEIGHT_SHIFT 10
+
+#endif

@@ -1,0 +1,112 @@
+"""Click options shared by the tracing commands, and how they become config.
+
+One name from CLI to config to BPF: --min-size <-> min_size <-> MIN_SIZE.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, TextIO
+
+import click
+
+from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, ProbeConfig,
+                      ReportConfig, RunConfig)
+from ..errors import UsageError
+from ..model import Report
+from ..report import get_reporter
+
+FORMATS = ("table", "json")
+
+
+def report_options(func: Callable) -> Callable:
+    """Options that shape what a report shows (any mode)."""
+    decorators = [
+        click.argument("interval", type=click.FloatRange(min=0.1), required=False, default=DEFAULT_INTERVAL_S),
+        click.argument("count", type=click.IntRange(min=1), required=False),
+        click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds."),
+        click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True,
+                     help="Show the N stacks holding the most memory."),
+        click.option("--older-than", "older_than_ms", type=click.IntRange(min=0),
+                     default=DEFAULT_OLDER_THAN_MS, show_default=True, metavar="MS",
+                     help="Report only allocations older than MS milliseconds."),
+        click.option("--min-size", type=click.IntRange(min=0), default=0, metavar="BYTES",
+                     help="Ignore allocations smaller than this."),
+        click.option("--max-size", type=click.IntRange(min=0), default=0, metavar="BYTES",
+                     help="Ignore allocations larger than this (0: no limit)."),
+        click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
+                     show_default=True, help="Report format; json writes one document per line."),
+        click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+                     help="Write reports to FILE instead of stdout."),
+        click.option("--show-allocs", is_flag=True, help="List the addresses and sizes of outstanding allocations."),
+        click.option("--max-allocs", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
+                     help="Outstanding allocations the kernel can track."),
+        click.option("--max-stacks", type=click.IntRange(min=64), default=1 << 14, show_default=True,
+                     help="Distinct stacks the kernel can keep."),
+        click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and exit."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def user_options(func: Callable) -> Callable:
+    """Options of the user-space modes (attach, run)."""
+    decorators = [
+        click.option("--sample-rate", type=click.IntRange(min=0), default=0, metavar="BYTES",
+                     help="Record on average one allocation per BYTES allocated, scaled back up "
+                          "(estimates; 0 records all)."),
+        click.option("--obj", type=click.Path(exists=True, dir_okay=False),
+                     help="Hook the allocator in this object instead of the one discovered."),
+        click.option("--combined-only", is_flag=True,
+                     help="Accepted for bcc memleak users: totals are always kept in the kernel."),
+        click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),
+        click.option("--lines", is_flag=True, help="Add file:line from DWARF to shown frames."),
+        click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def probe_config(opts: dict) -> ProbeConfig:
+    if opts["max_size"] and opts["max_size"] < opts["min_size"]:
+        raise UsageError("--max-size is smaller than --min-size")
+    return ProbeConfig(
+        min_size=opts["min_size"], max_size=opts["max_size"], sample_rate=opts.get("sample_rate", 0),
+        max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], trace=opts.get("trace", False),
+        track_mmap=not opts.get("no_mmap", False),
+    )
+
+
+def report_config(opts: dict, group_by: str = "stack") -> ReportConfig:
+    return ReportConfig(
+        top=opts["top"], older_than_ms=opts["older_than_ms"], show_allocs=opts["show_allocs"],
+        group_by=group_by, lines=opts.get("lines", False), format=opts["output_format"],
+    )
+
+
+def run_config(opts: dict, pids=()) -> RunConfig:
+    return RunConfig(
+        interval_s=opts["interval"], count=opts["count"], duration_s=opts["duration"],
+        output=opts["output"], pids=tuple(pids), obj=opts.get("obj"),
+    )
+
+
+@contextmanager
+def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
+    """A function that renders one report to --output or stdout, flushed."""
+    reporter = get_reporter(opts["output_format"])
+    out: TextIO = open(opts["output"], "a") if opts["output"] else sys.stdout
+    try:
+        def render(report: Report) -> None:
+            reporter.render(report, out)
+            out.flush()
+        yield render
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def dump_bpf(text: str) -> None:
+    click.echo(text)

@@ -1,0 +1,59 @@
+"""Locate leaktrace's BPF sources and compile them with bcc.
+
+The .c files live in bpf/ at the top of the repository; an installed wheel
+carries them as leaktrace/bpf. Settings reach the C code as -D defines, never
+by editing the source text.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import ProbeLoadError
+from . import features, headers
+
+
+def bpf_dir() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "bpf"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "bpf"
+    if checkout.is_dir():
+        return checkout
+    raise ProbeLoadError("leaktrace's BPF sources are missing", hint="reinstall leaktrace")
+
+
+def cflags(defines: Mapping[str, int]) -> list:
+    return [f"-D{name}={int(value)}" for name, value in sorted(defines.items())] + [
+        f"-I{bpf_dir()}"
+    ]
+
+
+def dump(name: str, defines: Mapping[str, int]) -> str:
+    """The program as bcc will compile it: settings first, then the source."""
+    lines = [f"/* {name} compiled with: {' '.join(cflags(defines))} */"]
+    lines += [f"#define {key} {int(value)}" for key, value in sorted(defines.items())]
+    text = (bpf_dir() / name).read_text()
+    common = (bpf_dir() / "common.h").read_text()
+    text = text.replace('#include "common.h"', common)
+    return "\n".join(lines) + "\n" + text
+
+
+def load(name: str, defines: Mapping[str, int]):
+    """Compile bpf/<name> with bcc and return the bcc.BPF object."""
+    bcc = features.import_bcc()
+    features.ensure_tracefs()
+    headers.ensure_kernel_source()
+    path = bpf_dir() / name
+    try:
+        return bcc.BPF(src_file=str(path).encode(), cflags=cflags(defines))
+    except Exception as exc:  # bcc raises bare Exception on compile/load errors
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, PermissionError) or "Operation not permitted" in str(exc):
+            features.check_privileges()
+        raise ProbeLoadError(
+            f"could not load {name}: {detail}",
+            hint="rerun with --dump-bpf and include the output in a bug report; "
+            "check kernel headers (BCC_KERNEL_SOURCE=" + os.environ.get("BCC_KERNEL_SOURCE", "") + ")",
+        ) from None

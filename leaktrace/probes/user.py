@@ -1,0 +1,189 @@
+"""UserProbe: bpf/user_alloc.c attached to the allocator of one or more processes.
+
+attach() compiles and attaches; snapshot() reads the in-kernel totals (never
+the per-allocation map unless allocations are asked for) into a model.Snapshot.
+This module and its siblings are the only code that touches bcc.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..allocator import MMAP_FUNCTIONS, HookPlan
+from ..config import ProbeConfig
+from ..errors import ProbeLoadError, TargetError
+from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
+from . import source
+
+SOURCE = "user_alloc.c"
+
+# Order of `enum counter` in bpf/common.h.
+COUNTERS = (
+    "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
+    "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
+    "nested_mmaps", "replaced",
+)
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "unknown_frees")
+WEIGHT_SHIFT = 10
+FN_NAMES = {0: "free", 1: "malloc", 2: "calloc", 3: "realloc", 4: "reallocarray",
+            5: "posix_memalign", 6: "aligned_alloc", 7: "memalign", 8: "valloc",
+            9: "pvalloc", 10: "mmap", 11: "mremap"}
+
+# function -> (entry handler, return handler); None where no probe is needed.
+HANDLERS: Dict[str, Tuple[Optional[str], Optional[str]]] = {
+    "malloc": ("malloc_enter", "malloc_exit"),
+    "calloc": ("calloc_enter", "calloc_exit"),
+    "realloc": ("realloc_enter", "realloc_exit"),
+    "reallocarray": ("reallocarray_enter", "reallocarray_exit"),
+    "posix_memalign": ("posix_memalign_enter", "posix_memalign_exit"),
+    "aligned_alloc": ("aligned_alloc_enter", "aligned_alloc_exit"),
+    "memalign": ("memalign_enter", "memalign_exit"),
+    "valloc": ("valloc_enter", "valloc_exit"),
+    "pvalloc": ("pvalloc_enter", "pvalloc_exit"),
+    "free": ("free_enter", None),
+    "mmap": ("mmap_enter", "mmap_exit"),
+    "munmap": ("munmap_enter", None),
+    "mremap": ("mremap_enter", "mremap_exit"),
+}
+
+
+def monotonic_ns() -> int:
+    """The clock bpf_ktime_get_ns() reads."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class UserProbe:
+    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[str, str], int]] = None):
+        self.config = config
+        self.bpf = None
+        self.started_ns = 0
+        self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
+        # (object path, function) -> entry probe offset; 0 keeps the entry.
+        self._placement = placements or (lambda path, function: 0)
+
+    def dump(self) -> str:
+        return source.dump(SOURCE, self.config.defines())
+
+    def load(self) -> None:
+        if self.bpf is None:
+            self.bpf = source.load(SOURCE, self.config.defines())
+
+    def attach(self, plan: HookPlan, pid: int) -> None:
+        """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
+        self.load()
+        for path, functions in plan.objects().items():
+            for function in functions:
+                if function in MMAP_FUNCTIONS and not self.config.track_mmap:
+                    continue
+                self._attach_one(path, function, pid)
+        if not self.started_ns:
+            self.started_ns = monotonic_ns()
+
+    def _attach_one(self, path: str, function: str, pid: int) -> None:
+        enter, exit_ = HANDLERS[function]
+        offset = self._placement(path, function)
+        try:
+            if enter:
+                self.bpf.attach_uprobe(name=path.encode(), sym=function.encode(), fn_name=enter.encode(),
+                                       pid=pid, sym_off=offset)
+            if exit_:
+                self.bpf.attach_uretprobe(name=path.encode(), sym=function.encode(), fn_name=exit_.encode(),
+                                          pid=pid)
+        except Exception as exc:  # bcc raises bare Exception
+            if "No such process" in str(exc) or "ESRCH" in str(exc):
+                raise TargetError(f"process {pid} exited while probes were attached") from None
+            raise ProbeLoadError(f"could not attach to {function} in {path}: {exc}") from None
+        self.attached.append((pid, function, path, offset))
+
+    # ---- reading -----------------------------------------------------------
+    def counters(self) -> Dict[str, int]:
+        table = self.bpf["counters"]
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def _read_buckets(self) -> list:
+        table = self.bpf["buckets"]
+        try:
+            return list(table.items_lookup_batch())
+        except Exception:  # older kernels lack batch ops
+            return list(table.items())
+
+    def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
+        taken = monotonic_ns()
+        shift = self.config.age_bucket_shift
+        buckets = []
+        for key, value in self._read_buckets():
+            if value.count == 0:
+                continue
+            stack = StackKey(key.tgid, key.stack_id)
+            buckets.append(Bucket(
+                stack=stack, start_ns=key.epoch << shift, end_ns=(key.epoch + 1) << shift,
+                bytes=ctypes.c_int64(value.bytes).value,
+                count=ctypes.c_int64(value.count).value >> WEIGHT_SHIFT,
+                kind=USER_KINDS[key.kind], pid=key.tgid,
+            ))
+        counters = self.counters()
+        return Snapshot(
+            mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
+            buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
+            events={k: v for k, v in counters.items() if k not in LOSSES},
+            losses={k: counters[k] for k in LOSSES}, targets=tuple(targets),
+            allocations=self._read_allocations() if with_allocations else (),
+            sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
+        )
+
+    def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
+        table = self.bpf["stack_traces"]
+        stacks = {}
+        for key in set(keys):
+            if key.stack_id < 0 or key in stacks:
+                continue
+            try:
+                stacks[key] = RawStack(tuple(table.walk(key.stack_id)))
+            except KeyError:
+                continue
+        return stacks
+
+    def _read_allocations(self) -> Tuple[Allocation, ...]:
+        allocations = []
+        for key, info in self.bpf["allocs"].items():
+            allocations.append(Allocation(
+                pid=key.tgid, address=key.addr, size=info.size, timestamp_ns=info.timestamp_ns,
+                stack=StackKey(key.tgid, info.stack_id), kind=USER_KINDS[key.kind],
+            ))
+        return tuple(allocations)
+
+    def prune(self) -> None:
+        """Drop emptied buckets of past epochs: only frees reach them now."""
+        table = self.bpf["buckets"]
+        current = monotonic_ns() >> self.config.age_bucket_shift
+        for key, value in self._read_buckets():
+            if value.count == 0 and key.epoch + 1 < current:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+
+    # ---- --trace ------------------------------------------------------------
+    def open_trace(self, print_line: Callable[[str], None]) -> None:
+        def on_event(cpu, data, size):
+            event = self.bpf["events"].event(data)
+            what = FN_NAMES.get(event.fn, str(event.fn))
+            if event.fn == 0:
+                what = "munmap" if event.size == 0 else "free"
+                print_line(f"{event.timestamp_ns} pid={event.tgid} tid={event.tid} {what} 0x{event.addr:x}")
+            else:
+                print_line(f"{event.timestamp_ns} pid={event.tgid} tid={event.tid} {what} "
+                           f"0x{event.addr:x} size={event.size} stack={event.stack_id}")
+        self.bpf["events"].open_perf_buffer(on_event, page_cnt=64)
+
+    def poll(self, timeout_ms: int) -> None:
+        if self.config.trace:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+        else:
+            time.sleep(timeout_ms / 1000)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

@@ -1,0 +1,103 @@
+"""The reporting loop shared by every tracing command.
+
+Every interval: probe.snapshot() -> aggregate -> build_report -> render.
+Stops on Ctrl-C/SIGTERM, when the targets are gone, after --duration, or
+after COUNT reports, and always prints a final report: nothing collected is
+lost. The probe, the symbol resolver and the reporter are passed in, so the
+loop knows nothing about user or kernel mode.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, TextIO
+
+from .aggregate import aggregate
+from .config import ReportConfig, RunConfig
+from .errors import LeaktraceError
+from .model import Report
+from .symbolize import build_report
+
+POLL_MS = 100
+
+
+@dataclass
+class Session:
+    probe: object  # UserProbe or KernelProbe: snapshot(), poll(), prune()
+    report_config: ReportConfig
+    run_config: RunConfig
+    render: Callable[[Report], None]
+    resolve: Callable  # (StackKey, RawStack) -> tuple[Frame, ...]
+    targets: Callable[[], tuple] = tuple
+    alive: Callable[[], bool] = lambda: True
+    warnings: Callable[[], List[str]] = list
+    on_report: Optional[Callable[[Report], None]] = None  # e.g. recordings
+    tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
+    reports: int = 0
+    _stop_reason: str = field(default="", init=False)
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_reason = "interrupted"
+
+    def report(self) -> Report:
+        snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)
+        result = aggregate(snapshot, self.report_config)
+        report = build_report(snapshot, result, self.resolve, self.report_config, tuple(self.warnings()))
+        self.render(report)
+        if self.on_report:
+            self.on_report(report)
+        self.probe.prune()
+        self.reports += 1
+        return report
+
+    def _should_stop(self, started: float) -> str:
+        if self._stop_reason:
+            return self._stop_reason
+        if not self.alive():
+            return "target exited"
+        duration = self.run_config.duration_s
+        if duration is not None and time.monotonic() - started >= duration:
+            return "duration reached"
+        count = self.run_config.count
+        if count is not None and self.reports >= count:
+            return "count reached"
+        return ""
+
+    def run(self) -> str:
+        """Report until a stop condition; returns why it stopped."""
+        old_int = signal.signal(signal.SIGINT, self._request_stop)
+        old_term = signal.signal(signal.SIGTERM, self._request_stop)
+        started = time.monotonic()
+        next_report = started + self.run_config.interval_s
+        reported_at = None
+        try:
+            while True:
+                reason = self._should_stop(started)
+                if reason:
+                    break
+                now = time.monotonic()
+                if now >= next_report:
+                    self.report()
+                    reported_at = time.monotonic()
+                    next_report += self.run_config.interval_s
+                    continue
+                self.probe.poll(int(min(POLL_MS, (next_report - now) * 1000)) or 1)
+                self.tick()
+            # The last periodic report is the final one when COUNT ended the run.
+            if reason != "count reached" or reported_at is None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                self.report()
+            return reason
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def stderr_line(message: str, stream: TextIO = sys.stderr) -> None:
+    print(message, file=stream, flush=True)
+
+
+def describe_error(error: LeaktraceError) -> str:
+    return f"leaktrace: {error.message}" + (f"; {error.hint}" if error.hint else "")
