@@ -1,0 +1,136 @@
+"""Pure stage: top sites -> a self-contained Report.
+
+build_report() resolves the stacks of the shown sites only (one call of the
+injected `resolve` per shown site, for the stack holding most of its bytes),
+turns nanoseconds into seconds, attaches --show-allocs allocations and adds
+the warnings a user needs to trust the figures. `resolve` is where the
+process and kernel symbolizers plug in; this module does no I/O itself.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from leaktrace.aggregate import NS_PER_MS, AggregateResult
+from leaktrace.config import ReportConfig
+from leaktrace.model import Allocation, Frame, RawStack, Report, ReportRow, Site, Snapshot, StackKey
+
+Resolver = Callable[[StackKey, RawStack], Tuple[Frame, ...]]
+
+# --show-allocs lists at most this many allocations per site: enough to see
+# sizes and addresses, not a dump of the allocation map.
+MAX_ALLOCS_PER_SITE = 20
+
+NOT_COLLECTED = "stack not collected"
+# Negative ids are bpf_get_stackid() errors (-errno).
+STACK_ERRORS = {-12: "stack map full", -14: "unwind failed", -17: "stack id collision"}
+
+SHALLOW_DEPTH = 2
+FRAME_POINTER_WARNING = (
+    "most stacks are only 1-2 frames deep: the program was probably built without "
+    "frame pointers; rebuild it with -fno-omit-frame-pointer (see the FAQ on "
+    "[unknown] frames and frame pointers)"
+)
+
+
+def build_report(
+    snapshot: Snapshot,
+    result: AggregateResult,
+    resolve: Resolver,
+    config: ReportConfig,
+    warnings: Iterable[str] = (),
+) -> Report:
+    """Symbolize the shown sites of `result` and package everything for rendering."""
+    estimated = snapshot.sample_rate > 1  # 0 or 1: every allocation was recorded
+    rows: List[ReportRow] = []
+    depths: List[int] = []
+    for rank, site in enumerate(result.sites, start=1):
+        frames, depth = _site_frames(snapshot, site, resolve)
+        if depth:
+            depths.append(depth)
+        rows.append(_make_row(rank, site, frames, estimated))
+    notes = list(snapshot.notes) + list(warnings)
+    if snapshot.mode == "user" and _mostly_shallow(depths):
+        notes.append(FRAME_POINTER_WARNING)
+    return Report(
+        mode=snapshot.mode,
+        timestamp=snapshot.wall_time,
+        elapsed_s=max(0, snapshot.taken_ns - snapshot.started_ns) / 1e9,
+        targets=tuple(snapshot.targets),
+        totals=dict(result.totals),
+        events=dict(snapshot.events),
+        losses=dict(snapshot.losses),
+        rows=tuple(rows),
+        allocations=_shown_allocations(snapshot, result.sites, config) if config.show_allocs else (),
+        warnings=tuple(dict.fromkeys(notes)),  # once each, first mention first
+        group_by=config.group_by,
+        sample_rate=snapshot.sample_rate,
+        older_than_ms=config.older_than_ms,
+        sites_total=result.sites_total,
+        taken_ns=snapshot.taken_ns,
+    )
+
+
+def _site_frames(snapshot: Snapshot, site: Site, resolve: Resolver) -> Tuple[Tuple[Frame, ...], int]:
+    """Frames of the site's heaviest stack and its collected depth (0 if not collected)."""
+    if not site.stacks:
+        return (_not_collected(None),), 0
+    key = site.stacks[0]
+    raw = snapshot.stacks.get(key) if key.stack_id >= 0 else None
+    if raw is None or not raw.addresses:
+        return (_not_collected(key),), 0
+    return tuple(resolve(key, raw)), len(raw.addresses)
+
+
+def _not_collected(key: Optional[StackKey]) -> Frame:
+    reason = STACK_ERRORS.get(key.stack_id) if key else None
+    note = f"{NOT_COLLECTED} ({reason})" if reason else NOT_COLLECTED
+    return Frame(addr=0, note=note)
+
+
+def _mostly_shallow(depths: List[int]) -> bool:
+    shallow = sum(1 for d in depths if d <= SHALLOW_DEPTH)
+    return shallow * 2 > len(depths)
+
+
+def _make_row(rank: int, site: Site, frames: Tuple[Frame, ...], estimated: bool) -> ReportRow:
+    return ReportRow(
+        rank=rank,
+        bytes=site.bytes,
+        count=site.count,
+        oldest_s=site.oldest_ns / 1e9,
+        frames=frames,
+        kind=site.kind,
+        pid=site.pid,
+        comm=site.comm,
+        cache=site.cache,
+        cgroup=str(site.cgroup_id) if site.cgroup_id else "",
+        bytes_older=site.bytes_older,
+        estimated=estimated,
+    )
+
+
+def _shown_allocations(
+    snapshot: Snapshot, sites: Tuple[Site, ...], config: ReportConfig
+) -> Tuple[Allocation, ...]:
+    """Outstanding allocations of the shown sites, largest first, capped per site."""
+    rank_of: Dict[StackKey, int] = {}
+    for rank, site in enumerate(sites):
+        for key in site.stacks:
+            rank_of.setdefault(key, rank)  # a stack is listed under its best-ranked site
+    cutoff = snapshot.taken_ns - max(0, config.older_than_ms) * NS_PER_MS
+    per_site: Dict[int, List[Allocation]] = {}
+    for alloc in snapshot.allocations:
+        rank = rank_of.get(alloc.stack)
+        if rank is None or alloc.timestamp_ns > cutoff or not _size_shown(alloc.size, config):
+            continue
+        per_site.setdefault(rank, []).append(alloc)
+    shown: List[Allocation] = []
+    for allocs in per_site.values():
+        allocs.sort(key=lambda a: (-a.size, a.timestamp_ns, a.address))
+        shown.extend(allocs[:MAX_ALLOCS_PER_SITE])
+    shown.sort(key=lambda a: (-a.size, a.timestamp_ns, a.address))
+    return tuple(shown)
+
+
+def _size_shown(size: int, config: ReportConfig) -> bool:
+    return size >= config.min_size and (config.max_size <= 0 or size <= config.max_size)
