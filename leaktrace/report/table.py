@@ -1,0 +1,160 @@
+"""The human report: a header block, then one table row per site with its stack.
+
+Sizes are human-readable (8.0 KiB), ages compact (12.3s, 4m05s). Sampled
+figures are marked "~" and the header says they are estimates. Non-zero loss
+counters are flagged, in red when writing to a terminal.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import List, Sequence, TextIO
+
+from tabulate import tabulate
+
+from leaktrace.model import Frame, Report, ReportRow, Target
+
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+RED, RESET = "\033[1;31m", "\033[0m"
+FRAME_INDENT = "      "
+# Optional identity columns, shown only when some row has a value.
+IDENTITY_COLUMNS = (("pid", "pid"), ("comm", "comm"), ("cache", "cache"), ("cgroup", "cgroup"))
+
+
+def format_bytes(n: int) -> str:
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in UNITS[1:]:
+        value /= 1024
+        # 1023.97 KiB would print as "1024.0 KiB": move up a unit instead.
+        if abs(value) < 1023.95 or unit == UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def printable(text: str) -> str:
+    """Control characters (a comm may hold any byte) would break the layout."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class TableReporter:
+    def __init__(self, show_unwind: bool = False) -> None:
+        self.show_unwind = show_unwind
+
+    def render(self, report: Report, out: TextIO) -> None:
+        color = bool(getattr(out, "isatty", lambda: False)())
+        lines = self._header(report, color)
+        lines.append("")
+        lines.extend(self._sites(report) if report.rows else [_empty_message(report)])
+        if report.allocations:
+            lines.append("")
+            lines.extend(_allocations(report))
+        out.write("\n".join(lines) + "\n\n")
+        out.flush()
+
+    def _header(self, report: Report, color: bool) -> List[str]:
+        when = datetime.fromtimestamp(report.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        lines = [f"leaktrace {when}  {report.mode} mode, traced {format_age(report.elapsed_s)}"]
+        lines.extend(f"target: {_target_line(t)}" for t in report.targets)
+        if report.events:
+            lines.append("events: " + _counters(report.events))
+        if report.losses:
+            lines.append("losses: " + _counters(report.losses, flag=True, color=color))
+        lines.append(_totals_line(report))
+        if report.sample_rate > 1:
+            lines.append(
+                f"estimates: 1 sample per {report.sample_rate} bytes; "
+                "bytes and counts marked ~ are scaled from samples"
+            )
+        lines.extend(f"warning: {printable(w)}" for w in report.warnings)
+        return lines
+
+    def _sites(self, report: Report) -> List[str]:
+        extra = [(head, attr) for head, attr in IDENTITY_COLUMNS
+                 if any(getattr(r, attr) for r in report.rows)]
+        headers = ["#", "outstanding", "allocs", "avg size", "oldest", "kind"] + [h for h, _ in extra]
+        cells = [_row_cells(r) + [printable(str(getattr(r, a) or "")) for _, a in extra]
+                 for r in report.rows]
+        align = ["right"] * 5 + ["left"] * (1 + len(extra))
+        table = tabulate(cells, headers=headers, tablefmt="simple",
+                         disable_numparse=True, colalign=align).splitlines()
+        lines = table[:2]  # "simple": header, rule, then one line per row
+        for row, line in zip(report.rows, table[2:]):
+            lines.append(line)
+            lines.extend(FRAME_INDENT + self._frame_text(f) for f in row.frames)
+        return lines
+
+    def _frame_text(self, frame: Frame) -> str:
+        if frame.symbol is None and frame.addr == 0 and frame.note:
+            return f"[{frame.note}]"
+        text = printable(frame.label())
+        if self.show_unwind:
+            text += f"  <{frame.unwind}>"
+        if frame.note:
+            text += f"  ({printable(frame.note)})"
+        return text
+
+
+def _row_cells(row: ReportRow) -> List[str]:
+    mark = "~" if row.estimated else ""
+    avg = row.bytes // row.count if row.count else 0
+    return [str(row.rank), mark + format_bytes(row.bytes), f"{mark}{row.count:,}",
+            format_bytes(avg), format_age(row.oldest_s), row.kind]
+
+
+def _target_line(t: Target) -> str:
+    text = f"pid {t.pid} {printable(t.comm)}"
+    if t.allocator_name or t.allocator:
+        text += f", allocator {t.allocator_name or '?'}"
+        text += f" ({t.allocator})" if t.allocator else ""
+    if t.container:
+        c = t.container
+        text += f", container {c.runtime} {c.id[:12]}" + (f" ({c.name})" if c.name else "")
+    return text
+
+
+def _counters(counters, flag: bool = False, color: bool = False) -> str:
+    parts = []
+    for name, value in counters.items():
+        part = f"{name}={value:,}"
+        if flag and value:
+            part = f"{RED}{part} (!){RESET}" if color else f"{part} (!)"
+        parts.append(part)
+    return ", ".join(parts)
+
+
+def _totals_line(report: Report) -> str:
+    bytes_, count = report.totals.get("bytes", 0), report.totals.get("count", 0)
+    age = f" older than {report.older_than_ms} ms" if report.older_than_ms > 0 else ""
+    text = f"outstanding: {format_bytes(bytes_)} in {count:,} allocations{age}"
+    if report.rows:
+        total = max(report.sites_total, len(report.rows))
+        text += f"; top {len(report.rows)} of {total} sites by {report.group_by}"
+    return text
+
+
+def _empty_message(report: Report) -> str:
+    if report.older_than_ms > 0:
+        return f"no outstanding allocations older than {report.older_than_ms} ms"
+    return "no outstanding allocations"
+
+
+def _allocations(report: Report) -> List[str]:
+    headers = ["address", "size", "age", "pid", "kind", "stack"]
+    cells: List[Sequence[str]] = []
+    for a in report.allocations:
+        age = format_age((report.taken_ns - a.timestamp_ns) / 1e9) if report.taken_ns else "?"
+        cells.append([f"0x{a.address:x}", format_bytes(a.size), age, str(a.pid), a.kind,
+                      f"{a.stack.pid}:{a.stack.stack_id}"])
+    table = tabulate(cells, headers=headers, tablefmt="simple", disable_numparse=True,
+                     colalign=["left", "right", "right", "right", "left", "left"])
+    return ["outstanding allocations, largest first:"] + table.splitlines()
