@@ -23,6 +23,7 @@ enum alloc_fn {
 enum alloc_kind {
 	KIND_HEAP = 0,
 	KIND_MMAP = 1,
+	KIND_STACK = 2, /* mmap with MAP_STACK: a thread stack (pthread_create) */
 };
 
 /* Event and loss counters, one slot each in the per-CPU `counters` array. */

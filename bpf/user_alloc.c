@@ -40,6 +40,7 @@
 #define TRACE_EVENTS 0
 #endif
 #define MAP_ANONYMOUS_FLAG 0x20
+#define MAP_STACK_FLAG 0x20000
 
 BPF_HASH(pending, struct pending_key, struct pending_call, 16384);
 BPF_HASH(allocs, struct alloc_key, struct alloc_info, MAX_ALLOCS);
@@ -316,7 +317,7 @@ int mmap_enter(struct pt_regs *ctx, void *addr, size_t length, int prot, int fla
 		count(C_NESTED_MMAPS);
 		return 0;
 	}
-	return call_enter(FN_MMAP, length, 0);
+	return call_enter(FN_MMAP, length, flags & MAP_STACK_FLAG ? KIND_STACK : KIND_MMAP);
 }
 int mmap_exit(struct pt_regs *ctx)
 {
@@ -328,10 +329,14 @@ int mmap_exit(struct pt_regs *ctx)
 		count(C_FAILED_ALLOCS);
 		return 0;
 	}
-	return record(ctx, KIND_MMAP, addr, call.size, FN_MMAP);
+	return record(ctx, call.arg, addr, call.size, FN_MMAP);
 }
 
-int munmap_enter(struct pt_regs *ctx, void *addr) { return forget(ctx, KIND_MMAP, (u64)addr); }
+int munmap_enter(struct pt_regs *ctx, void *addr)
+{
+	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = KIND_STACK, .addr = (u64)addr };
+	return forget(ctx, allocs.lookup(&key) ? KIND_STACK : KIND_MMAP, (u64)addr);
+}
 
 int mremap_enter(struct pt_regs *ctx, void *old, size_t old_size, size_t new_size)
 {

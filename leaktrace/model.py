@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-# Allocation kinds. User mode: heap (the malloc family) and mmap. Kernel mode:
-# one per tracepoint family.
-USER_KINDS = ("heap", "mmap")
+# Allocation kinds. User mode: heap (the malloc family), anonymous mmap, and
+# thread stacks (mmap with MAP_STACK). Kernel mode: one per tracepoint family.
+USER_KINDS = ("heap", "mmap", "stack")
 KERNEL_KINDS = ("kmalloc", "cache", "page", "percpu", "vmalloc")
 
 # How a frame's address was recovered: a frame-pointer walk, DWARF call-frame

@@ -62,6 +62,7 @@ def user_options(func: Callable) -> Callable:
                      help="Accepted for bcc memleak users: totals are always kept in the kernel."),
         click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),
         click.option("--lines", is_flag=True, help="Add file:line from DWARF to shown frames."),
+        click.option("--show-unwind", is_flag=True, help="Say how each frame was recovered (fp, cfi, scan)."),
         click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
     ]
     for decorator in reversed(decorators):
@@ -83,6 +84,7 @@ def report_config(opts: dict, group_by: str = "stack") -> ReportConfig:
     return ReportConfig(
         top=opts["top"], older_than_ms=opts["older_than_ms"], show_allocs=opts["show_allocs"],
         group_by=group_by, lines=opts.get("lines", False), format=opts["output_format"],
+        show_unwind=opts.get("show_unwind", False),
     )
 
 
@@ -96,8 +98,8 @@ def run_config(opts: dict, pids=()) -> RunConfig:
 @contextmanager
 def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
     """A function that renders one report to --output or stdout, flushed."""
-    reporter = get_reporter(opts["output_format"])
-    out: TextIO = open(opts["output"], "a") if opts["output"] else sys.stdout
+    reporter = get_reporter(opts["output_format"], show_unwind=opts.get("show_unwind", False))
+    out: TextIO = open(opts["output"], "a", encoding="utf-8") if opts["output"] else sys.stdout
     try:
         def render(report: Report) -> None:
             reporter.render(report, out)
