@@ -1,0 +1,27 @@
+"""User-space symbolization: addresses in a process -> function, file, line.
+
+maps.py reads /proc/PID/maps, elf.py reads one ELF file (pyelftools),
+debuginfo.py finds separate debug files, paths.py resolves paths inside a
+container's root, demangle.py reads C++ names, and process.py puts them
+together for one process. Everything is cached for the run, so stacks can
+still be symbolized after the process exited, for modules it had mapped.
+"""
+from .demangle import demangle
+from .elf import ElfError, ElfSymbols, open_elf, runtime_to_vaddr
+from .maps import MapEntry, parse_maps, read_maps
+from .paths import PathResolveError, resolve_in_root
+from .process import ProcessSymbols
+
+__all__ = [
+    "ElfError",
+    "ElfSymbols",
+    "MapEntry",
+    "PathResolveError",
+    "ProcessSymbols",
+    "demangle",
+    "open_elf",
+    "parse_maps",
+    "read_maps",
+    "resolve_in_root",
+    "runtime_to_vaddr",
+]
