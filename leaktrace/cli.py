@@ -54,9 +54,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LeaktraceError as error:
         click.echo(describe_error(error), err=True)
         return error.exit_code
-    except click.exceptions.NoArgsUsage as error:
-        click.echo(error.ctx.get_help() if error.ctx else str(error), err=True)
-        return EX_USAGE
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "leaktrace"
         click.echo(f"leaktrace: {error.format_message()} (see {command} --help)", err=True)

@@ -7,6 +7,7 @@ from typing import Dict, List
 import click
 
 from .. import allocator, targets
+from ..errors import LeaktraceError
 from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
@@ -31,9 +32,16 @@ class UserSymbols:
         self._refreshed = 0.0
 
     def add(self, pid: int) -> None:
-        symbols = ProcessSymbols(pid, lines=self.lines)
-        symbols.prime()
-        self.by_pid[pid] = symbols
+        self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines)
+        self._prime(pid)
+
+    def _prime(self, pid: int) -> None:
+        # A process between fork and exec, or exiting, has nothing to read
+        # yet; symbolize() copes with whatever was learnt.
+        try:
+            self.by_pid[pid].prime()
+        except LeaktraceError:
+            pass
 
     def resolve(self, key, raw):
         symbols = self.by_pid.get(key.pid)
@@ -48,20 +56,19 @@ class UserSymbols:
         if now - self._refreshed < REFRESH_S:
             return
         self._refreshed = now
-        for pid, symbols in self.by_pid.items():
+        for pid in self.by_pid:
             if targets.is_running(pid):
-                symbols.prime()
+                self._prime(pid)
 
     def warnings(self) -> List[str]:
         return [w for symbols in self.by_pid.values() for w in symbols.warnings]
 
 
-def trace_processes(probe: UserProbe, plans, opts: dict, alive, resolver: UserSymbols) -> None:
+def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols) -> None:
     """Announce, run the report loop, print the final report."""
-    target_list = [describe(plan, plan.pid) for plan in plans]
-    for plan in plans:
-        if plan.pid not in resolver.by_pid:
-            resolver.add(plan.pid)
+    for target in target_list:
+        if target.pid not in resolver.by_pid:
+            resolver.add(target.pid)
     for target in target_list:
         stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                     f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
@@ -103,6 +110,7 @@ def attach(pids, **opts):
     try:
         for plan in plans:
             probe.attach(plan, plan.pid)
-        trace_processes(probe, plans, opts, lambda: any(targets.is_running(p) for p in pids), resolver)
+        trace_processes(probe, [describe(plan, plan.pid) for plan in plans], opts,
+                        lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()

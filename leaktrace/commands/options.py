@@ -19,11 +19,26 @@ from ..report import get_reporter
 FORMATS = ("table", "json")
 
 
-def report_options(func: Callable) -> Callable:
+def _interval_and_count(positional: bool) -> list:
+    """bcc-tools style `[INTERVAL [COUNT]]`, or options where a command
+    line follows (run -- CMD)."""
+    if positional:
+        return [
+            click.argument("interval", type=click.FloatRange(min=0.1), required=False, default=DEFAULT_INTERVAL_S),
+            click.argument("count", type=click.IntRange(min=1), required=False),
+        ]
+    return [
+        click.option("--interval", type=click.FloatRange(min=0.1), default=DEFAULT_INTERVAL_S,
+                     show_default=True, help="Seconds between reports."),
+        click.option("--count", type=click.IntRange(min=1), help="Stop after this many reports."),
+    ]
+
+
+def report_options(func: Callable = None, *, positional: bool = True) -> Callable:
     """Options that shape what a report shows (any mode)."""
-    decorators = [
-        click.argument("interval", type=click.FloatRange(min=0.1), required=False, default=DEFAULT_INTERVAL_S),
-        click.argument("count", type=click.IntRange(min=1), required=False),
+    if func is None:
+        return lambda f: report_options(f, positional=positional)
+    decorators = _interval_and_count(positional) + [
         click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds."),
         click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True,
                      help="Show the N stacks holding the most memory."),

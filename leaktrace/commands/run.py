@@ -13,6 +13,7 @@ import click
 
 from .. import allocator
 from ..errors import UsageError
+from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
 from .attach import UserSymbols, trace_processes
@@ -49,14 +50,13 @@ class Child:
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@options.report_options
+@options.report_options(positional=False)
 @options.user_options
 @click.argument("command", nargs=-1, required=True, metavar="-- CMD [ARGS]...")
 def run(command, **opts):
     """Run CMD with the probes attached before its first instruction.
 
-    Reports every INTERVAL seconds and when CMD exits; Ctrl-C stops both.
-    INTERVAL and COUNT go before the `--`.
+    Reports every --interval seconds and when CMD exits; Ctrl-C stops both.
     """
     probe = UserProbe(options.probe_config(opts))
     if opts["dump_bpf"]:
@@ -71,10 +71,11 @@ def run(command, **opts):
     child = Child(pid)
     try:
         probe.attach(plan, pid)
-        plan = allocator.HookPlan(pid, plan.allocator_path, plan.allocator_name, plan.host_paths)
+        target = Target(pid=pid, comm=os.path.basename(executable)[:15], exe=executable,
+                        allocator=plan.allocator_path, allocator_name=plan.allocator_name)
         os.close(release_fd)
         release_fd = -1
-        trace_processes(probe, [plan], opts, child.alive, UserSymbols(lines=opts["lines"]))
+        trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]))
     finally:
         if release_fd >= 0:  # attach failed: the child must not run untraced
             os.kill(pid, 9)

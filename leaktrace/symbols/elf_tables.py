@@ -63,7 +63,8 @@ def _decode_symbols(elf, section, size: int) -> List[Symbol]:
         end = strings.find(b"\0", start)
         if start >= len(strings) or end < 0:
             continue
-        name = strings[start:end].decode("utf-8", "replace")
+        # "pthread_create@GLIBC_2.2.5": the version is noise in a stack.
+        name = strings[start:end].decode("utf-8", "replace").partition("@")[0]
         symbols.append((name, value & thumb_bit, fields[i_size], info >> 4))
     return symbols
 
