@@ -1,39 +1,54 @@
 """`leaktrace run -- CMD ARGS...`: start a command with the probes already live.
 
-The child is forked and waits on a pipe; the parent attaches the probes to
-the child's PID (uprobes follow the task across exec), then lets it exec. So
-even the first allocation of main() is seen.
+The child asks to be traced (PTRACE_TRACEME) and execs, so the kernel stops it
+right after exec, before the dynamic linker or main() run a single
+instruction. The parent attaches the probes to that PID (uprobes on a library
+take effect when it is mapped), then detaches and the program runs. Nothing
+the program allocates is missed, and nothing of leaktrace's own Python child
+(between fork and exec) is recorded.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 
 import click
 
 from .. import allocator
-from ..errors import UsageError
+from ..errors import TargetError, UsageError
 from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
 from .attach import UserSymbols, trace_processes
 from . import options
 
+PTRACE_TRACEME = 0
+PTRACE_DETACH = 17
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 
-def _spawn_paused(argv) -> tuple:
-    """Fork a child that execs argv once the returned fd is closed."""
-    read_fd, write_fd = os.pipe()
+
+def _spawn_stopped(argv) -> int:
+    """Fork and exec argv; the child stops at exec under ptrace."""
     pid = os.fork()
     if pid == 0:  # child
-        os.close(write_fd)
-        os.read(read_fd, 1)  # returns b"" when the parent closes its end
-        os.close(read_fd)
         try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _libc.ptrace(PTRACE_TRACEME, 0, None, None)
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
-    os.close(read_fd)
-    return pid, write_fd
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFSTOPPED(status):
+        raise TargetError(f"{argv[0]} could not be started (exit status {os.waitstatus_to_exitcode(status)})")
+    return pid
+
+
+def _release(pid: int) -> None:
+    if _libc.ptrace(PTRACE_DETACH, pid, None, None) != 0:
+        raise TargetError(f"could not resume {pid}: {os.strerror(ctypes.get_errno())}")
 
 
 class Child:
@@ -67,19 +82,18 @@ def run(command, **opts):
         raise UsageError(f"command not found: {command[0]}")
     features.check_privileges()
     plan = allocator.discover_for_command(os.path.realpath(executable), dict(os.environ), opts["obj"])
-    pid, release_fd = _spawn_paused(list(command))
+    pid = _spawn_stopped(list(command))
     child = Child(pid)
+    released = False
     try:
         probe.attach(plan, pid)
         target = Target(pid=pid, comm=os.path.basename(executable)[:15], exe=executable,
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name)
-        os.close(release_fd)
-        release_fd = -1
+        _release(pid)
+        released = True
         trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]))
     finally:
-        if release_fd >= 0:  # attach failed: the child must not run untraced
-            os.kill(pid, 9)
-            os.close(release_fd)
-        if child.alive():
-            child.alive()
+        if not released:  # attach failed: the child must not run untraced
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         probe.close()
