@@ -1,0 +1,129 @@
+"""What probe placement needs from one x86-64 ELF file, read once per file version.
+
+CodeIndex answers three questions: where a function is and how long it is,
+what its bytes are, and which addresses in a window are reached from outside a
+given function (other symbols, and direct branches from anywhere in the file).
+The branch search over-approximates: rel32 call/jmp/jcc opcodes are matched at
+every byte of the executable sections (glibc: ~50k matches, each hitting a given
+byte with chance 2^-32), rel8 ones are decoded from the nearest symbol. An extra
+entry only ever keeps a probe at the function's start: errors are on the safe side.
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import capstone
+from capstone import x86 as cs_x86
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+_REL32 = re.compile(rb"[\xe8\xe9]|\x0f[\x80-\x8f]", re.DOTALL)
+_REL8 = re.compile(rb"[\xeb\x70-\x7f]", re.DOTALL)
+_SHF_EXECINSTR = 0x4
+_CODE_SYMBOLS = ("STT_FUNC", "STT_GNU_IFUNC", "STT_NOTYPE")
+_MAX_DECODE = 1 << 16  # how far back a symbol may be to decode rel8 branches from it
+BRANCH_GROUPS = frozenset({capstone.CS_GRP_JUMP, capstone.CS_GRP_CALL})
+
+
+def decoder() -> capstone.Cs:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    return md
+
+
+def direct_target(insn) -> Optional[int]:
+    """Where a direct jmp/jcc/call goes; None for anything else."""
+    if BRANCH_GROUPS & set(insn.groups) and insn.operands \
+            and insn.operands[0].type == cs_x86.X86_OP_IMM:
+        return insn.operands[0].imm
+    return None
+
+
+def _scan(pattern, width: int, data: bytes, base: int) -> Iterator[Tuple[int, int]]:
+    """(target, source) for every match of a branch opcode and its displacement."""
+    for match in pattern.finditer(data):
+        end = match.end() + width
+        if end <= len(data):
+            rel = int.from_bytes(data[match.end():end], "little", signed=True)
+            yield base + end + rel, base + match.start()
+
+
+@dataclass(frozen=True)
+class CodeIndex:
+    machine: str  # e_machine, e.g. EM_X86_64
+    functions: Dict[str, Tuple[int, int, str]]  # name -> (vaddr, size, symbol type)
+    symbol_addrs: List[int]  # sorted addresses of every defined code symbol
+    code: List[Tuple[int, int, int]]  # executable sections: (vaddr, file offset, size)
+    targets: List[int]  # rel32 branch targets, sorted
+    sources: List[int]  # the branch to targets[i] is at sources[i]
+
+    def read(self, stream, vaddr: int, size: int) -> bytes:
+        for start, offset, length in self.code:
+            if start <= vaddr and vaddr + size <= start + length:
+                stream.seek(offset + vaddr - start)
+                return stream.read(size)
+        raise ELFError(f"no executable section holds {size} bytes at {vaddr:#x}")
+
+    def entries_into(self, stream, window: Tuple[int, int], own: Tuple[int, int]) -> set:
+        """Addresses in [window) reached from outside [own) (the function itself)."""
+        lo, hi = window
+        found = {(t, None) for t in self.symbol_addrs[bisect.bisect_left(self.symbol_addrs, lo):
+                                                      bisect.bisect_left(self.symbol_addrs, hi)]}
+        first, last = bisect.bisect_left(self.targets, lo), bisect.bisect_left(self.targets, hi)
+        found.update(zip(self.targets[first:last], self.sources[first:last]))
+        for start, _, length in self.code:  # a rel8 branch reaches 128 bytes at most
+            near_lo, near_hi = max(lo - 130, start), min(hi + 128, start + length)
+            if near_lo < near_hi:
+                found.update(self._near_branches(stream, near_lo, near_hi))
+        return {t for t, src in found
+                if lo <= t < hi and (src is None or not own[0] <= src < own[1])}
+
+    def _near_branches(self, stream, lo: int, hi: int) -> Iterator[Tuple[int, int]]:
+        """Branches in [lo, hi), decoded from the nearest symbol before lo so that
+        instruction boundaries are real; whatever does not decode is scanned."""
+        i = bisect.bisect_right(self.symbol_addrs, lo) - 1
+        origin = self.symbol_addrs[i] if i >= 0 and lo - self.symbol_addrs[i] < _MAX_DECODE else lo
+        reached = origin
+        if origin < lo:
+            for insn in decoder().disasm(self.read(stream, origin, hi - origin), origin):
+                reached = insn.address + insn.size
+                target = direct_target(insn)
+                if target is not None and insn.address >= lo:
+                    yield target, insn.address
+        if reached < hi:
+            yield from _scan(_REL8, 1, self.read(stream, reached, hi - reached), reached)
+
+
+def index_elf(path: str) -> CodeIndex:
+    """The CodeIndex of the file at path (cached until the file changes).
+    Raises OSError or ELFError."""
+    stat = os.stat(path)
+    return _index(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _index(path: str, _mtime_ns: int, _size: int) -> CodeIndex:
+    with open(path, "rb") as stream:
+        elf = ELFFile(stream)
+        functions, addrs, code, pairs = {}, set(), [], []
+        for section in elf.iter_sections():
+            if section["sh_flags"] & _SHF_EXECINSTR and section["sh_type"] != "SHT_NOBITS":
+                code.append((section["sh_addr"], section["sh_offset"], section["sh_size"]))
+                pairs.extend(_scan(_REL32, 4, section.data(), section["sh_addr"]))
+        for name in (".symtab", ".dynsym"):
+            table = elf.get_section_by_name(name)
+            for sym in table.iter_symbols() if table is not None else ():
+                kind = sym["st_info"]["type"]
+                if sym["st_shndx"] == "SHN_UNDEF" or kind not in _CODE_SYMBOLS:
+                    continue
+                addrs.add(sym["st_value"])
+                if kind != "STT_NOTYPE":
+                    functions.setdefault(sym.name, (sym["st_value"], sym["st_size"], kind))
+        pairs.sort()
+        return CodeIndex(elf["e_machine"], functions, sorted(addrs), code,
+                         [t for t, _ in pairs], [s for _, s in pairs])
