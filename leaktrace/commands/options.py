@@ -14,9 +14,9 @@ from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, Pr
                       ReportConfig, RunConfig)
 from ..errors import UsageError
 from ..model import Report
-from ..report import get_reporter
+from ..report import REPORTERS, get_reporter
 
-FORMATS = ("table", "json")
+FORMATS = tuple(REPORTERS)
 
 
 def _interval_and_count(positional: bool) -> list:
