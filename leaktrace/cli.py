@@ -26,15 +26,18 @@ def cli():
     \b
     attach   trace the allocations of running processes
     run      start a command with the probes already attached
+    kernel   trace kernel allocations system-wide: slab, pages, percpu, vmalloc
     """
 
 
 def _register() -> None:
     from .commands.attach import attach
+    from .commands.kernel import kernel
     from .commands.run import run
 
     cli.add_command(attach)
     cli.add_command(run)
+    cli.add_command(kernel)
     try:
         from .commands.triage import triage
     except ImportError:

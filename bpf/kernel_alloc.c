@@ -1,0 +1,316 @@
+/* kernel_alloc.c: kmem/percpu/vmalloc tracepoint handlers, system-wide.
+ *
+ * bcc dialect, compiled at run time by bcc (leaktrace/probes/kernel.py). Which
+ * handlers exist is decided before load from the tracepoints this kernel has
+ * (leaktrace/probes/tracepoints.py): one HAVE_<EVENT> flag per handler, one
+ * flag per optional field. Tracepoints only: no kprobes needed.
+ *
+ * Data kept in the kernel:
+ *   allocs        one record per outstanding allocation, keyed by (space, address):
+ *                 frees happen in other contexts (RCU, kworkers, irqs), so they
+ *                 are matched by address alone; pages by pfn
+ *   buckets       outstanding bytes/count per (process, cgroup, cache, stack, age
+ *                 bucket, kind); a report reads these totals, never `allocs`
+ *   stack_traces  deduplicated kernel stacks
+ *   counters      events and every loss, per CPU
+ */
+#include <uapi/linux/ptrace.h>
+#include "kernel_common.h"
+
+/* ---- settings (fixed before load) ---------------------------------------- */
+#ifndef MIN_SIZE
+#define MIN_SIZE 0
+#endif
+#ifndef MAX_SIZE
+#define MAX_SIZE 0 /* 0 = no upper bound */
+#endif
+#ifndef MAX_ALLOCS
+#define MAX_ALLOCS 1048576
+#endif
+#ifndef MAX_STACKS
+#define MAX_STACKS 16384
+#endif
+#ifndef MAX_BUCKETS
+#define MAX_BUCKETS 131072
+#endif
+#ifndef AGE_BUCKET_SHIFT
+#define AGE_BUCKET_SHIFT 28 /* ~268 ms */
+#endif
+#ifndef FILTER_PIDS
+#define FILTER_PIDS 0 /* only tgids in `wanted_pids` */
+#endif
+#ifndef FILTER_COMMS
+#define FILTER_COMMS 0 /* only tasks whose comm is in `wanted_comms` */
+#endif
+#ifndef FILTER_CACHES
+#define FILTER_CACHES 0 /* only caches in `wanted_caches` / `wanted_kmalloc` */
+#endif
+#ifndef STACK_DEPTH
+#define STACK_DEPTH 48 /* frames kept per kernel stack: bounds the walk's cost too */
+#endif
+#ifndef PAGE_SIZE_BYTES
+#define PAGE_SIZE_BYTES 4096
+#endif
+#ifndef POSSIBLE_CPUS
+#define POSSIBLE_CPUS 1 /* percpu size multiplier when bytes_alloc is missing */
+#endif
+#define GFP_DMA_BIT 0x1
+#define GFP_RECLAIMABLE_BIT 0x10
+#define GFP_ACCOUNT_BIT 0x400000
+
+BPF_HASH(allocs, struct kalloc_key, struct kalloc_info, MAX_ALLOCS);
+BPF_HASH(buckets, struct kbucket_key, struct kbucket_totals, MAX_BUCKETS);
+struct kstack { u64 ip[STACK_DEPTH]; };
+BPF_TABLE("stacktrace", int, struct kstack, stack_traces, MAX_STACKS);
+BPF_PERCPU_ARRAY(counters, u64, N_KCOUNTERS);
+#if FILTER_PIDS
+BPF_HASH(wanted_pids, u32, u8, 1024);
+#endif
+#if FILTER_COMMS
+struct comm_name { char name[16]; };
+BPF_HASH(wanted_comms, struct comm_name, u8, 256);
+#endif
+#if FILTER_CACHES
+struct cache_name { char name[CACHE_NAME_LEN]; };
+BPF_HASH(wanted_caches, struct cache_name, u8, 1024);
+BPF_HASH(wanted_kmalloc, u32, u8, 1024); /* bytes_alloc | type << 28 */
+#endif
+
+static __always_inline void count(int slot)
+{
+	u64 *value = counters.lookup(&slot);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline int size_wanted(u64 size)
+{
+	if (size < MIN_SIZE)
+		return 0;
+	if (MAX_SIZE && size > MAX_SIZE)
+		return 0;
+	return 1;
+}
+
+static __always_inline int task_wanted(u32 tgid)
+{
+#if FILTER_PIDS
+	if (!wanted_pids.lookup(&tgid))
+		return 0;
+#endif
+#if FILTER_COMMS
+	struct comm_name comm = {};
+	bpf_get_current_comm(&comm.name, sizeof(comm.name));
+	if (!wanted_comms.lookup(&comm))
+		return 0;
+#endif
+	return 1;
+}
+
+static __always_inline void bucket_add(struct kbucket_key *key, s64 bytes, s64 objects)
+{
+	struct kbucket_totals *totals = buckets.lookup(key);
+	if (!totals) {
+		struct kbucket_totals zero = {};
+		bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
+		buckets.insert(key, &zero); /* may race with another CPU: fine */
+		totals = buckets.lookup(key);
+		if (!totals) {
+			count(K_BUCKET_MAP_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&totals->bytes, bytes);
+	__sync_fetch_and_add(&totals->count, objects);
+}
+
+/* Forget a recorded allocation; 0 when it was never recorded. */
+static __always_inline int release(u32 space, u64 addr)
+{
+	struct kalloc_key key = { .addr = addr, .space = space };
+	struct kalloc_info *info = allocs.lookup(&key);
+	if (!info)
+		return 0;
+	bucket_add(&info->bucket, -(s64)info->size, -1);
+	allocs.delete(&key);
+	return 1;
+}
+
+/* info->bucket arrives with kind and cache fields set; the rest is filled here. */
+static __always_inline int record(void *ctx, u32 space, u64 addr, struct kalloc_info *info)
+{
+	if (!size_wanted(info->size))
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (!task_wanted(tgid))
+		return 0;
+	info->timestamp_ns = bpf_ktime_get_ns();
+	info->bucket.tgid = tgid;
+	info->bucket.cgroup_id = bpf_get_current_cgroup_id();
+	info->bucket.epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
+	info->bucket.stack_id = stack_traces.get_stackid(ctx, 0);
+	if (info->bucket.stack_id < 0)
+		count(K_STACK_FAILED);
+	struct kalloc_key key = { .addr = addr, .space = space };
+	int err = allocs.insert(&key, info);
+	if (err == -17) { /* EEXIST: the free of the last object here was missed */
+		release(space, addr);
+		count(K_REPLACED);
+		err = allocs.insert(&key, info);
+	}
+	if (err) {
+		count(K_ALLOC_MAP_FULL);
+		return 0;
+	}
+	/* Totals move only once the allocation is really recorded. */
+	bucket_add(&info->bucket, info->size, 1);
+	count(K_ALLOCS);
+	return 0;
+}
+
+static __always_inline int forget(u32 space, u64 addr)
+{
+	if (!addr)
+		return 0;
+	count(release(space, addr) ? K_FREES : K_UNKNOWN_FREES);
+	return 0;
+}
+
+/* kmalloc: the cache is kmalloc-<bytes_alloc>, of the family the gfp flags pick. */
+static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 bytes_alloc, u64 gfp)
+{
+	if (!ptr)
+		return 0;
+	struct kalloc_info info = { .size = bytes_alloc };
+	info.bucket.kind = KIND_KMALLOC;
+	info.bucket.cache_class = bytes_alloc;
+	if (gfp & GFP_DMA_BIT)
+		info.bucket.kmalloc_type = KMALLOC_DMA;
+	else if (gfp & GFP_RECLAIMABLE_BIT)
+		info.bucket.kmalloc_type = KMALLOC_RECLAIM;
+	else if (gfp & GFP_ACCOUNT_BIT)
+		info.bucket.kmalloc_type = KMALLOC_CGROUP;
+#if FILTER_CACHES
+	u32 class = (u32)bytes_alloc | ((u32)info.bucket.kmalloc_type << 28);
+	if (!wanted_kmalloc.lookup(&class))
+		return 0;
+#endif
+	return record(ctx, SPACE_SLAB, ptr, &info);
+}
+
+static __always_inline int cache_alloc(void *ctx, u64 ptr, struct kalloc_info *info)
+{
+	if (!ptr)
+		return 0;
+	info->bucket.kind = KIND_CACHE;
+	info->bucket.cache_class = info->size;
+#if FILTER_CACHES
+	if (!wanted_caches.lookup((struct cache_name *)info->bucket.cache))
+		return 0;
+#endif
+	return record(ctx, SPACE_SLAB, ptr, info);
+}
+
+/* ---- probes ------------------------------------------------------------- */
+#ifndef KMALLOC_GFP
+#define KMALLOC_GFP 0
+#endif
+#if KMALLOC_GFP
+#define GFP_OF(args) ((u64)(args)->gfp_flags)
+#else
+#define GFP_OF(args) 0
+#endif
+
+#if HAVE_KMALLOC
+TRACEPOINT_PROBE(kmem, kmalloc)
+{
+	return kmalloc_alloc(args, (u64)args->ptr, args->bytes_alloc, GFP_OF(args));
+}
+#endif
+#if HAVE_KMALLOC_NODE
+TRACEPOINT_PROBE(kmem, kmalloc_node)
+{
+	return kmalloc_alloc(args, (u64)args->ptr, args->bytes_alloc, GFP_OF(args));
+}
+#endif
+#if HAVE_KFREE
+TRACEPOINT_PROBE(kmem, kfree) { return forget(SPACE_SLAB, (u64)args->ptr); }
+#endif
+
+#if HAVE_CACHE_ALLOC
+TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
+{
+	struct kalloc_info info = { .size = args->bytes_alloc };
+#if CACHE_NAME
+	TP_DATA_LOC_READ_STR(info.bucket.cache, name, CACHE_NAME_LEN);
+#endif
+	return cache_alloc(args, (u64)args->ptr, &info);
+}
+#endif
+#if HAVE_CACHE_ALLOC_NODE
+TRACEPOINT_PROBE(kmem, kmem_cache_alloc_node)
+{
+	struct kalloc_info info = { .size = args->bytes_alloc };
+#if CACHE_NODE_NAME
+	TP_DATA_LOC_READ_STR(info.bucket.cache, name, CACHE_NAME_LEN);
+#endif
+	return cache_alloc(args, (u64)args->ptr, &info);
+}
+#endif
+#if HAVE_CACHE_FREE
+TRACEPOINT_PROBE(kmem, kmem_cache_free) { return forget(SPACE_SLAB, (u64)args->ptr); }
+#endif
+
+#if HAVE_PAGE_ALLOC
+TRACEPOINT_PROBE(kmem, mm_page_alloc)
+{
+	if (args->pfn == (unsigned long)-1) {
+		count(K_FAILED_ALLOCS);
+		return 0;
+	}
+	struct kalloc_info info = { .size = (u64)PAGE_SIZE_BYTES << args->order };
+	info.bucket.kind = KIND_PAGE;
+	info.bucket.cache_class = args->order;
+	return record(args, SPACE_PAGE, args->pfn, &info);
+}
+#endif
+#if HAVE_PAGE_FREE
+TRACEPOINT_PROBE(kmem, mm_page_free) { return forget(SPACE_PAGE, args->pfn); }
+#endif
+
+#if HAVE_PERCPU_ALLOC
+TRACEPOINT_PROBE(percpu, percpu_alloc_percpu)
+{
+#if PERCPU_BYTES_ALLOC
+	struct kalloc_info info = { .size = args->bytes_alloc };
+#else
+	struct kalloc_info info = { .size = (u64)args->size * POSSIBLE_CPUS };
+#endif
+	if (!args->ptr)
+		return 0;
+	info.bucket.kind = KIND_PERCPU;
+	return record(args, SPACE_PERCPU, (u64)args->ptr, &info);
+}
+#endif
+#if HAVE_PERCPU_FREE
+TRACEPOINT_PROBE(percpu, percpu_free_percpu) { return forget(SPACE_PERCPU, (u64)args->ptr); }
+#endif
+
+#if HAVE_VMAP_ALLOC
+TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
+{
+#if VMAP_FAILED
+	if (args->failed) {
+		count(K_FAILED_ALLOCS);
+		return 0;
+	}
+#endif
+	struct kalloc_info info = { .size = args->size };
+	info.bucket.kind = KIND_VMALLOC;
+	return record(args, SPACE_VMALLOC, args->addr, &info);
+}
+#endif
+#if HAVE_VMAP_FREE
+TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush) { return forget(SPACE_VMALLOC, args->va_start); }
+#endif

@@ -1,0 +1,226 @@
+"""KernelProbe: bpf/kernel_alloc.c on the kmem, percpu and vmalloc tracepoints.
+
+attach() detects the tracepoints (tracepoints.detect), compiles one handler
+per event this kernel has, and fills the filter maps; snapshot() reads the
+in-kernel totals (never the per-allocation map unless allocations are asked
+for) into a model.Snapshot whose notes say what could not be traced. Frees
+that the kernel skipped because another BPF program was running on the CPU
+(BPF recursion protection) are read from each program's recursion_misses.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, Sequence, Tuple
+
+from ..config import ProbeConfig
+from ..errors import EnvironmentProblem
+from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
+from . import features, slabs, source, tracepoints
+from .progstats import recursion_misses
+
+SOURCE = "kernel_alloc.c"
+HEADER = "kernel_common.h"
+# Order of `enum kcounter` in bpf/kernel_common.h.
+COUNTERS = ("allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
+            "stack_failed", "bucket_map_full", "replaced")
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full")
+NOT_SLAB = {"page": "[page]", "percpu": "[percpu]", "vmalloc": "[vmalloc]"}
+# Free events: a miss there leaves an allocation looking outstanding.
+FREE_EVENTS = {spec.free for spec in tracepoints.KIND_EVENTS.values()}
+
+
+@dataclass(frozen=True)
+class KernelFilters:
+    kinds: Tuple[str, ...] = KERNEL_KINDS
+    pids: Tuple[int, ...] = ()
+    comms: Tuple[str, ...] = ()
+    caches: Tuple[str, ...] = ()  # slab cache names, kmalloc-N included
+
+
+def cache_label(kind: str, name: bytes, cache_class: int, kmalloc_type: int) -> str:
+    """What --by cache groups on, for one bucket key."""
+    if kind == "kmalloc":
+        return slabs.kmalloc_cache_name(cache_class, kmalloc_type)
+    if kind == "cache":
+        text = name.split(b"\0", 1)[0].decode(errors="replace")
+        return text or f"[object size {cache_class}]"
+    return NOT_SLAB.get(kind, f"[{kind}]")
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """Number of possible CPUs ("0-3,5" -> 5): percpu sizes on older kernels."""
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    total = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        total += int(high or low) - int(low) + 1
+    return total
+
+
+class KernelProbe:
+    def __init__(self, config: ProbeConfig, filters: KernelFilters = KernelFilters()):
+        self.config = config
+        self.filters = filters
+        self.plan: tracepoints.TracingPlan = None
+        self.bpf = None
+        self.started_ns = 0
+
+    def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
+        """Which kinds this kernel lets us trace; raises when none."""
+        self.plan = tracepoints.detect(self.filters.kinds, tracefs or features.ensure_tracefs())
+        if not self.plan.kinds:
+            wanted = ", ".join(self.filters.kinds)
+            raise EnvironmentProblem(
+                f"none of the requested kinds ({wanted}) can be traced on this kernel: "
+                + "; ".join(self.plan.notes),
+                hint="check `ls /sys/kernel/tracing/events/kmem`; choose other kinds with --kind")
+        return self.plan
+
+    def defines(self) -> Dict[str, int]:
+        if self.plan is None:
+            self.detect()
+        defines = {k: v for k, v in self.config.defines().items()
+                   if k in ("MIN_SIZE", "MAX_SIZE", "MAX_ALLOCS", "MAX_STACKS", "MAX_BUCKETS",
+                            "AGE_BUCKET_SHIFT")}
+        defines.update(self.plan.defines)
+        defines.update(FILTER_PIDS=int(bool(self.filters.pids)),
+                       FILTER_COMMS=int(bool(self.filters.comms)),
+                       FILTER_CACHES=int(bool(self.filters.caches)),
+                       PAGE_SIZE_BYTES=os.sysconf("SC_PAGE_SIZE"), POSSIBLE_CPUS=possible_cpus())
+        return defines
+
+    def dump(self) -> str:
+        header = (source.bpf_dir() / HEADER).read_text()
+        return source.dump(SOURCE, self.defines()).replace(f'#include "{HEADER}"', header)
+
+    def attach(self) -> None:
+        """Compile and load; bcc attaches every TRACEPOINT_PROBE as it loads.
+        With a filter on, nothing is recorded until its map is filled."""
+        defines = self.defines()
+        self.bpf = source.load(SOURCE, defines)
+        self._fill_filters()
+        self.started_ns = time.monotonic_ns()
+
+    def _fill_filters(self) -> None:
+        one = ctypes.c_uint8(1)
+        if self.filters.pids:
+            table = self.bpf["wanted_pids"]
+            for pid in self.filters.pids:
+                table[table.Key(pid)] = one
+        if self.filters.comms:
+            table = self.bpf["wanted_comms"]
+            for comm in self.filters.comms:
+                key = table.Key()
+                key.name = comm.encode()[:15]
+                table[key] = one
+        if self.filters.caches:
+            names, classes = self.bpf["wanted_caches"], self.bpf["wanted_kmalloc"]
+            for cache in self.filters.caches:
+                kmalloc = slabs.kmalloc_class(cache)
+                if kmalloc:
+                    classes[classes.Key(kmalloc[0] | kmalloc[1] << slabs.TYPE_SHIFT)] = one
+                else:
+                    key = names.Key()
+                    key.name = cache.encode()[:31]
+                    names[key] = one
+
+    # ---- reading -----------------------------------------------------------
+    def counters(self) -> Dict[str, int]:
+        table = self.bpf["counters"]
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def missed(self) -> Dict[str, int]:
+        """Events the kernel did not deliver (BPF recursion protection)."""
+        allocs = frees = 0
+        for (group, event) in self.plan.events:
+            function = self.bpf.funcs.get(f"tracepoint__{group}__{event}".encode())
+            misses = recursion_misses(function.fd) if function else None
+            if misses is None:
+                continue
+            if (group, event) in FREE_EVENTS:
+                frees += misses
+            else:
+                allocs += misses
+        return {"missed_allocs": allocs, "missed_frees": frees}
+
+    def _read_buckets(self) -> list:
+        table = self.bpf["buckets"]
+        try:
+            return list(table.items_lookup_batch())
+        except Exception:  # older kernels lack batch ops
+            return list(table.items())
+
+    def snapshot(self, targets: Sequence[Target] = (), with_allocations: bool = False) -> Snapshot:
+        taken = time.monotonic_ns()
+        shift = self.config.age_bucket_shift
+        buckets = [self._bucket(key, value, shift) for key, value in self._read_buckets()
+                   if value.count > 0]
+        counters = self.counters()
+        losses = {k: counters[k] for k in LOSSES}
+        losses.update(self.missed())
+        return Snapshot(
+            mode="kernel", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
+            buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
+            events={k: v for k, v in counters.items() if k not in LOSSES},
+            losses=losses, targets=tuple(targets),
+            allocations=self._read_allocations() if with_allocations else (),
+            notes=self.plan.notes,
+        )
+
+    @staticmethod
+    def _bucket(key, value, shift: int) -> Bucket:
+        kind = KERNEL_KINDS[key.kind]
+        return Bucket(
+            stack=StackKey(0, key.stack_id), start_ns=key.epoch << shift,
+            end_ns=(key.epoch + 1) << shift, bytes=value.bytes, count=value.count, kind=kind,
+            cache=cache_label(kind, bytes(key.cache), key.cache_class, key.kmalloc_type),
+            pid=key.tgid, comm=bytes(value.comm).split(b"\0", 1)[0].decode(errors="replace"),
+            cgroup_id=key.cgroup_id,
+        )
+
+    def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
+        table = self.bpf["stack_traces"]
+        stacks = {}
+        for key in set(keys):
+            if key.stack_id < 0:
+                continue
+            try:
+                leaf = table[table.Key(key.stack_id)]
+            except KeyError:
+                continue
+            addresses = tuple(ip for ip in leaf.ip if ip)
+            stacks[key] = RawStack(addresses, ("kernel",) * len(addresses))
+        return stacks
+
+    def _read_allocations(self) -> Tuple[Allocation, ...]:
+        return tuple(
+            Allocation(pid=info.bucket.tgid, address=key.addr, size=info.size,
+                       timestamp_ns=info.timestamp_ns, stack=StackKey(0, info.bucket.stack_id),
+                       kind=KERNEL_KINDS[info.bucket.kind])
+            for key, info in self.bpf["allocs"].items())
+
+    def prune(self) -> None:
+        """Drop emptied buckets of past epochs: only frees reach them now."""
+        table = self.bpf["buckets"]
+        current = time.monotonic_ns() >> self.config.age_bucket_shift
+        for key, value in self._read_buckets():
+            if value.count == 0 and key.epoch + 1 < current:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+
+    def poll(self, timeout_ms: int) -> None:
+        time.sleep(timeout_ms / 1000)
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
