@@ -12,7 +12,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
-from ..errors import ProbeLoadError, TargetError
+from ..errors import LeaktraceError, ProbeLoadError, TargetError
+from ..placement import place_probe
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from . import source
 
@@ -48,6 +49,24 @@ HANDLERS: Dict[str, Tuple[Optional[str], Optional[str]]] = {
 }
 
 
+# Registers each entry handler reads (System V argument order).
+ARG_REGS: Dict[str, Tuple[str, ...]] = {
+    "malloc": ("rdi",), "calloc": ("rdi", "rsi"), "realloc": ("rdi", "rsi"),
+    "reallocarray": ("rdi", "rsi", "rdx"), "posix_memalign": ("rdi", "rsi", "rdx"),
+    "aligned_alloc": ("rdi", "rsi"), "memalign": ("rdi", "rsi"), "valloc": ("rdi",),
+    "pvalloc": ("rdi",), "free": ("rdi",), "mmap": ("rdi", "rsi", "rdx", "rcx"),
+    "munmap": ("rdi",), "mremap": ("rdi", "rsi", "rdx"),
+}
+
+
+def emulated_offset(path: str, function: str) -> int:
+    """Where the entry probe costs a trap, not a single-step (see placement.py)."""
+    try:
+        return place_probe(path, function, ARG_REGS[function]).offset
+    except LeaktraceError:
+        return 0
+
+
 def monotonic_ns() -> int:
     """The clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -60,7 +79,7 @@ class UserProbe:
         self.started_ns = 0
         self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
         # (object path, function) -> entry probe offset; 0 keeps the entry.
-        self._placement = placements or (lambda path, function: 0)
+        self._placement = placements or emulated_offset
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
