@@ -174,6 +174,9 @@ class ReportRow:
     cgroup: str = ""
     bytes_older: Tuple[int, ...] = ()
     estimated: bool = False  # scaled up from samples
+    # Rows grouped by cache/process/cgroup: the frames of their next heaviest
+    # stacks, after `frames` (the heaviest).
+    more_stacks: Tuple[Tuple[Frame, ...], ...] = ()
 
 
 @dataclass(frozen=True)

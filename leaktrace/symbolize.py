@@ -8,6 +8,7 @@ process and kernel symbolizers plug in; this module does no I/O itself.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from leaktrace.aggregate import NS_PER_MS, AggregateResult
@@ -21,6 +22,8 @@ Resolver = Callable[[StackKey, RawStack], Tuple[Frame, ...]]
 MAX_ALLOCS_PER_SITE = 20
 
 NOT_COLLECTED = "stack not collected"
+# Rows not grouped by stack also show this many further stacks.
+MORE_STACKS = 2
 # Negative ids are bpf_get_stackid() errors (-errno).
 STACK_ERRORS = {-12: "stack map full", -14: "unwind failed", -17: "stack id collision"}
 
@@ -47,7 +50,10 @@ def build_report(
         frames, depth = _site_frames(snapshot, site, resolve)
         if depth:
             depths.append(depth)
-        rows.append(_make_row(rank, site, frames, estimated))
+        row = _make_row(rank, site, frames, estimated)
+        if config.group_by != "stack":
+            row = replace(row, more_stacks=_more_stacks(snapshot, site, resolve))
+        rows.append(row)
     notes = list(snapshot.notes) + list(warnings)
     if snapshot.mode == "user" and _mostly_shallow(depths):
         notes.append(FRAME_POINTER_WARNING)
@@ -79,6 +85,18 @@ def _site_frames(snapshot: Snapshot, site: Site, resolve: Resolver) -> Tuple[Tup
     if raw is None or not raw.addresses:
         return (_not_collected(key),), 0
     return tuple(resolve(key, raw)), len(raw.addresses)
+
+
+def _more_stacks(snapshot: Snapshot, site: Site, resolve: Resolver) -> Tuple[Tuple[Frame, ...], ...]:
+    """Frames of the site's 2nd..(MORE_STACKS+1)th heaviest collected stacks."""
+    more = []
+    for key in site.stacks[1:]:
+        raw = snapshot.stacks.get(key) if key.stack_id >= 0 else None
+        if raw is not None and raw.addresses:
+            more.append(tuple(resolve(key, raw)))
+        if len(more) == MORE_STACKS:
+            break
+    return tuple(more)
 
 
 def _not_collected(key: Optional[StackKey]) -> Frame:

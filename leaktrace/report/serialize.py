@@ -110,6 +110,7 @@ def _row_to_dict(r: ReportRow) -> Dict[str, Any]:
         "bytes_older": dict(zip(AGE_KEYS, r.bytes_older)),
         "estimated": r.estimated,
         "frames": [_frame_to_dict(fr) for fr in r.frames],
+        "more_stacks": [[_frame_to_dict(fr) for fr in stack] for stack in r.more_stacks],
     }
 
 
@@ -123,6 +124,8 @@ def _row_from_dict(d: Any) -> ReportRow:
         bytes_older=tuple(older[k] for k in AGE_KEYS if k in older),
         estimated=f.get_bool("estimated"),
         frames=tuple(_frame_from_dict(fr) for fr in f.get_list("frames")),
+        more_stacks=tuple(tuple(_frame_from_dict(fr) for fr in stack)
+                          for stack in (f.get_list("more_stacks") if "more_stacks" in f.d else ())),
     )
 
 

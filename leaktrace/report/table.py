@@ -91,6 +91,9 @@ class TableReporter:
         for row, line in zip(report.rows, table[2:]):
             lines.append(line)
             lines.extend(FRAME_INDENT + self._frame_text(f) for f in row.frames)
+            for number, stack in enumerate(row.more_stacks, start=2):
+                lines.append(FRAME_INDENT + f"-- stack {number} --")
+                lines.extend(FRAME_INDENT + self._frame_text(f) for f in stack)
         return lines
 
     def _frame_text(self, frame: Frame) -> str:
