@@ -190,3 +190,4 @@ def docker(tmp_path_factory):
         yield host
     finally:
         _stop_dockerd(proc)
+        log_path.unlink()  # kept only when dockerd failed to start

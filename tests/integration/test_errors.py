@@ -2,6 +2,7 @@
 one clear `leaktrace:` line (plus at most a hint), exit non-zero, and never
 show a traceback. A target that exits mid-trace is not an error: final
 report, exit 0."""
+import json
 import os
 import platform
 import subprocess
@@ -136,3 +137,22 @@ def test_target_without_an_allocator(build):
 def test_run_of_a_missing_command(tmp_path):
     missing = tmp_path / "no-such-program"
     assert_clean_error(run_leaktrace(["run", "--", missing]), "no-such-program")
+
+
+# In a private mount namespace (the host keeps its mounts), unmount tracefs and
+# debugfs, exit 99 if they are still visible, then exec leaktrace.
+HIDE_TRACEFS = ("umount /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug "
+                "2>/dev/null; [ -e /sys/kernel/tracing/events ] && exit 99; exec \"$@\"")
+
+
+def test_tracefs_not_mounted_still_traces_or_says_how_to_mount_it(build):
+    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c", HIDE_TRACEFS, "sh"]
+    with LeakyProcess([build("fibonacci.c")]) as target:
+        done = run_leaktrace(["attach", "-p", target.pid, "--duration", "1", "--format", "json"],
+                             prefix=hide)
+    assert done.returncode != 99, "could not hide tracefs in a private mount namespace"
+    if done.returncode == 0:  # leaktrace mounted it, or its probes do not need it
+        reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert reports and reports[-1]["pid"] == target.pid, done.stdout[:500] + done.stderr
+    else:
+        assert_clean_error(done, "tracefs")
