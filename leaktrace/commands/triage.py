@@ -6,6 +6,7 @@ callers need root; what is missing is said in the output).
 from __future__ import annotations
 
 import re
+import sys
 
 import click
 
@@ -58,4 +59,4 @@ def triage(window: str, samples: int, oom_check: bool, output_format: str) -> No
         click.echo(f"leaktrace: sampling memory {samples} times over {window_s:g} s ...", err=True)
         result = analyse(sample_window(window_s, samples))
     data = to_data(result, assess(read_oom_settings()))
-    RENDERERS[output_format](data, click.get_text_stream("stdout"))
+    RENDERERS[output_format](data, sys.stdout)
