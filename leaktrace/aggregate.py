@@ -13,7 +13,7 @@ its oldest bucket (an upper bound, rounded to the bucket width).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from leaktrace.config import ReportConfig
 from leaktrace.errors import UsageError
@@ -37,6 +37,12 @@ GROUP_KEYS: Dict[str, Callable[[Bucket], Tuple]] = {
 }
 
 
+# Orders every site that passed the filters (given most bytes first) before
+# the top N cut, e.g. by evidence of leaking (growth.GrowthTracker.rank);
+# the int is the snapshot's taken_ns.
+Ranker = Callable[[Sequence[Site], int], Sequence[Site]]
+
+
 @dataclass(frozen=True)
 class AggregateResult:
     sites: Tuple[Site, ...]  # the top N, most bytes first
@@ -44,10 +50,12 @@ class AggregateResult:
     sites_total: int  # sites before the top N cut
 
 
-def aggregate(snapshot: Snapshot, config: ReportConfig) -> AggregateResult:
+def aggregate(snapshot: Snapshot, config: ReportConfig,
+              rank: Optional[Ranker] = None) -> AggregateResult:
     """Group the snapshot's buckets into sites and keep the top config.top.
 
     config.top <= 0 keeps every site. Buckets with count <= 0 are ignored.
+    Sites are ordered by bytes, then by `rank` when given, before the cut.
     """
     key_of = _group_key(config.group_by)
     kept = [b for b in snapshot.buckets if _passes(b, snapshot.taken_ns, config.older_than_ms)]
@@ -58,6 +66,8 @@ def aggregate(snapshot: Snapshot, config: ReportConfig) -> AggregateResult:
         (_make_site(key, buckets, snapshot.taken_ns) for key, buckets in groups.items()),
         key=lambda s: (-s.bytes, -s.count, s.key),  # keys of one grouping share a shape
     )
+    if rank is not None:
+        sites = list(rank(sites, snapshot.taken_ns))
     top = sites[: config.top] if config.top > 0 else sites
     totals = {"bytes": sum(b.bytes for b in kept), "count": sum(b.count for b in kept)}
     return AggregateResult(sites=tuple(top), totals=totals, sites_total=len(sites))
@@ -102,7 +112,16 @@ def _make_site(key: Tuple, buckets: List[Bucket], taken_ns: int) -> Site:
         cache=_shared((b.cache for b in buckets), ""),
         cgroup_id=_shared((b.cgroup_id for b in buckets), 0),
         bytes_older=bytes_older,
+        age_buckets=_age_buckets(buckets),
     )
+
+
+def _age_buckets(buckets: List[Bucket]) -> Tuple[Tuple[int, int, int], ...]:
+    """Bytes per allocation-time window, summed over the site's stacks."""
+    by_window: Dict[Tuple[int, int], int] = {}
+    for b in buckets:
+        by_window[(b.start_ns, b.end_ns)] = by_window.get((b.start_ns, b.end_ns), 0) + b.bytes
+    return tuple((start, end, n) for (start, end), n in sorted(by_window.items()))
 
 
 def _shared(values: Iterable, mixed):

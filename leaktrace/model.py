@@ -135,6 +135,9 @@ class Site:
     cgroup_id: int = 0
     # bytes older than each AGE_THRESHOLDS_S threshold (lower bounds)
     bytes_older: Tuple[int, ...] = ()
+    # (start_ns, end_ns, bytes) per age bucket, oldest first: lets the growth
+    # verdicts see which allocations of an earlier interval were freed since.
+    age_buckets: Tuple[Tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,13 @@ class ReportRow:
     # Rows grouped by cache/process/cgroup: the frames of their next heaviest
     # stacks, after `frames` (the heaviest).
     more_stacks: Tuple[Tuple[Frame, ...], ...] = ()
+    # Growth over the session (leaktrace/growth.py): outstanding bytes at each
+    # interval (oldest first, this one last), the fitted rate, and the verdict
+    # ("leak", "growing", "stable", "unknown"; "" when not judged) with its numbers.
+    history: Tuple[int, ...] = ()
+    growth_bps: float = 0.0
+    verdict: str = ""
+    verdict_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The reporting loop shared by every tracing command.
 
 Every interval: probe.snapshot() -> aggregate -> build_report -> render.
+Sites are ranked and judged (leak, growing, stable) by the session's
+GrowthTracker, which sees every interval, in either mode.
 Stops on Ctrl-C/SIGTERM, when the targets are gone, after --duration, or
 after COUNT reports, and always prints a final report: nothing collected is
 lost. The probe, the symbol resolver and the reporter are passed in, so the
@@ -17,6 +19,7 @@ from typing import Callable, List, Optional, TextIO
 from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
+from .growth import GrowthTracker
 from .model import Report
 from .symbolize import build_report
 
@@ -35,6 +38,7 @@ class Session:
     warnings: Callable[[], List[str]] = list
     on_report: Optional[Callable[[Report], None]] = None  # e.g. recordings
     tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
+    growth: GrowthTracker = field(default_factory=GrowthTracker)
     reports: int = 0
     _stop_reason: str = field(default="", init=False)
 
@@ -43,8 +47,9 @@ class Session:
 
     def report(self) -> Report:
         snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)
-        result = aggregate(snapshot, self.report_config)
+        result = aggregate(snapshot, self.report_config, rank=self.growth.rank)
         report = build_report(snapshot, result, self.resolve, self.report_config, tuple(self.warnings()))
+        report = self.growth.annotate(report, result.sites)
         self.render(report)
         if self.on_report:
             self.on_report(report)

@@ -111,6 +111,8 @@ def _row_to_dict(r: ReportRow) -> Dict[str, Any]:
         "estimated": r.estimated,
         "frames": [_frame_to_dict(fr) for fr in r.frames],
         "more_stacks": [[_frame_to_dict(fr) for fr in stack] for stack in r.more_stacks],
+        "history": list(r.history), "growth_bps": r.growth_bps,
+        "verdict": r.verdict, "verdict_reason": r.verdict_reason,
     }
 
 
@@ -126,6 +128,11 @@ def _row_from_dict(d: Any) -> ReportRow:
         frames=tuple(_frame_from_dict(fr) for fr in f.get_list("frames")),
         more_stacks=tuple(tuple(_frame_from_dict(fr) for fr in stack)
                           for stack in (f.get_list("more_stacks") if "more_stacks" in f.d else ())),
+        # Growth keys were added to schema 1 later: absent in older files.
+        history=tuple(f.get_ints("history")) if "history" in f.d else (),
+        growth_bps=f.get_float("growth_bps") if "growth_bps" in f.d else 0.0,
+        verdict=f.get_str("verdict") if "verdict" in f.d else "",
+        verdict_reason=f.get_str("verdict_reason") if "verdict_reason" in f.d else "",
     )
 
 
@@ -192,6 +199,11 @@ class _Fields:
 
     def get_list(self, key: str) -> List[Any]:
         return self._get(key, (list,), "a list")
+
+    def get_ints(self, key: str) -> List[int]:
+        values = self.get_list(key)
+        items = _Fields({str(i): v for i, v in enumerate(values)}, f"{self.what} {key!r}")
+        return [items.get_int(str(i)) for i in range(len(values))]
 
     def get_object(self, key: str) -> Dict[str, Any]:
         return self._get(key, (dict,), "an object")

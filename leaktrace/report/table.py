@@ -81,15 +81,20 @@ class TableReporter:
     def _sites(self, report: Report) -> List[str]:
         extra = [(head, attr) for head, attr in IDENTITY_COLUMNS
                  if any(getattr(r, attr) for r in report.rows)]
-        headers = ["#", "outstanding", "allocs", "avg size", "oldest", "kind"] + [h for h, _ in extra]
+        judged = any(r.verdict for r in report.rows)
+        growth = ["verdict", "growth"] if judged else []
+        headers = (["#", "outstanding", "allocs", "avg size", "oldest", "kind"] + [h for h, _ in extra]
+                   + growth)
         cells = [_row_cells(r) + [printable(str(getattr(r, a) or "")) for _, a in extra]
-                 for r in report.rows]
-        align = ["right"] * 5 + ["left"] * (1 + len(extra))
+                 + (_growth_cells(r) if judged else []) for r in report.rows]
+        align = ["right"] * 5 + ["left"] * (1 + len(extra)) + ["left", "right"][: len(growth)]
         table = tabulate(cells, headers=headers, tablefmt="simple",
                          disable_numparse=True, colalign=align).splitlines()
         lines = table[:2]  # "simple": header, rule, then one line per row
         for row, line in zip(report.rows, table[2:]):
             lines.append(line)
+            if row.verdict_reason:
+                lines.append(f"{FRAME_INDENT}{row.verdict or 'verdict'}: {printable(row.verdict_reason)}")
             lines.extend(FRAME_INDENT + self._frame_text(f) for f in row.frames)
             for number, stack in enumerate(row.more_stacks, start=2):
                 lines.append(FRAME_INDENT + f"-- stack {number} --")
@@ -112,6 +117,13 @@ def _row_cells(row: ReportRow) -> List[str]:
     avg = row.bytes // row.count if row.count else 0
     return [str(row.rank), mark + format_bytes(row.bytes), f"{mark}{row.count:,}",
             format_bytes(avg), format_age(row.oldest_s), row.kind]
+
+
+def _growth_cells(row: ReportRow) -> List[str]:
+    if not row.verdict:
+        return ["", ""]
+    sign = "+" if row.growth_bps >= 0 else "-"
+    return [row.verdict, f"{sign}{format_bytes(int(abs(row.growth_bps)))}/s"]
 
 
 def _target_line(t: Target) -> str:
