@@ -26,17 +26,23 @@ def cli():
     \b
     attach   trace the allocations of running processes
     run      start a command with the probes already attached
+    report   render a recording (--record FILE) again, in any format
+    diff     compare two recordings, or two points of one
     kernel   trace kernel allocations system-wide: slab, pages, percpu, vmalloc
     """
 
 
 def _register() -> None:
     from .commands.attach import attach
+    from .commands.diff import diff as diff_command
     from .commands.kernel import kernel
+    from .commands.report import report as report_command
     from .commands.run import run
 
     cli.add_command(attach)
     cli.add_command(run)
+    cli.add_command(report_command)
+    cli.add_command(diff_command)
     cli.add_command(kernel)
     try:
         from .commands.triage import triage

@@ -53,6 +53,9 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
                      show_default=True, help="Report format; json writes one document per line."),
         click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
                      help="Write reports to FILE instead of stdout."),
+        click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+                     help="Also save every interval's report to FILE (gzipped JSON lines) "
+                          "for `leaktrace report` and `leaktrace diff`."),
         click.option("--show-allocs", is_flag=True, help="List the addresses and sizes of outstanding allocations."),
         click.option("--max-allocs", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
                      help="Outstanding allocations the kernel can track."),
@@ -78,6 +81,9 @@ def user_options(func: Callable) -> Callable:
         click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),
         click.option("--lines", is_flag=True, help="Add file:line from DWARF to shown frames."),
         click.option("--show-unwind", is_flag=True, help="Say how each frame was recovered (fp, cfi, scan)."),
+        click.option("--unwind", type=click.Choice(("auto", "fp", "cfi")), default="auto", show_default=True,
+                     help="Walk stacks with frame pointers, with .eh_frame unwind tables (cfi), or "
+                          "with tables only for processes mapping code without frame pointers (auto)."),
         click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
     ]
     for decorator in reversed(decorators):
@@ -92,6 +98,7 @@ def probe_config(opts: dict) -> ProbeConfig:
         min_size=opts["min_size"], max_size=opts["max_size"], sample_rate=opts.get("sample_rate", 0),
         max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], trace=opts.get("trace", False),
         track_mmap=not opts.get("no_mmap", False),
+        unwind=opts.get("unwind", "auto"),
     )
 
 
@@ -112,17 +119,23 @@ def run_config(opts: dict, pids=()) -> RunConfig:
 
 @contextmanager
 def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
-    """A function that renders one report to --output or stdout, flushed."""
+    """A function that renders one report to --output or stdout, flushed, and
+    saves it to the --record recording first (so a broken pipe loses nothing)."""
     reporter = get_reporter(opts["output_format"], show_unwind=opts.get("show_unwind", False))
+    recorder = RecordingWriter(opts["record"]) if opts.get("record") else None
     out: TextIO = open(opts["output"], "a", encoding="utf-8") if opts["output"] else sys.stdout
     try:
         def render(report: Report) -> None:
+            if recorder:
+                recorder.write(report)
             reporter.render(report, out)
             out.flush()
         yield render
     finally:
         if out is not sys.stdout:
             out.close()
+        if recorder:
+            recorder.close()
 
 
 def dump_bpf(text: str) -> None:

@@ -1,0 +1,27 @@
+"""Where offline commands (report, diff) write: --output FILE or stdout.
+
+Binary formats (pprof) refuse a terminal: gzip bytes on a screen help nobody.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import IO, Iterator, Optional
+
+from ..errors import UsageError
+
+
+@contextmanager
+def open_output(path: Optional[str], binary: bool, what: str) -> Iterator[IO]:
+    if path is None:
+        if binary and sys.stdout.isatty():
+            raise UsageError(f"the {what} format is binary and stdout is a terminal",
+                             hint="write it to a file with -o FILE")
+        yield sys.stdout.buffer if binary else sys.stdout
+        return
+    try:
+        out = open(path, "wb") if binary else open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}", hint="choose a writable path for -o") from None
+    with out:
+        yield out
