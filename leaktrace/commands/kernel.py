@@ -64,6 +64,16 @@ def check_caches(caches: Sequence[str], known: set) -> None:
                          + ", ".join(listed))
 
 
+def resolve_merged(caches: Sequence[str]) -> Tuple[str, ...]:
+    """Caches SLUB merged into another are traced under that one's name."""
+    aliases = slabs.merged_into(slabs.read_slabinfo())
+    for cache in caches:
+        if cache in aliases:
+            stderr_line(f"leaktrace: warning: slab cache {cache} is merged into {aliases[cache]} on "
+                        f"this kernel; its objects are reported under {aliases[cache]}")
+    return tuple(dict.fromkeys(aliases.get(cache, cache) for cache in caches))
+
+
 def relabel_cgroups(report: Report, paths: CgroupPaths) -> Report:
     """Rows carry the cgroup id as text; show its container or path instead."""
     rows = tuple(replace(row, cgroup=paths.label(int(row.cgroup))) if row.cgroup.isdigit() else row
@@ -106,30 +116,37 @@ def kernel(group_by, kinds, caches, pids, comms, **opts):
     caches = split_words(caches)
     filters = KernelFilters(kinds=parse_kinds(kinds, caches), pids=tuple(pids),
                             comms=split_words(comms), caches=caches)
-    probe = KernelProbe(options.probe_config(opts), filters)
+    config = options.probe_config(opts)
     tracefs = os.environ.get(TRACEFS_ENV, "")
     if opts["dump_bpf"]:
+        probe = KernelProbe(config, filters)
         probe.detect(tracefs)
         options.dump_bpf(probe.dump())
         return
     features.check_privileges()
     check_caches(caches, slabs.slab_caches())
+    probe = KernelProbe(config, replace(filters, caches=resolve_merged(caches)))
     probe.detect(tracefs)
+    try:
+        probe.attach()
+        trace(probe, group_by, opts)
+    finally:
+        probe.close()
+
+
+def trace(probe: KernelProbe, group_by: str, opts: dict) -> None:
+    """Announce, run the report loop, print the final report."""
     symbols = KernelSymbols()
     warnings = [] if not symbols.hidden else [
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
     cgroup_paths = CgroupPaths()
-    try:
-        probe.attach()
-        announce(probe, filters)
-        with options.report_sink(opts) as sink:
-            session = Session(
-                probe=probe, report_config=options.report_config(opts, group_by=group_by),
-                run_config=options.run_config(opts),
-                render=lambda report: sink(relabel_cgroups(report, cgroup_paths)),
-                resolve=symbols.resolve, warnings=lambda: warnings,
-            )
-            reason = session.run()
-        stderr_line(f"leaktrace: stopped ({reason})")
-    finally:
-        probe.close()
+    announce(probe, probe.filters)
+    with options.report_sink(opts) as sink:
+        session = Session(
+            probe=probe, report_config=options.report_config(opts, group_by=group_by),
+            run_config=options.run_config(opts),
+            render=lambda report: sink(relabel_cgroups(report, cgroup_paths)),
+            resolve=symbols.resolve, warnings=lambda: warnings,
+        )
+        reason = session.run()
+    stderr_line(f"leaktrace: stopped ({reason})")

@@ -50,6 +50,26 @@ def cache_label(kind: str, name: bytes, cache_class: int, kmalloc_type: int) -> 
     return NOT_SLAB.get(kind, f"[{kind}]")
 
 
+def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
+    """What each non-zero loss means for the figures, in words."""
+    notes = []
+    if losses.get("alloc_map_full"):
+        notes.append(f"{losses['alloc_map_full']} allocations were not tracked: the allocation map "
+                     f"is full (--max-allocs {config.max_allocs}); totals are lower bounds")
+    if losses.get("bucket_map_full"):
+        notes.append(f"{losses['bucket_map_full']} updates of the totals were lost: too many distinct "
+                     "contexts; try --kind or --cache to narrow what is traced")
+    if losses.get("missed_frees"):
+        notes.append(f"{losses['missed_frees']} frees were skipped by the kernel while another BPF "
+                     "program ran on the same CPU: some objects may look outstanding until their "
+                     "address is reused")
+    if losses.get("replaced"):
+        notes.append(f"{losses['replaced']} records were replaced when their address was allocated "
+                     "again: those frees fired no tracepoint (kfree_rcu batches and bulk frees do "
+                     "not) or were skipped; such objects stay listed until their address is reused")
+    return tuple(notes)
+
+
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     """Number of possible CPUs ("0-3,5" -> 5): percpu sizes on older kernels."""
     try:
@@ -171,7 +191,7 @@ class KernelProbe:
             events={k: v for k, v in counters.items() if k not in LOSSES},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
-            notes=self.plan.notes,
+            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config),
         )
 
     @staticmethod

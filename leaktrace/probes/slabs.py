@@ -5,12 +5,17 @@ the kernel picks the cache from those (mm/slab_common.c), so the name is
 derived the same way: kmalloc-64, kmalloc-cg-1k, kmalloc-rcl-192,
 dma-kmalloc-8k, and kmalloc-large above the biggest kmalloc cache (those
 come straight from the page allocator).
+
+SLUB merges caches of the same size and flags: the merged cache keeps the
+name of the first one created, and that is the name /proc/slabinfo and the
+tracepoints show. /sys/kernel/slab lists every name, the merged ones as
+symlinks to one shared directory; merged_into() maps them to the real name.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Set, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 # Same order as enum kmalloc_type in bpf/kernel_common.h.
 KMALLOC_TYPES = ("", "rcl-", "cg-", "dma-")
@@ -53,16 +58,38 @@ def parse_slabinfo(text: str) -> Set[str]:
     return names
 
 
+def read_slabinfo(path: str = "/proc/slabinfo") -> Set[str]:
+    try:
+        with open(path) as handle:
+            return parse_slabinfo(handle.read())
+    except OSError:
+        return set()
+
+
 def slab_caches(slabinfo: str = "/proc/slabinfo", sysfs: str = "/sys/kernel/slab") -> Set[str]:
     """Every slab cache name this kernel knows (merged aliases included)."""
-    names: Set[str] = set()
-    try:
-        with open(slabinfo) as handle:
-            names |= parse_slabinfo(handle.read())
-    except OSError:
-        pass
+    names = read_slabinfo(slabinfo)
     try:
         names |= {n for n in os.listdir(sysfs) if not n.startswith(":")}
     except OSError:
         pass
     return names
+
+
+def merged_into(slabinfo_names: Set[str], sysfs: str = "/sys/kernel/slab") -> Dict[str, str]:
+    """{alias: the cache it is merged into} for caches that are not their own."""
+    try:
+        entries = os.listdir(sysfs)
+    except OSError:
+        return {}
+    by_target: Dict[str, list] = {}
+    for name in entries:
+        path = os.path.join(sysfs, name)
+        if not name.startswith(":") and os.path.islink(path):
+            by_target.setdefault(os.readlink(path), []).append(name)
+    aliases = {}
+    for names in by_target.values():
+        real = [n for n in names if n in slabinfo_names]
+        if len(real) == 1:
+            aliases.update({n: real[0] for n in names if n != real[0]})
+    return aliases

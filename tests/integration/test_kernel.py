@@ -1,0 +1,290 @@
+"""`leaktrace kernel` on the real kernel: a test program makes the kernel hold
+memory for a known reason (pipes, eventfds in epoll, inotify watches,
+negative dentries), leaktrace must attribute it to that process with the
+right stacks and caches, and see it go when the program gives it back.
+leaktrace runs as a user would run it; its JSON reports are parsed."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+from harness import Tracer, _LineReader, assert_clean_error, run_leaktrace
+
+pytestmark = pytest.mark.privileged
+
+COMM = "kernel_holder"
+INTERVAL_S = 0.5
+OLDER_THAN_MS = 100
+
+
+class Holder:
+    """tests/programs/kernel_holder.c, driven line by line."""
+
+    def __init__(self, binary: Path, mode: str, count: int, directory: str = "."):
+        self.proc = subprocess.Popen([str(binary), mode, str(count), directory], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        self._out = _LineReader(self.proc.stdout)
+
+    def say(self, word: str, answer: str) -> None:
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+        if self._out.wait_for(lambda line: line.startswith(answer), 30) is None:
+            raise AssertionError(f"{COMM} did not answer {answer!r} to {word!r}; "
+                                 f"stderr={self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def holder_binary(build):
+    return build("kernel_holder.c")
+
+
+def tracer_for(*args) -> Tracer:
+    return Tracer(["kernel", INTERVAL_S, "--format", "json", "--older-than", OLDER_THAN_MS,
+                   "--top", 200, *args])
+
+
+def wait_report(tracer: Tracer, check: Callable[[Dict], bool], timeout: float = 15) -> Dict:
+    """The first new report for which check() holds; fails with the last one seen."""
+    seen = len(tracer.reports())
+    deadline = time.monotonic() + timeout
+    last: Optional[Dict] = None
+    while time.monotonic() < deadline:
+        reports = tracer.reports()
+        for report in reports[seen:]:
+            last = report
+            if check(report):
+                return report
+        seen = len(reports)
+        time.sleep(0.1)
+    raise AssertionError(f"no report satisfied the check in {timeout}s; last rows: "
+                         f"{summarize(last)}\n{tracer.describe()[:3000]}")
+
+
+def summarize(report: Optional[Dict]) -> str:
+    if not report:
+        return "none"
+    return "; ".join(f"{r['pid']}/{r['comm']}/{r['cache']}/{r['kind']} n={r['count']}"
+                     for r in report["stacks"][:15])
+
+
+def rows_of(report: Dict, pid: int) -> List[Dict]:
+    return [r for r in report["stacks"] if r["pid"] == pid]
+
+
+def symbols_of(row: Dict) -> List[str]:
+    stacks = [row["frames"]] + row.get("more_stacks", [])
+    return [frame["symbol"] or "" for stack in stacks for frame in stack]
+
+
+def count_for(report: Dict, pid: int, cache: Optional[str] = None) -> int:
+    return sum(r["count"] for r in rows_of(report, pid) if cache is None or r["cache"] == cache)
+
+
+def test_pipes_held_open_are_attributed_then_gone(holder_binary):
+    pipes = 300
+    holder = Holder(holder_binary, "pipes", pipes)
+    with Tracer(["kernel", INTERVAL_S, "--format", "json", "--older-than", OLDER_THAN_MS,
+                 "--top", 200, "--by", "process", "--kind", "kmalloc,cache"]) as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            held = wait_report(tracer, lambda r: count_for(r, holder.pid) >= pipes)
+            (row,) = rows_of(held, holder.pid)
+            assert row["comm"] == COMM
+            assert any(s in ("do_pipe2", "create_pipe_files", "alloc_pipe_info") for s in symbols_of(row)), \
+                symbols_of(row)
+            holder.say("release", "RELEASED")
+            gone = wait_report(tracer, lambda r: count_for(r, holder.pid) < pipes // 10)
+            assert count_for(gone, holder.pid) < count_for(held, holder.pid) // 10
+        finally:
+            holder.stop()
+        reports = tracer.stop()
+    assert tracer.returncode == 0, tracer.describe()
+    assert reports[-1]["mode"] == "kernel" and reports[-1]["group_by"] == "process"
+
+
+def test_pipe_stacks_go_through_pipe_creation(holder_binary):
+    pipes = 200
+    holder = Holder(holder_binary, "pipes", pipes)
+    with tracer_for("--pid", holder.pid) as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            report = wait_report(tracer, lambda r: count_for(r, holder.pid) >= pipes)
+        finally:
+            holder.stop()
+    through_pipe = [r for r in report["stacks"] if "do_pipe2" in symbols_of(r)]
+    assert sum(r["count"] for r in through_pipe) >= pipes
+    assert all(r["pid"] == holder.pid for r in report["stacks"])
+
+
+# (mode, cache of the objects held, cache whose objects must be gone after
+# release). Epoll items are freed through kfree_rcu batches, which fire no
+# tracepoint (see the `replaced` note), so for eventfds the check after release
+# is on the eventfd files themselves.
+# SLUB merges caches of one size and flags under the first one's name (as
+# /proc/slabinfo shows them): inotify marks share a cache with sigqueue here.
+def merged_name(cache: str) -> str:
+    """The name /proc/slabinfo lists for cache, per /sys/kernel/slab's symlinks."""
+    listed = {line.split()[0] for line in Path("/proc/slabinfo").read_text().splitlines()[2:]}
+    if cache in listed:
+        return cache
+    target = os.readlink(f"/sys/kernel/slab/{cache}")
+    (real,) = [n for n in listed if os.path.islink(f"/sys/kernel/slab/{n}")
+               and os.readlink(f"/sys/kernel/slab/{n}") == target]
+    return real
+
+
+HELD_CASES = [("eventfd", "eventpoll_epi", "filp"), ("inotify", "inotify_inode_mark", "inotify_inode_mark")]
+
+
+@pytest.mark.parametrize("mode, cache, released", HELD_CASES)
+def test_epoll_and_inotify_objects_by_cache(holder_binary, tmp_path, mode, cache, released):
+    count = 400
+    cache, released = merged_name(cache), merged_name(released)
+    for i in range(count):
+        (tmp_path / f"f{i}").touch()
+    holder = Holder(holder_binary, mode, count, str(tmp_path))
+    with tracer_for("--pid", holder.pid, "--by", "cache") as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            held = wait_report(tracer, lambda r: count_for(r, holder.pid, cache) >= count)
+            assert count_for(held, holder.pid, cache) <= count + 5
+            assert count_for(held, holder.pid, released) >= count
+            holder.say("release", "RELEASED")
+            wait_report(tracer, lambda r: count_for(r, holder.pid, released) == 0)
+        finally:
+            holder.stop()
+
+
+def slabinfo_objects(cache: str) -> int:
+    for line in Path("/proc/slabinfo").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == cache:
+            return int(fields[1])
+    raise AssertionError(f"{cache} not in /proc/slabinfo")
+
+
+def test_negative_dentries_agree_with_slabinfo(holder_binary, tmp_path):
+    """The load-balancer case: stat() of missing paths leaves negative dentries.
+    Tolerance: leaktrace's dentry count for the process is within 10% of the
+    growth of /proc/slabinfo's dentry line over the same window (other
+    processes create and free dentries meanwhile; SLUB counts per-CPU slabs
+    as active)."""
+    missing = 20000
+    directory = tmp_path / "lookups"
+    directory.mkdir()
+    holder = Holder(holder_binary, "negdentry", missing, str(directory))
+    with tracer_for("--pid", holder.pid, "--by", "cache", "--cache", "dentry") as tracer:
+        try:
+            tracer.wait_tracing()
+            before = slabinfo_objects("dentry")
+            holder.say("go", "HELD")
+            grown = slabinfo_objects("dentry") - before
+            report = wait_report(tracer, lambda r: count_for(r, holder.pid, "dentry") >= missing * 0.9)
+            traced = count_for(report, holder.pid, "dentry")
+            assert abs(traced - grown) <= 0.10 * missing, (traced, grown)
+            assert {r["cache"] for r in report["stacks"]} == {"dentry"}
+            subprocess.run(["rm", "-rf", str(directory)], check=True)  # prunes them
+            wait_report(tracer, lambda r: count_for(r, holder.pid, "dentry") < missing * 0.05)
+        finally:
+            holder.stop()
+
+
+def test_cache_filter_follows_slub_merging(holder_binary, tmp_path):
+    count = 300
+    for i in range(count):
+        (tmp_path / f"f{i}").touch()
+    real = merged_name("inotify_inode_mark")
+    holder = Holder(holder_binary, "inotify", count, str(tmp_path))
+    with tracer_for("--pid", holder.pid, "--by", "cache", "--cache", "inotify_inode_mark") as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            report = wait_report(tracer, lambda r: count_for(r, holder.pid, real) >= count)
+        finally:
+            holder.stop()
+        assert {r["cache"] for r in report["stacks"]} == {real}
+        if real != "inotify_inode_mark":
+            assert f"inotify_inode_mark is merged into {real}" in tracer.stderr
+
+
+def fake_tracefs(tmp_path: Path, without: str) -> Path:
+    """A tracefs look-alike holding every event group but one."""
+    events = tmp_path / "tracefs" / "events"
+    events.mkdir(parents=True)
+    for group in ("kmem", "percpu", "vmalloc"):
+        if group != without:
+            (events / group).symlink_to(f"/sys/kernel/tracing/events/{group}")
+    return events.parent
+
+
+def test_missing_tracepoint_is_reported_and_the_rest_runs(tmp_path):
+    env = {**os.environ, "LEAKTRACE_TRACEFS": str(fake_tracefs(tmp_path, "vmalloc"))}
+    done = run_leaktrace(["kernel", "0.5", "2", "--format", "json", "--kind", "kmalloc,vmalloc"], env=env)
+    assert done.returncode == 0, done.stderr
+    assert "not traced: vmalloc: tracepoint vmalloc:alloc_vmap_area does not exist" in done.stderr
+    final = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("vmalloc" in w for w in final["warnings"])
+    assert final["events"]["allocs"] > 0
+    assert {r["kind"] for r in final["stacks"]} <= {"kmalloc"}
+
+
+def test_only_missing_kinds_is_a_clean_error(tmp_path):
+    env = {**os.environ, "LEAKTRACE_TRACEFS": str(fake_tracefs(tmp_path, "vmalloc"))}
+    done = run_leaktrace(["kernel", "--kind", "vmalloc"], env=env)
+    assert_clean_error(done, "vmalloc", "this kernel")
+
+
+def test_unknown_cache_lists_real_ones():
+    done = run_leaktrace(["kernel", "--cache", "dentri"])
+    assert_clean_error(done, "dentri", "dentry")
+    assert done.returncode == 64
+
+
+def test_unknown_kind():
+    assert_clean_error(run_leaktrace(["kernel", "--kind", "slab"]), "slab", "kmalloc")
+
+
+def test_not_root():
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = run_leaktrace(["kernel"], env={**os.environ, "HOME": "/tmp"}, prefix=nobody)
+    assert_clean_error(done, "root")
+
+
+def test_tracefs_missing_and_not_mountable():
+    # A private mount namespace where /sys/kernel is an empty tmpfs: no
+    # tracefs, and no /sys/kernel/tracing to mount it on.
+    script = ("mount --make-rprivate / && mount -t tmpfs none /sys/kernel && "
+              "mount -t tmpfs none /sys/kernel/debug 2>/dev/null; exec \"$@\"")
+    done = run_leaktrace(["kernel"], prefix=["unshare", "--mount", "sh", "-c", script, "sh"])
+    assert_clean_error(done, "tracefs")
+
+
+def test_event_storm_fills_the_map_and_keeps_running(holder_binary):
+    holder = Holder(holder_binary, "pipes", 400)
+    with Tracer(["kernel", INTERVAL_S, "--format", "json", "--max-allocs", 1024]) as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            report = wait_report(tracer, lambda r: r["losses"]["alloc_map_full"] > 0)
+        finally:
+            holder.stop()
+        assert any("allocation map is full" in w for w in report["warnings"])
+        time.sleep(2 * INTERVAL_S)
+        reports = tracer.stop()
+    assert tracer.returncode == 0, tracer.describe()
+    assert reports[-1]["losses"]["alloc_map_full"] >= report["losses"]["alloc_map_full"]
