@@ -27,6 +27,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 packages=(python3-bpfcc libbpfcc bpfcc-tools python3-venv gcc g++ make binutils)
 if [ "$want_test" -eq 1 ]; then
   packages+=(libjemalloc-dev musl-tools docker.io shellcheck vagrant redis-server redis-tools)
+  # real consumers of the output formats: go tool pprof, protoc, headless Chromium
+  packages+=(golang-go protobuf-compiler chromium)
 fi
 
 # Kernel headers: the running kernel's package if the distribution has it,
