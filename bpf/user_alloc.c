@@ -47,6 +47,40 @@ BPF_HASH(allocs, struct alloc_key, struct alloc_info, MAX_ALLOCS);
 BPF_HASH(buckets, struct bucket_key, struct bucket_totals, MAX_BUCKETS);
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
+#include "unwind.h"
+#if UNWIND_CFI
+/* Maps of the CFI walker; bcc rewrites map calls only in this file, so the
+ * walker in unwind.h reaches them through these accessors. */
+BPF_ARRAY(unwind_rows, struct unwind_row, UNWIND_MAX_ROWS);
+BPF_HASH(unwind_spaces, u32, struct unwind_space, UNWIND_MAX_PROCESSES);
+BPF_ARRAY(unwind_mappings, struct unwind_mapping, UNWIND_MAX_PROCESSES * UNWIND_MAX_MAPPINGS);
+BPF_HASH(unwound_stacks, u32, struct unwound_stack, MAX_STACKS);
+BPF_PERCPU_ARRAY(unwind_scratch, struct unwind_walk, 1);
+BPF_PERCPU_ARRAY(unwind_counters, u64, N_UNWIND_COUNTERS);
+static __always_inline struct unwind_row *unwind_row(u32 index) { return unwind_rows.lookup(&index); }
+static __always_inline struct unwind_space *unwind_space_of(u32 tgid) { return unwind_spaces.lookup(&tgid); }
+static __always_inline struct unwind_mapping *unwind_mapping(u32 index) { return unwind_mappings.lookup(&index); }
+static __always_inline struct unwind_walk *unwind_scratch_walk(void) { u32 zero = 0; return unwind_scratch.lookup(&zero); }
+static __always_inline struct unwound_stack *unwound_stack(u32 id) { return unwound_stacks.lookup(&id); }
+static __always_inline int unwound_stack_insert(u32 id, struct unwound_stack *stack) { return unwound_stacks.insert(&id, stack); }
+static __always_inline void unwind_count(int slot, u64 n)
+{
+	u64 *value = unwind_counters.lookup(&slot);
+	if (value)
+		*value += n;
+}
+#endif
+
+/* The user stack at a return probe: CFI walk where tables are loaded. */
+static __always_inline s32 collect_stack(struct pt_regs *ctx)
+{
+#if UNWIND_CFI
+	s32 id = unwind_stack(ctx);
+	if (id != UNWIND_NO_TABLES)
+		return id;
+#endif
+	return stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
+}
 #if TRACE_EVENTS
 BPF_PERF_OUTPUT(events);
 #endif
@@ -169,7 +203,7 @@ static __always_inline int record(struct pt_regs *ctx, u32 kind, u64 addr, u64 s
 	if (release(kind, addr))
 		count(C_REPLACED);
 	struct alloc_info info = { .size = size, .timestamp_ns = bpf_ktime_get_ns(), .weight = weight };
-	info.stack_id = stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
+	info.stack_id = collect_stack(ctx);
 	if (info.stack_id < 0)
 		count(C_STACK_FAILED);
 	if (allocs.update(&key, &info)) {

@@ -29,6 +29,7 @@ class ProbeConfig:
     age_bucket_shift: int = DEFAULT_AGE_BUCKET_SHIFT
     trace: bool = False  # stream every event to user space
     track_mmap: bool = True
+    unwind: str = "auto"  # auto | fp | cfi: how user stacks are walked (leaktrace/unwind)
 
     def defines(self) -> dict:
         """The -D settings the BPF source is compiled with."""
@@ -41,6 +42,7 @@ class ProbeConfig:
             "MAX_BUCKETS": self.max_buckets,
             "AGE_BUCKET_SHIFT": self.age_bucket_shift,
             "TRACE_EVENTS": int(self.trace),
+            "UNWIND_CFI": int(self.unwind != "fp"),
         }
 
 

@@ -15,6 +15,7 @@ from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError, TargetError
 from ..placement import place_probe
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
+from ..unwind import Unwinder, is_unwound
 from . import source
 
 SOURCE = "user_alloc.c"
@@ -80,6 +81,7 @@ class UserProbe:
         self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
         # (object path, function) -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
+        self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
@@ -91,6 +93,7 @@ class UserProbe:
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
         self.load()
+        self._load_unwind_tables(pid)
         for path, functions in plan.objects().items():
             for function in functions:
                 if function in MMAP_FUNCTIONS and not self.config.track_mmap:
@@ -98,6 +101,14 @@ class UserProbe:
                 self._attach_one(path, function, pid)
         if not self.started_ns:
             self.started_ns = monotonic_ns()
+
+    def _load_unwind_tables(self, pid: int) -> None:
+        """Before the probes, so the first allocations already unwind with CFI."""
+        if self.config.unwind == "fp":
+            return
+        if self.unwinder is None:
+            self.unwinder = Unwinder(self.bpf, self.config.unwind)
+        self.unwinder.add(pid)
 
     def _attach_one(self, path: str, function: str, pid: int) -> None:
         enter, exit_ = HANDLERS[function]
@@ -149,6 +160,7 @@ class UserProbe:
             losses={k: counters[k] for k in LOSSES}, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
+            notes=tuple(self.unwinder.notes()) if self.unwinder else (),
         )
 
     def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
@@ -156,6 +168,11 @@ class UserProbe:
         stacks = {}
         for key in set(keys):
             if key.stack_id < 0 or key in stacks:
+                continue
+            if is_unwound(key.stack_id):
+                raw = self.unwinder.read_stack(key.stack_id) if self.unwinder else None
+                if raw is not None:
+                    stacks[key] = raw
                 continue
             try:
                 stacks[key] = RawStack(tuple(table.walk(key.stack_id)))
@@ -197,6 +214,8 @@ class UserProbe:
         self.bpf["events"].open_perf_buffer(on_event, page_cnt=64)
 
     def poll(self, timeout_ms: int) -> None:
+        if self.unwinder:
+            self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
         if self.config.trace:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
         else:

@@ -1,0 +1,165 @@
+"""Unwinder: puts traced processes' unwind tables into the BPF maps of
+bpf/unwind.h and reads the stacks the walker stored.
+
+Contract: add(pid) maps the process (spaces.map_process), places each
+binary's rows once in `unwind_rows` (shared by every process mapping the
+same build-id) and writes the process's mappings; in "auto" mode a process
+whose every table-backed object keeps frame pointers gets no tables, so its
+stacks stay on bpf_get_stackid. refresh() re-maps processes whose executable
+mappings changed (exec under `leaktrace run`, dlopen). read_stack() turns an
+unwound stack id into a RawStack with a method per frame; notes() says,
+once per cause, why stacks may be incomplete. Needs the loaded bcc.BPF object.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Dict, List, Optional
+
+from ..errors import LeaktraceError
+from ..model import RawStack
+from .spaces import MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process
+from .tables import ROW
+
+MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
+ID_BIT = 0x40000000  # UNWIND_ID_BIT
+COUNTERS = ("walks", "cfi_frames", "fp_frames", "truncated", "collisions", "map_full")
+REFRESH_S = 0.2
+U64 = (1 << 64) - 1
+
+
+def is_unwound(stack_id: int) -> bool:
+    """Whether a stack id names an unwound_stacks entry (not a stack_traces one)."""
+    return stack_id >= 0 and bool(stack_id & ID_BIT)
+
+
+class Unwinder:
+    def __init__(self, bpf, mode: str = "auto", max_rows: int = 1 << 20, max_processes: int = 64,
+                 max_depth: int = 32):
+        self.bpf = bpf
+        self.mode = mode
+        self.max_rows, self.max_processes, self.max_depth = max_rows, max_processes, max_depth
+        self._placed: Dict[str, tuple] = {}  # table key -> (first row, count)
+        self._next_row = 0
+        self._slots: Dict[int, int] = {}  # pid -> slot
+        self._signatures: Dict[int, tuple] = {}
+        self._refreshed = 0.0
+        self._notes: Dict[str, None] = {}
+
+    # ---- loading -------------------------------------------------------------
+    def add(self, pid: int) -> None:
+        """Load pid's tables; a fork of ours that has not exec'd waits for refresh()."""
+        if is_unexeced_fork(pid):
+            self._signatures[pid] = ()
+            return
+        self._load(map_process(pid))
+
+    def refresh(self) -> None:
+        """Reload processes whose executable mappings changed; cheap when none did."""
+        now = time.monotonic()
+        if now - self._refreshed < REFRESH_S:
+            return
+        self._refreshed = now
+        for pid, signature in list(self._signatures.items()):
+            try:
+                if is_unexeced_fork(pid):
+                    continue
+                entries = executable_mappings(pid)
+                if tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries) != signature:
+                    self._load(map_process(pid))
+            except LeaktraceError:
+                del self._signatures[pid]  # gone: its stacks stay readable
+
+    def _load(self, space: ProcessSpace) -> None:
+        self._signatures[space.pid] = space.signature
+        for obj in space.objects:
+            if obj.problem:
+                self._note(f"no unwind table for {obj.path} ({obj.problem}); frames inside it "
+                           "are recovered with frame pointers only")
+        if self.mode == "auto" and not space.needs_cfi:
+            return  # frame pointers everywhere: the kernel's walk is exact and cheaper
+        slot = self._slot(space.pid)
+        if slot is None:
+            return
+        mappings = [m for m in (self._mapping(obj) for obj in space.objects) if m is not None]
+        if len(mappings) > MAX_MAPPINGS:
+            self._note(f"pid {space.pid} maps more than {MAX_MAPPINGS} executable objects; "
+                       "frames in the others are recovered with frame pointers only")
+            mappings = mappings[:MAX_MAPPINGS]
+        self._write_space(space.pid, slot, mappings)
+
+    def _slot(self, pid: int) -> Optional[int]:
+        if pid not in self._slots:
+            if len(self._slots) >= self.max_processes:
+                self._note(f"more than {self.max_processes} processes: pid {pid} is unwound "
+                           "with frame pointers only")
+                return None
+            self._slots[pid] = len(self._slots)
+        return self._slots[pid]
+
+    def _mapping(self, obj: MappedObject) -> Optional[tuple]:
+        first, count = self._place(obj) if obj.table is not None else (0, 0)
+        return (obj.start, obj.end, obj.bias & U64, first, count)
+
+    def _place(self, obj: MappedObject) -> tuple:
+        """Rows of obj's binary in unwind_rows, written on first use."""
+        if obj.key in self._placed:
+            return self._placed[obj.key]
+        count = obj.table.count
+        if self._next_row + count > self.max_rows:
+            self._note(f"unwind row space full ({self.max_rows} rows): {obj.path} is unwound "
+                       "with frame pointers only")
+            return 0, 0
+        first = self._next_row
+        self._write_rows(first, obj.table.rows, count)
+        self._next_row += count
+        self._placed[obj.key] = (first, count)
+        return first, count
+
+    def _write_rows(self, first: int, rows: bytes, count: int) -> None:
+        table = self.bpf["unwind_rows"]
+        assert ctypes.sizeof(table.Leaf) == ROW.size, "struct unwind_row out of step with tables.ROW"
+        keys = (table.Key * count)(*range(first, first + count))
+        values = (table.Leaf * count).from_buffer_copy(rows)
+        try:
+            table.items_update_batch(keys, values)
+        except Exception:  # kernels before 5.6 lack batch updates on arrays
+            for key, value in zip(keys, values):
+                table[key] = value
+
+    def _write_space(self, pid: int, slot: int, mappings: List[tuple]) -> None:
+        table = self.bpf["unwind_mappings"]
+        first = slot * MAX_MAPPINGS
+        for index, (start, end, bias, first_row, rows) in enumerate(sorted(mappings)):
+            table[table.Key(first + index)] = table.Leaf(start, end, bias, first_row, rows)
+        spaces = self.bpf["unwind_spaces"]
+        spaces[spaces.Key(pid)] = spaces.Leaf(first, len(mappings))
+
+    # ---- reading ------------------------------------------------------------
+    def read_stack(self, stack_id: int) -> Optional[RawStack]:
+        try:
+            stack = self.bpf["unwound_stacks"][ctypes.c_uint32(stack_id)]
+        except KeyError:
+            return None
+        depth = min(stack.depth, self.max_depth)
+        methods = tuple("cfi" if stack.cfi_frames >> i & 1 else "fp" for i in range(depth))
+        return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods)
+
+    def counters(self) -> Dict[str, int]:
+        table = self.bpf["unwind_counters"]
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def notes(self) -> List[str]:
+        counts = self.counters()
+        live = []
+        if counts["collisions"]:
+            live.append(f"{counts['collisions']} allocations lost their stack to a stack hash "
+                        "collision (counted under \"stack not collected\")")
+        if counts["truncated"]:
+            live.append(f"some stacks are deeper than {self.max_depth} frames and were cut there")
+        if counts["map_full"]:
+            live.append("the unwound stack map is full (--max-stacks): new stacks are not collected")
+        return list(self._notes) + live
+
+    def _note(self, text: str) -> None:
+        self._notes.setdefault(text, None)

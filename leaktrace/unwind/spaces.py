@@ -1,0 +1,98 @@
+"""Which unwind table covers which addresses of one process.
+
+Contract: map_process(pid) reads /proc/PID/maps and returns a ProcessSpace:
+one MappedObject per executable file mapping, with the load bias that turns
+its runtime addresses into the file's virtual addresses (the ones its rows
+use) and its UnwindTable, or the reason there is none. It opens the mapped
+file through /proc/PID/map_files (the very file, even if deleted), else
+through the process's root, so container binaries are read correctly. It
+raises TargetError / PermissionProblem (from read_maps) and nothing else:
+one unreadable object costs that object its table, not the process.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from ..errors import LeaktraceError
+from ..symbols.elf import ElfSymbols, open_elf, segment_for_offset
+from ..symbols.maps import MapEntry, read_maps
+from ..symbols.paths import resolve_in_root
+from .tables import UnwindTable, table_for
+
+
+@dataclass(frozen=True)
+class MappedObject:
+    start: int
+    end: int
+    bias: int  # runtime address - file virtual address
+    path: str
+    key: str  # build-id, or the path when there is none: identifies the table
+    table: Optional[UnwindTable]
+    problem: str = ""  # why there is no table
+
+
+@dataclass(frozen=True)
+class ProcessSpace:
+    pid: int
+    objects: Tuple[MappedObject, ...]
+    signature: Tuple  # changes when the executable mappings change (exec, dlopen)
+
+    @property
+    def needs_cfi(self) -> bool:
+        """Some object with a table was built without frame pointers."""
+        return any(o.table is not None and not o.table.frame_pointers for o in self.objects)
+
+
+def executable_mappings(pid: int) -> List[MapEntry]:
+    return [e for e in read_maps(pid) if e.executable and e.file_backed]
+
+
+def signature_of(entries: List[MapEntry]) -> Tuple:
+    return tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries)
+
+
+def _open_mapped(pid: int, entry: MapEntry) -> Tuple[str, ElfSymbols]:
+    candidates = [f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}"]
+    if not entry.deleted:
+        candidates.append(resolve_in_root(f"/proc/{pid}/root", entry.path))
+    problem = None
+    for candidate in candidates:
+        try:
+            return candidate, open_elf(candidate)
+        except LeaktraceError as exc:
+            problem = exc
+    raise problem
+
+
+def map_object(pid: int, entry: MapEntry) -> MappedObject:
+    try:
+        path, binary = _open_mapped(pid, entry)
+    except LeaktraceError as exc:
+        return MappedObject(entry.start, entry.end, 0, entry.path, entry.path, None, exc.message)
+    segment = segment_for_offset(binary.segments, entry.offset, executable=True)
+    if segment is None:
+        return MappedObject(entry.start, entry.end, 0, entry.path, entry.path, None,
+                            "mapping matches no loadable segment")
+    bias = entry.start - entry.offset - (segment.vaddr - segment.offset)
+    key = binary.build_id or f"{entry.dev}:{entry.inode}:{entry.path}"
+    try:
+        table = table_for(path, binary.build_id)
+    except LeaktraceError as exc:
+        return MappedObject(entry.start, entry.end, bias, entry.path, key, None, exc.message)
+    return MappedObject(entry.start, entry.end, bias, entry.path, key, table)
+
+
+def map_process(pid: int) -> ProcessSpace:
+    entries = executable_mappings(pid)
+    objects = tuple(map_object(pid, entry) for entry in entries)
+    return ProcessSpace(pid, objects, signature_of(entries))
+
+
+def is_unexeced_fork(pid: int) -> bool:
+    """A child of ours that has not exec'd yet (`leaktrace run`): its maps are ours."""
+    try:
+        return os.path.samefile(f"/proc/{pid}/exe", "/proc/self/exe")
+    except OSError:
+        return False
