@@ -9,8 +9,15 @@ while we looked; call prime() while it is alive to open them all up front.
 
 A module's file is opened from, in order: /proc/PID/map_files/<range> (the
 very file mapped, even if deleted; root only), /proc/PID/root + path resolved
-inside that root, and the host's path - the last only if it is provably the
-mapped file (same build-id as seen earlier, or same device and inode).
+inside that root, a copy out of the container (copyout.DockerCopy, when a
+copier is given: Docker only; with mode "always" it comes first), and the
+host's path - the last only if it is provably the mapped file (same build-id
+as seen earlier, or same device and inode). A copy whose build-id differs
+from the mapped file's (where that is known) is refused with a warning.
+
+Test hook: LEAKTRACE_SIMULATE_NO_PROC_ROOT=1 makes the map_files and
+/proc/PID/root steps fail as they do for a tracer without CAP_SYS_ADMIN and
+CAP_SYS_PTRACE over the target, so tests can prove the later steps work.
 """
 from __future__ import annotations
 
@@ -21,14 +28,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import model
 from ..errors import LeaktraceError
+from .copyout import DockerCopy
 from .debuginfo import find_debug_file
 from .demangle import demangle
 from .elf import ElfError, ElfSymbols, open_elf, runtime_to_vaddr
 from .maps import MapEntry, read_maps
-from .paths import PathResolveError, resolve_in_root
+from .paths import resolve_in_root
 
 BUILD_ID_MISMATCH = "build-id mismatch"
 NOT_THE_MAPPED_FILE = "host file is not the mapped one"
+SIMULATE_NO_PROC_ROOT = "LEAKTRACE_SIMULATE_NO_PROC_ROOT"
 
 
 @dataclass
@@ -63,10 +72,13 @@ def _merge(old: List[MapEntry], new: List[MapEntry]) -> List[MapEntry]:
 
 
 class ProcessSymbols:
-    def __init__(self, pid: int, root: Optional[str] = None, lines: bool = False):
+    def __init__(self, pid: int, root: Optional[str] = None, lines: bool = False,
+                 copier: Optional[DockerCopy] = None):
         self.pid = pid
         self.root = root if root is not None else f"/proc/{pid}/root"
         self.lines = lines
+        self.copier = copier
+        self._proc_files = os.environ.get(SIMULATE_NO_PROC_ROOT) != "1"
         self.warnings: List[str] = []
         self._warned = set()
         self._maps: List[MapEntry] = []
@@ -178,14 +190,32 @@ class ProcessSymbols:
             return _Module(note=note)
         debug = None
         if not binary.has_debug_symbols:
-            debug = find_debug_file(binary, entry.path, self.root)
-            if debug is None and self.root != "/":
-                debug = find_debug_file(binary, entry.path, "/")  # build-id/CRC checked
+            debug = self._find_debug(binary, entry.path)
             if debug is None and binary.function_count == 0:
                 self._warn(f"{entry.path} has no symbols (stripped, no debug file found)")
         symbols = debug if debug is not None and debug.has_debug_symbols else binary
         lines = debug if debug is not None and debug.has_dwarf else binary
         return _Module(binary, symbols, lines if lines.has_dwarf else None, note)
+
+    def _find_debug(self, binary: ElfSymbols, path: str) -> Optional[ElfSymbols]:
+        """Debug file from the process's root, the container (copy-out), the host."""
+        searches = []
+        if self._proc_files:
+            searches.append(lambda: find_debug_file(binary, path, self.root))
+        if self.copier is not None:
+            searches.insert(0 if self.copier.first else len(searches),
+                            lambda: self.copier.debug_file(binary, path))
+        if self.root != "/":
+            searches.append(lambda: find_debug_file(binary, path, "/"))  # build-id/CRC checked
+        for search in searches:
+            try:
+                debug = search()
+            except LeaktraceError as exc:
+                self._warn(f"pid {self.pid}: {exc.message}")
+                continue
+            if debug is not None:
+                return debug
+        return None
 
     def _open_binary(self, entry: MapEntry) -> Tuple[Optional[ElfSymbols], str]:
         errors: List[str] = []
@@ -193,7 +223,7 @@ class ProcessSymbols:
             for path_of in self._process_paths(entry):
                 try:
                     binary = open_elf(path_of())
-                except (ElfError, PathResolveError) as exc:
+                except LeaktraceError as exc:  # ElfError, PathResolveError, CopyOutError
                     errors.append(exc.message)
                     continue
                 if binary.build_id:
@@ -201,16 +231,43 @@ class ProcessSymbols:
                 return binary, ""
         binary, note = self._open_host_copy(entry, errors)
         if binary is None:
-            why = note or (errors[-1] if errors else "the process exited before it was read")
+            # "cannot open" errors say least; a malformed file's error says why.
+            telling = [e for e in errors if not e.startswith("cannot open")] or errors
+            why = note or (telling[0] if telling else "the process exited before it was read")
             self._warn(f"pid {self.pid}: cannot read {entry.path} ({why}); "
                        "its frames show as [unknown]")
         return binary, note
 
     def _process_paths(self, entry: MapEntry) -> List[Callable[[], str]]:
-        paths = [lambda: f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}"]
-        if not entry.deleted:  # else the path now names some other file, or nothing
-            paths.append(lambda: resolve_in_root(self.root, entry.path))
+        paths = []
+        if self._proc_files:
+            paths.append(lambda: self._map_file(entry))
+            if not entry.deleted:  # else the path now names some other file, or nothing
+                paths.append(lambda: resolve_in_root(self.root, entry.path))
+        if self.copier is not None and not entry.deleted:
+            identity = f"{entry.dev}:{entry.inode}"  # a replaced file is copied again
+            paths.insert(0 if self.copier.first else len(paths),
+                         lambda: self._copy_out(entry, identity))
         return paths
+
+    def _map_file(self, entry: MapEntry) -> str:
+        return f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}"
+
+    def _copy_out(self, entry: MapEntry, identity: str) -> str:
+        """The container's copy of a module, refused if it is not the mapped file."""
+        path = self.copier.binary(entry.path, identity)
+        mapped = None
+        if self._proc_files:
+            try:  # the very mapped file, when map_files is readable
+                mapped = open_elf(self._map_file(entry)).build_id
+            except LeaktraceError:
+                pass
+        copied = open_elf(path).build_id
+        if mapped and copied and mapped != copied:
+            message = f"{BUILD_ID_MISMATCH}: {entry.path} in the container is not the mapped file"
+            self._warn(f"pid {self.pid}: {message}; not used")
+            raise ElfError(message)
+        return path
 
     def _open_host_copy(self, entry: MapEntry, errors: List[str]):
         """The host's file at the same path, if it is provably the mapped one."""
