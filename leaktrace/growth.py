@@ -39,6 +39,7 @@ GROWTH_SHARE = 0.05  # ... or below this share of the site's peak
 KEEP_SHARE = 0.95
 MIN_LEAK_ALLOCS = 2  # one allocation that appears and stays is a buffer, not a leak
 OLD_AGE_S = 1.0
+RECENT_FIT = 0.5  # r² the latter half's rise needs to count as still growing
 NS_PER_S = 1_000_000_000
 
 VERDICT_ORDER = {"leak": 0, "growing": 1, "unknown": 2, "stable": 3}
@@ -106,10 +107,15 @@ def judge(series: Series) -> Growth:
 
 
 def _still_rising(series: Series, floor: float) -> bool:
-    """Did the latter half of the window still add more than the noise floor?"""
+    """Did the latter half of the window keep growing, beyond the noise floor?
+
+    A full cache's total jitters (entries replaced, the age filter's bucket
+    edges), so a rise needs a consistent slope (r² >= RECENT_FIT), not one
+    high point."""
     half = len(series.bytes) // 2
-    recent = series.bytes[half:]
-    return recent[-1] - min(recent) > floor / 2
+    times, values = series.times_s[half:], series.bytes[half:]
+    slope, r2 = fit_line(times, values)
+    return slope * (times[-1] - times[0]) > floor / 2 and r2 >= RECENT_FIT
 
 
 def _facts(series: Series, slope: float, r2: float, change: int, added: int,

@@ -4,6 +4,7 @@ One name from CLI to config to BPF: --min-size <-> min_size <-> MIN_SIZE.
 """
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TextIO
@@ -14,7 +15,8 @@ from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, Pr
                       ReportConfig, RunConfig)
 from ..errors import UsageError
 from ..model import Report
-from ..report import REPORTERS, get_reporter
+from ..recording import RecordingWriter
+from ..report import REPORTERS, get_reporter, render_reports
 
 FORMATS = tuple(REPORTERS)
 
@@ -117,12 +119,31 @@ def run_config(opts: dict, pids=()) -> RunConfig:
     )
 
 
+# Formats whose reports can follow each other in one stream; the others
+# (pprof, flamegraph, folded, plot) describe one moment in a whole file.
+STREAMING_FORMATS = ("table", "json")
+
+
 @contextmanager
 def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
     """A function that renders one report to --output or stdout, flushed, and
-    saves it to the --record recording first (so a broken pipe loses nothing)."""
-    reporter = get_reporter(opts["output_format"], show_unwind=opts.get("show_unwind", False))
-    recorder = RecordingWriter(opts["record"]) if opts.get("record") else None
+    saves it to the --record recording first (so a broken pipe loses nothing).
+    Whole-file formats rewrite --output with the latest report each interval."""
+    name = opts["output_format"]
+    reporter = get_reporter(name, show_unwind=opts.get("show_unwind", False))
+    if name not in STREAMING_FORMATS:
+        if not opts["output"]:
+            raise UsageError(f"--format {name} writes one file per report, not a stream",
+                             hint=f"add -o FILE (rewritten at every interval), or --record FILE "
+                                  f"and `leaktrace report FILE --format {name}` later")
+    recorder = _recorder(opts)
+    if name not in STREAMING_FORMATS:
+        try:
+            yield _file_sink(reporter, opts["output"], recorder)
+        finally:
+            if recorder:
+                recorder.close()
+        return
     out: TextIO = open(opts["output"], "a", encoding="utf-8") if opts["output"] else sys.stdout
     try:
         def render(report: Report) -> None:
@@ -136,6 +157,26 @@ def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
             out.close()
         if recorder:
             recorder.close()
+
+
+def _recorder(opts: dict) -> Optional[RecordingWriter]:
+    return RecordingWriter(opts["record"]) if opts.get("record") else None
+
+
+def _file_sink(reporter, path: str, recorder: Optional[RecordingWriter]) -> Callable[[Report], None]:
+    reports: list = []
+
+    def render(report: Report) -> None:
+        if recorder:
+            recorder.write(report)
+        # a plot draws the whole session; the others only the latest report
+        reports[:] = reports + [report] if hasattr(reporter, "render_series") else [report]
+        partial = f"{path}.partial"
+        binary = getattr(reporter, "binary", False)
+        with (open(partial, "wb") if binary else open(partial, "w", encoding="utf-8")) as out:
+            render_reports(reporter, reports, out)
+        os.replace(partial, path)  # readers never see half a file
+    return render
 
 
 def dump_bpf(text: str) -> None:
