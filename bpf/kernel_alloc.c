@@ -12,6 +12,11 @@
  *   buckets       outstanding bytes/count per (process, cgroup, cache, stack, age
  *                 bucket, kind); a report reads these totals, never `allocs`
  *   stack_traces  deduplicated kernel stacks
+ *   site_stacks   the stack first seen per (allocation site, process): walking a
+ *                 kernel stack from a tracepoint costs microseconds (it first
+ *                 unwinds the tracing machinery), so by default each call site
+ *                 of a process is walked once and its later allocations reuse
+ *                 that stack; FULL_STACKS=1 walks every allocation
  *   counters      events and every loss, per CPU
  */
 #include <uapi/linux/ptrace.h>
@@ -48,6 +53,12 @@
 #ifndef STACK_DEPTH
 #define STACK_DEPTH 48 /* frames kept per kernel stack: bounds the walk's cost too */
 #endif
+#ifndef FULL_STACKS
+#define FULL_STACKS 0
+#endif
+#ifndef MAX_SITES
+#define MAX_SITES 16384
+#endif
 #ifndef PAGE_SIZE_BYTES
 #define PAGE_SIZE_BYTES 4096
 #endif
@@ -63,6 +74,10 @@ BPF_HASH(buckets, struct kbucket_key, struct kbucket_totals, MAX_BUCKETS);
 struct kstack { u64 ip[STACK_DEPTH]; };
 BPF_TABLE("stacktrace", int, struct kstack, stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_KCOUNTERS);
+#if !FULL_STACKS
+struct site_key { u64 site; u32 tgid; u32 kind; };
+BPF_TABLE("lru_hash", struct site_key, s32, site_stacks, MAX_SITES);
+#endif
 #if FILTER_PIDS
 BPF_HASH(wanted_pids, u32, u8, 1024);
 #endif
@@ -124,6 +139,26 @@ static __always_inline void bucket_add(struct kbucket_key *key, s64 bytes, s64 o
 	__sync_fetch_and_add(&totals->count, objects);
 }
 
+/* The stack of this allocation, or of the first one from the same site in
+ * this process; site 0 (no call site known) always walks. */
+static __always_inline s32 stack_of(void *ctx, u64 site, u32 tgid, u32 kind)
+{
+#if !FULL_STACKS
+	struct site_key key = { .site = site, .tgid = tgid, .kind = kind };
+	if (site) {
+		s32 *known = site_stacks.lookup(&key);
+		if (known)
+			return *known;
+	}
+#endif
+	s32 id = stack_traces.get_stackid(ctx, 0);
+#if !FULL_STACKS
+	if (site && id >= 0)
+		site_stacks.update(&key, &id);
+#endif
+	return id;
+}
+
 /* Forget a recorded allocation; 0 when it was never recorded. */
 static __always_inline int release(u32 space, u64 addr)
 {
@@ -137,7 +172,7 @@ static __always_inline int release(u32 space, u64 addr)
 }
 
 /* info->bucket arrives with kind and cache fields set; the rest is filled here. */
-static __always_inline int record(void *ctx, u32 space, u64 addr, struct kalloc_info *info)
+static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, struct kalloc_info *info)
 {
 	if (!size_wanted(info->size))
 		return 0;
@@ -149,7 +184,7 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, struct kalloc_
 	info->bucket.tgid = tgid;
 	info->bucket.cgroup_id = bpf_get_current_cgroup_id();
 	info->bucket.epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
-	info->bucket.stack_id = stack_traces.get_stackid(ctx, 0);
+	info->bucket.stack_id = stack_of(ctx, site, tgid, info->bucket.kind);
 	if (info->bucket.stack_id < 0)
 		count(K_STACK_FAILED);
 	struct kalloc_key key = { .addr = addr, .space = space };
@@ -178,7 +213,7 @@ static __always_inline int forget(u32 space, u64 addr)
 }
 
 /* kmalloc: the cache is kmalloc-<bytes_alloc>, of the family the gfp flags pick. */
-static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 bytes_alloc, u64 gfp)
+static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 site, u64 bytes_alloc, u64 gfp)
 {
 	if (!ptr)
 		return 0;
@@ -196,10 +231,10 @@ static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 bytes_alloc, u6
 	if (!wanted_kmalloc.lookup(&class))
 		return 0;
 #endif
-	return record(ctx, SPACE_SLAB, ptr, &info);
+	return record(ctx, SPACE_SLAB, ptr, site, &info);
 }
 
-static __always_inline int cache_alloc(void *ctx, u64 ptr, struct kalloc_info *info)
+static __always_inline int cache_alloc(void *ctx, u64 ptr, u64 site, struct kalloc_info *info)
 {
 	if (!ptr)
 		return 0;
@@ -209,7 +244,7 @@ static __always_inline int cache_alloc(void *ctx, u64 ptr, struct kalloc_info *i
 	if (!wanted_caches.lookup((struct cache_name *)info->bucket.cache))
 		return 0;
 #endif
-	return record(ctx, SPACE_SLAB, ptr, info);
+	return record(ctx, SPACE_SLAB, ptr, site, info);
 }
 
 /* ---- probes ------------------------------------------------------------- */
@@ -225,13 +260,13 @@ static __always_inline int cache_alloc(void *ctx, u64 ptr, struct kalloc_info *i
 #if HAVE_KMALLOC
 TRACEPOINT_PROBE(kmem, kmalloc)
 {
-	return kmalloc_alloc(args, (u64)args->ptr, args->bytes_alloc, GFP_OF(args));
+	return kmalloc_alloc(args, (u64)args->ptr, args->call_site, args->bytes_alloc, GFP_OF(args));
 }
 #endif
 #if HAVE_KMALLOC_NODE
 TRACEPOINT_PROBE(kmem, kmalloc_node)
 {
-	return kmalloc_alloc(args, (u64)args->ptr, args->bytes_alloc, GFP_OF(args));
+	return kmalloc_alloc(args, (u64)args->ptr, args->call_site, args->bytes_alloc, GFP_OF(args));
 }
 #endif
 #if HAVE_KFREE
@@ -245,7 +280,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
 #if CACHE_NAME
 	TP_DATA_LOC_READ_STR(info.bucket.cache, name, CACHE_NAME_LEN);
 #endif
-	return cache_alloc(args, (u64)args->ptr, &info);
+	return cache_alloc(args, (u64)args->ptr, args->call_site, &info);
 }
 #endif
 #if HAVE_CACHE_ALLOC_NODE
@@ -255,7 +290,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc_node)
 #if CACHE_NODE_NAME
 	TP_DATA_LOC_READ_STR(info.bucket.cache, name, CACHE_NAME_LEN);
 #endif
-	return cache_alloc(args, (u64)args->ptr, &info);
+	return cache_alloc(args, (u64)args->ptr, args->call_site, &info);
 }
 #endif
 #if HAVE_CACHE_FREE
@@ -272,7 +307,9 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
 	struct kalloc_info info = { .size = (u64)PAGE_SIZE_BYTES << args->order };
 	info.bucket.kind = KIND_PAGE;
 	info.bucket.cache_class = args->order;
-	return record(args, SPACE_PAGE, args->pfn, &info);
+	/* No call site here: the gfp flags and order tell page users apart. */
+	u64 site = ((u64)args->gfp_flags << 8 | args->order) + 1;
+	return record(args, SPACE_PAGE, args->pfn, site, &info);
 }
 #endif
 #if HAVE_PAGE_FREE
@@ -290,7 +327,7 @@ TRACEPOINT_PROBE(percpu, percpu_alloc_percpu)
 	if (!args->ptr)
 		return 0;
 	info.bucket.kind = KIND_PERCPU;
-	return record(args, SPACE_PERCPU, (u64)args->ptr, &info);
+	return record(args, SPACE_PERCPU, (u64)args->ptr, 0, &info);
 }
 #endif
 #if HAVE_PERCPU_FREE
@@ -308,7 +345,7 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 #endif
 	struct kalloc_info info = { .size = args->size };
 	info.bucket.kind = KIND_VMALLOC;
-	return record(args, SPACE_VMALLOC, args->addr, &info);
+	return record(args, SPACE_VMALLOC, args->addr, 0, &info);
 }
 #endif
 #if HAVE_VMAP_FREE

@@ -107,7 +107,10 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
 @click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True,
               help="Only allocations made by this process (repeat for several).")
 @click.option("--comm", "comms", multiple=True, help="Only allocations made by tasks with this name.")
-def kernel(group_by, kinds, caches, pids, comms, **opts):
+@click.option("--full-stacks", is_flag=True,
+              help="Walk the stack of every allocation (exact, several times slower); by default "
+                   "each call site of a process is walked once and its stack reused.")
+def kernel(group_by, kinds, caches, pids, comms, full_stacks, **opts):
     """Trace kernel allocations system-wide and report those still outstanding.
 
     Prints a report every INTERVAL seconds (default 5) until Ctrl-C,
@@ -119,13 +122,13 @@ def kernel(group_by, kinds, caches, pids, comms, **opts):
     config = options.probe_config(opts)
     tracefs = os.environ.get(TRACEFS_ENV, "")
     if opts["dump_bpf"]:
-        probe = KernelProbe(config, filters)
+        probe = KernelProbe(config, filters, full_stacks)
         probe.detect(tracefs)
         options.dump_bpf(probe.dump())
         return
     features.check_privileges()
     check_caches(caches, slabs.slab_caches())
-    probe = KernelProbe(config, replace(filters, caches=resolve_merged(caches)))
+    probe = KernelProbe(config, replace(filters, caches=resolve_merged(caches)), full_stacks)
     probe.detect(tracefs)
     try:
         probe.attach()

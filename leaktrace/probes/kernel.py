@@ -85,9 +85,11 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
 
 
 class KernelProbe:
-    def __init__(self, config: ProbeConfig, filters: KernelFilters = KernelFilters()):
+    def __init__(self, config: ProbeConfig, filters: KernelFilters = KernelFilters(),
+                 full_stacks: bool = False):
         self.config = config
         self.filters = filters
+        self.full_stacks = full_stacks  # walk every allocation's stack, not one per site
         self.plan: tracepoints.TracingPlan = None
         self.bpf = None
         self.started_ns = 0
@@ -113,6 +115,7 @@ class KernelProbe:
         defines.update(FILTER_PIDS=int(bool(self.filters.pids)),
                        FILTER_COMMS=int(bool(self.filters.comms)),
                        FILTER_CACHES=int(bool(self.filters.caches)),
+                       FULL_STACKS=int(self.full_stacks), MAX_SITES=self.config.max_stacks,
                        PAGE_SIZE_BYTES=os.sysconf("SC_PAGE_SIZE"), POSSIBLE_CPUS=possible_cpus())
         return defines
 

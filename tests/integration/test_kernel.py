@@ -115,10 +115,11 @@ def test_pipes_held_open_are_attributed_then_gone(holder_binary):
     assert reports[-1]["mode"] == "kernel" and reports[-1]["group_by"] == "process"
 
 
-def test_pipe_stacks_go_through_pipe_creation(holder_binary):
+@pytest.mark.parametrize("stacks", [(), ("--full-stacks",)], ids=["stack-per-site", "full-stacks"])
+def test_pipe_stacks_go_through_pipe_creation(holder_binary, stacks):
     pipes = 200
     holder = Holder(holder_binary, "pipes", pipes)
-    with tracer_for("--pid", holder.pid) as tracer:
+    with tracer_for("--pid", holder.pid, *stacks) as tracer:
         try:
             tracer.wait_tracing()
             holder.say("go", "HELD")
