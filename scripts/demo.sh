@@ -46,9 +46,10 @@ current_app=""
 container=""
 made_images=()
 
+# usage [STATUS]: the option list from this header; exit 2 unless told.
 usage() {
   sed -n '/^#   sudo/,/^# Exit/p' "$0" | sed 's/^# \{0,1\}//' | head -n -1 >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 number() {
@@ -69,7 +70,7 @@ parse_args() {
       --out) [ -n "${2-}" ] || usage; out=$2; shift ;;
       --no-setup) run_setup=0 ;;
       --check) check=1 ;;
-      -h | --help) usage ;;
+      -h | --help) usage 0 ;;
       *) demo_log "unknown option $1"; usage ;;
     esac
     shift
