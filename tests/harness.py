@@ -180,8 +180,12 @@ class Tracer:
 
     def wait_tracing(self, timeout: float = 60) -> None:
         """Block until the probes are live (the `leaktrace: tracing` stderr line)."""
-        if self._err.wait_for(lambda l: l.startswith("leaktrace: tracing"), timeout) is None:
-            raise AssertionError(f"leaktrace did not start tracing within {timeout}s\n"
+        # An internal error or traceback ends the wait at once, even if the
+        # process lingers after printing it.
+        line = self._err.wait_for(lambda l: l.startswith("leaktrace: tracing") or any(
+            sign in l for sign in ("internal error", "Traceback")), timeout)
+        if line is None or not line.startswith("leaktrace: tracing"):
+            raise AssertionError(f"leaktrace did not start tracing (waited up to {timeout}s)\n"
                                  + self.describe())
 
     def reports(self) -> List[Dict]:
