@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from ..compare import Change, compare, to_dict
 from ..errors import UsageError
-from ..model import Report
+from ..model import Report, ReportRow
 from ..recording import read_recording, select
 from ..report.frames import row_title
 from ..report.table import format_bytes, printable
@@ -59,7 +59,6 @@ def render_table(changes: Tuple[Change, ...], before: Report, after: Report, out
 
 
 def _title(change: Change) -> str:
-    from ..model import ReportRow  # a row-shaped view for the shared naming rule
     return row_title(ReportRow(0, 0, 0, 0.0, change.frames))
 
 
