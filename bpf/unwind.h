@@ -38,7 +38,9 @@
 #endif
 #define UNWIND_MAX_MAPPINGS 128 /* executable mappings per process; power of two */
 #define UNWIND_MAPPING_STEPS 8  /* log2(UNWIND_MAX_MAPPINGS) + 1 */
-#define UNWIND_ROW_STEPS 21     /* rows per binary up to 2^21 */
+#ifndef UNWIND_ROW_STEPS
+#define UNWIND_ROW_STEPS 21 /* rows per binary up to 2^21 */
+#endif
 #define UNWIND_ID_BIT 0x40000000
 
 enum row_kind { ROW_NONE = 0, ROW_CFA_RSP, ROW_CFA_RBP, ROW_END, ROW_SIGNAL };
@@ -51,9 +53,7 @@ enum row_kind { ROW_NONE = 0, ROW_CFA_RSP, ROW_CFA_RBP, ROW_END, ROW_SIGNAL };
 #define SIGFRAME_RIP (40 + 16 * 8)
 
 enum unwind_counter {
-	U_WALKS = 0,    /* stacks walked with tables */
-	U_CFI_FRAMES,   /* frames recovered from CFI rows */
-	U_FP_FRAMES,    /* frames recovered by the frame-pointer fallback */
+	U_WALKS = 0,    /* stacks walked with tables (frame methods are in each stack) */
 	U_TRUNCATED,    /* walks cut at UNWIND_MAX_DEPTH */
 	U_COLLISIONS,   /* two different stacks with one hash: the later one lost */
 	U_MAP_FULL,     /* unwound_stacks full */
@@ -254,7 +254,7 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx)
 	w->exact = 1;
 	w->stack.depth = 0;
 	w->stack.cfi_frames = 1; /* frame 0 comes straight from the registers */
-	u64 cfi = 0, fp = 0, hash = 0xcbf29ce484222325ULL; /* FNV-1a over the frames */
+	u64 hash = 0xcbf29ce484222325ULL; /* FNV-1a over the frames */
 	for (int i = 0; i < UNWIND_MAX_DEPTH; i++) {
 		if (!w->pc)
 			break;
@@ -268,16 +268,10 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx)
 		int how = unwind_step(w, space);
 		if (how < 0)
 			break;
-		if (how) {
+		if (how)
 			w->stack.cfi_frames |= 1ULL << (i + 1);
-			cfi++;
-		} else {
-			fp++;
-		}
 	}
 	unwind_count(U_WALKS, 1);
-	unwind_count(U_CFI_FRAMES, cfi);
-	unwind_count(U_FP_FRAMES, fp);
 	return store_stack(&w->stack, hash);
 }
 #endif /* UNWIND_CFI */

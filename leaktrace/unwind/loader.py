@@ -23,7 +23,7 @@ from .tables import ROW
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
 ID_BIT = 0x40000000  # UNWIND_ID_BIT
-COUNTERS = ("walks", "cfi_frames", "fp_frames", "truncated", "collisions", "map_full")
+COUNTERS = ("walks", "truncated", "collisions", "map_full")  # enum unwind_counter
 REFRESH_S = 0.2
 U64 = (1 << 64) - 1
 
