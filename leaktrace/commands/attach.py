@@ -1,18 +1,19 @@
-"""`leaktrace attach -p PID [INTERVAL [COUNT]]`: trace running processes."""
+"""`leaktrace attach -p PID | --container NAME [INTERVAL [COUNT]]`: trace running processes."""
 from __future__ import annotations
 
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import click
 
-from .. import allocator, targets
-from ..errors import LeaktraceError
+from .. import allocator, containers, targets
+from ..errors import LeaktraceError, UsageError
 from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
 from ..session import Session, stderr_line
 from ..symbols import ProcessSymbols
+from ..symbols.copyout import MODES as DOCKER_CP_MODES, DockerCopy
 from . import options
 
 REFRESH_S = 0.5
@@ -20,20 +21,54 @@ REFRESH_S = 0.5
 
 def describe(plan: allocator.HookPlan, pid: int) -> Target:
     return Target(pid=pid, comm=targets.comm(pid), exe=targets.exe(pid),
-                  allocator=plan.allocator_path, allocator_name=plan.allocator_name)
+                  allocator=plan.allocator_path, allocator_name=plan.allocator_name,
+                  container=containers.container_of(pid))
 
 
 class UserSymbols:
     """Resolves stacks of each traced pid, keeping symbols after it exits."""
 
-    def __init__(self, lines: bool = False):
+    def __init__(self, lines: bool = False, docker_cp: str = "auto"):
         self.lines = lines
+        self.docker_cp = docker_cp
         self.by_pid: Dict[int, ProcessSymbols] = {}
+        self._copiers: Dict[str, Optional[DockerCopy]] = {}  # per container id
         self._refreshed = 0.0
 
     def add(self, pid: int) -> None:
-        self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines)
+        self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
         self._prime(pid)
+
+    def _copier(self, pid: int) -> Optional[DockerCopy]:
+        """The docker cp fallback for pid's container (one per container), if any."""
+        container = containers.container_of(pid, ask_docker=False)
+        if container is None:
+            return None
+        problem = containers.root_access_problem(pid)
+        if problem:
+            stderr_line(f"leaktrace: cannot read /proc/{pid}/root ({problem}); "
+                        "symbols come from docker cp or the host's files")
+        if self.docker_cp == "never":
+            return None
+        if container.runtime != "docker":
+            if self.docker_cp == "always":
+                stderr_line(f"leaktrace: --docker-cp always: PID {pid} runs in a "
+                            f"{container.runtime} container, not Docker; docker cp does not apply")
+            return None
+        if container.id not in self._copiers:
+            self._copiers[container.id] = self._new_copier(container.id)
+        return self._copiers[container.id]
+
+    def _new_copier(self, container_id: str) -> Optional[DockerCopy]:
+        copier = DockerCopy(container_id, self.docker_cp)
+        if self.docker_cp == "always":
+            try:
+                copier.check()
+            except LeaktraceError as exc:
+                stderr_line(f"leaktrace: --docker-cp always: {exc.message}; "
+                            "symbols come from /proc/PID/root and the host instead")
+                return None
+        return copier
 
     def _prime(self, pid: int) -> None:
         # A process between fork and exec, or exiting, has nothing to read
@@ -85,12 +120,31 @@ def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: 
     stderr_line(f"leaktrace: stopped ({reason})")
 
 
+def container_pids(name_or_id: Optional[str], all_processes: bool) -> List[int]:
+    """PIDs --container and --all-processes name (none without --container)."""
+    if name_or_id is None:
+        if all_processes:
+            raise UsageError("--all-processes needs --container NAME_OR_ID")
+        return []
+    found = containers.find_container(name_or_id)
+    if all_processes:
+        return containers.container_pids(found.pid)
+    return [found.pid]
+
+
 @click.command()
-@click.option("-p", "--pid", "pids", type=int, multiple=True, required=True,
+@click.option("-p", "--pid", "pids", type=int, multiple=True,
               help="Process to trace (repeat for several).")
+@click.option("--container", "container_name", metavar="NAME_OR_ID",
+              help="Trace the main process of this Docker container.")
+@click.option("--all-processes", is_flag=True,
+              help="With --container: trace every process in the container.")
+@click.option("--docker-cp", type=click.Choice(DOCKER_CP_MODES), default="auto", show_default=True,
+              help="Copy binaries and debug files out of Docker containers into a build-id "
+                   "cache: auto when /proc cannot reach them, always for every module, or never.")
 @options.report_options
 @options.user_options
-def attach(pids, **opts):
+def attach(pids, container_name, all_processes, docker_cp, **opts):
     """Attach to running processes and report their unfreed allocations.
 
     Prints a report every INTERVAL seconds (default 5) until Ctrl-C, the
@@ -100,11 +154,15 @@ def attach(pids, **opts):
     if opts["dump_bpf"]:
         options.dump_bpf(probe.dump())
         return
+    pids = list(dict.fromkeys([*pids, *container_pids(container_name, all_processes)]))
+    if not pids:
+        raise UsageError("no process to trace",
+                         hint="give one with -p PID or --container NAME_OR_ID")
     for pid in pids:
         targets.check_traceable(pid)
     features.check_privileges()
     plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
-    resolver = UserSymbols(lines=opts["lines"])
+    resolver = UserSymbols(lines=opts["lines"], docker_cp=docker_cp)
     for pid in pids:
         resolver.add(pid)
     try:
