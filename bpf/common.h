@@ -19,6 +19,8 @@ enum alloc_fn {
 	FN_MREMAP,
 };
 #define FN_LAST_HEAP FN_PVALLOC
+#define FN_LAST FN_MREMAP
+#define HEAP_FN_BITS (((1u << (FN_LAST_HEAP + 1)) - 1) & ~1u)
 
 enum alloc_kind {
 	KIND_HEAP = 0,
@@ -35,7 +37,7 @@ enum counter {
 	C_ALLOC_MAP_FULL,      /* allocation lost: `allocs` full */
 	C_STACK_FAILED,        /* stack not collected (map full or walk failed) */
 	C_BUCKET_MAP_FULL,     /* totals lost: `buckets` full */
-	C_PENDING_MAP_FULL,    /* call lost between entry and return */
+	C_PENDING_MAP_FULL,    /* call lost between entry and return (no per-thread slot) */
 	C_SAMPLED_OUT,         /* allocations skipped by sampling */
 	C_NESTED_MMAPS,        /* mmaps made inside malloc & co, left to the allocator */
 	C_REPLACED,            /* address recorded twice (a free was missed) */

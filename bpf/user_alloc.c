@@ -5,9 +5,13 @@
  * shared helpers: a new allocator entry point costs a few lines.
  *
  * Data kept in the kernel:
+ *   task_calls    per-thread arguments from entry to return (task storage: no
+ *                 hash insert/delete per call; PENDING_HASH=1 uses a tid-keyed hash
+ *                 on kernels without task storage for tracing programs)
  *   allocs        one record per outstanding allocation, keyed by (pid, kind, address)
  *   buckets       outstanding bytes/count per (pid, stack, age bucket, kind), so a
- *                 report reads a few hundred totals instead of every allocation
+ *                 report reads a few hundred totals instead of every allocation;
+ *                 per CPU, so threads on two CPUs never share a cache line
  *   stack_traces  deduplicated user stacks
  *   counters      events and every loss, per CPU
  */
@@ -39,12 +43,23 @@
 #ifndef TRACE_EVENTS
 #define TRACE_EVENTS 0
 #endif
+#ifndef PENDING_HASH
+#define PENDING_HASH 0
+#endif
 #define MAP_ANONYMOUS_FLAG 0x20
 #define MAP_STACK_FLAG 0x20000
 
+#if PENDING_HASH
 BPF_HASH(pending, struct pending_key, struct pending_call, 16384);
+#else
+struct thread_calls {
+	struct pending_call calls[FN_LAST + 1];
+	u32 active; /* bit fn set between entry and return of fn */
+};
+BPF_TASK_STORAGE(task_calls, struct thread_calls);
+#endif
 BPF_HASH(allocs, struct alloc_key, struct alloc_info, MAX_ALLOCS);
-BPF_HASH(buckets, struct bucket_key, struct bucket_totals, MAX_BUCKETS);
+BPF_PERCPU_HASH(buckets, struct bucket_key, struct bucket_totals, MAX_BUCKETS);
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 #include "unwind.h"
@@ -113,6 +128,45 @@ static __always_inline int size_wanted(u64 size)
 	return 1;
 }
 
+#if !PENDING_HASH
+static __always_inline struct thread_calls *thread_calls(u64 flags)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	return task_calls.task_storage_get(task, 0, flags);
+}
+
+/* Remember the size until the return probe sees the address. */
+static __always_inline int call_enter(u32 fn, u64 size, u64 arg)
+{
+	struct thread_calls *calls = thread_calls(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!calls || fn > FN_LAST) {
+		count(C_PENDING_MAP_FULL);
+		return 0;
+	}
+	calls->calls[fn].size = size;
+	calls->calls[fn].arg = arg;
+	calls->active |= 1u << fn;
+	return 0;
+}
+
+/* Take back what call_enter stored; 0 when the entry was missed. */
+static __always_inline int call_take(u32 fn, struct pending_call *out)
+{
+	struct thread_calls *calls = thread_calls(0);
+	if (!calls || fn > FN_LAST || !(calls->active & (1u << fn)))
+		return 0;
+	*out = calls->calls[fn];
+	calls->active &= ~(1u << fn);
+	return 1;
+}
+
+/* An mmap made inside malloc & co belongs to the allocator. */
+static __always_inline int inside_allocator(void)
+{
+	struct thread_calls *calls = thread_calls(0);
+	return calls && (calls->active & HEAP_FN_BITS);
+}
+#else
 /* Remember the size until the return probe sees the address. */
 static __always_inline int call_enter(u32 fn, u64 size, u64 arg)
 {
@@ -135,18 +189,35 @@ static __always_inline int call_take(u32 fn, struct pending_call *out)
 	return 1;
 }
 
+static __always_inline int inside_allocator(void)
+{
+	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid() };
+#pragma unroll
+	for (u32 fn = FN_MALLOC; fn <= FN_LAST_HEAP; fn++) {
+		key.fn = fn;
+		if (pending.lookup(&key))
+			return 1;
+	}
+	return 0;
+}
+#endif
+
+/* This CPU's slot of the totals; user space sums the CPUs. A new key starts
+ * with this event's amounts (zero on the other CPUs), one update in all. */
 static __always_inline void bucket_add(struct bucket_key *key, s64 bytes, s64 weight)
 {
 	struct bucket_totals *totals = buckets.lookup(key);
 	if (!totals) {
-		struct bucket_totals zero = {};
-		buckets.insert(key, &zero); /* may race with another CPU: fine */
-		totals = buckets.lookup(key);
+		struct bucket_totals first = { .bytes = bytes, .count = weight };
+		if (!buckets.insert(key, &first))
+			return;
+		totals = buckets.lookup(key); /* inserted meanwhile by another thread */
 		if (!totals) {
 			count(C_BUCKET_MAP_FULL);
 			return;
 		}
 	}
+	/* Atomic although per CPU: another task's probe may preempt this one. */
 	__sync_fetch_and_add(&totals->bytes, bytes);
 	__sync_fetch_and_add(&totals->count, weight);
 }
@@ -329,20 +400,8 @@ int pvalloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_PVALLOC); }
 
 int free_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
 
-/* An mmap made inside malloc & co belongs to the allocator: the heap
- * allocation that caused it is already counted. */
-static __always_inline int inside_allocator(void)
-{
-	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid() };
-#pragma unroll
-	for (u32 fn = FN_MALLOC; fn <= FN_LAST_HEAP; fn++) {
-		key.fn = fn;
-		if (pending.lookup(&key))
-			return 1;
-	}
-	return 0;
-}
-
+/* mmap inside malloc & co (inside_allocator) belongs to the allocator: the
+ * heap allocation that caused it is already counted. */
 int mmap_enter(struct pt_regs *ctx, void *addr, size_t length, int prot, int flags)
 {
 	if (!(flags & MAP_ANONYMOUS_FLAG))

@@ -87,8 +87,13 @@ class UserProbe:
         return source.dump(SOURCE, self.config.defines())
 
     def load(self) -> None:
-        if self.bpf is None:
+        if self.bpf is not None:
+            return
+        try:
             self.bpf = source.load(SOURCE, self.config.defines())
+        except ProbeLoadError:
+            # Kernels before task storage for tracing programs: tid-keyed hash.
+            self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
 
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
@@ -131,33 +136,35 @@ class UserProbe:
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
-    def _read_buckets(self) -> list:
-        table = self.bpf["buckets"]
-        try:
-            return list(table.items_lookup_batch())
-        except Exception:  # older kernels lack batch ops
-            return list(table.items())
+    def _read_buckets(self) -> List[Tuple[object, int, int]]:
+        """(key, bytes, count << WEIGHT_SHIFT), summed over the per-CPU slots."""
+        rows = []
+        for key, per_cpu in self.bpf["buckets"].items():
+            rows.append((key, ctypes.c_int64(sum(v.bytes for v in per_cpu)).value,
+                         ctypes.c_int64(sum(v.count for v in per_cpu)).value))
+        return rows
 
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
         shift = self.config.age_bucket_shift
         buckets = []
-        for key, value in self._read_buckets():
-            if value.count == 0:
+        for key, total_bytes, weight in self._read_buckets():
+            if weight == 0:
                 continue
             stack = StackKey(key.tgid, key.stack_id)
             buckets.append(Bucket(
                 stack=stack, start_ns=key.epoch << shift, end_ns=(key.epoch + 1) << shift,
-                bytes=ctypes.c_int64(value.bytes).value,
-                count=ctypes.c_int64(value.count).value >> WEIGHT_SHIFT,
+                bytes=total_bytes, count=weight >> WEIGHT_SHIFT,
                 kind=USER_KINDS[key.kind], pid=key.tgid,
             ))
         counters = self.counters()
+        # Sampled: most frees are of allocations never recorded, not losses.
+        losses = LOSSES if self.config.sample_rate <= 1 else tuple(k for k in LOSSES if k != "unknown_frees")
         return Snapshot(
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
-            events={k: v for k, v in counters.items() if k not in LOSSES},
-            losses={k: counters[k] for k in LOSSES}, targets=tuple(targets),
+            events={k: v for k, v in counters.items() if k not in losses},
+            losses={k: counters[k] for k in losses}, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=tuple(self.unwinder.notes()) if self.unwinder else (),
@@ -193,8 +200,8 @@ class UserProbe:
         """Drop emptied buckets of past epochs: only frees reach them now."""
         table = self.bpf["buckets"]
         current = monotonic_ns() >> self.config.age_bucket_shift
-        for key, value in self._read_buckets():
-            if value.count == 0 and key.epoch + 1 < current:
+        for key, _, weight in self._read_buckets():
+            if weight == 0 and key.epoch + 1 < current:
                 try:
                     del table[key]
                 except KeyError:
