@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
-"""Per malloc/free pair cost: untraced, empty probes, leaktrace, bcc memleak.
+"""Per malloc/free pair cost: untraced, empty probes, leaktrace, bcc memleak, in one run.
 
-All in one run on the same binary, so the ratios compare like with like.
-Run as root from the repository: .venv/bin/python bench/malloc_bench.py
-Options: --pairs N (untraced loop length; traced runs use --traced-pairs),
---threads T, --skip-memleak.
+Every mode traces the same binary (bench/malloc_free.c: malloc(64)+free pairs on
+--threads threads), interleaved over --rounds; the table shows medians. The
+metric is CPU time per pair (all loop threads, traps and BPF included), which a
+busy machine does not inflate; wall time is printed alongside. The floor hooks
+every function leaktrace hooks, entry probes at leaktrace's placement
+(leaktrace/placement.py), with empty BPF programs: what any uprobe tracer pays.
+
+Run as root from the repository:
+  .venv/bin/python bench/malloc_bench.py --threads 1 --rounds 5
+  .venv/bin/python bench/malloc_bench.py --threads 2 --rounds 5
+Options: --pairs N (untraced loop length), --traced-pairs N, --skip-memleak,
+--extra ARGS (one more leaktrace mode with these attach options, e.g. "--sample-rate 4096").
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from leaktrace.probes import headers  # noqa: E402
 
 MEMLEAK = "/usr/sbin/memleak-bpfcc"
-LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+LEAKTRACE = [str(REPO / ".venv/bin/leaktrace")]
 
 
 def build(out_dir: str) -> str:
@@ -41,16 +51,21 @@ def start_target(binary: str, pairs: int, threads: int) -> subprocess.Popen:
 
 
 def finish_target(proc: subprocess.Popen) -> float:
+    """CPU ns per pair; the wall-clock figure goes to LAST_WALL."""
     proc.stdin.write("go\n")
     proc.stdin.flush()
-    for line in proc.stdout:
-        if line.startswith("ns_per_pair="):
-            proc.wait()
-            return float(line.split("=")[1])
-    raise RuntimeError("benchmark program printed no result")
+    result = dict(line.strip().split("=", 1) for line in proc.stdout if "=" in line)
+    proc.wait()
+    if "cpu_ns_per_pair" not in result:
+        raise RuntimeError("benchmark program printed no result")
+    LAST_WALL.append(float(result["ns_per_pair"]))
+    return float(result["cpu_ns_per_pair"])
 
 
-def wait_for_line(stream, needle: str, timeout: float = 60) -> float:
+LAST_WALL: list = []
+
+
+def wait_for_line(stream, needle: str, timeout: float = 120) -> float:
     """Seconds until a line containing needle appears on stream."""
     start = time.monotonic()
     for line in stream:
@@ -65,15 +80,24 @@ def run_untraced(binary, pairs, threads):
     return finish_target(start_target(binary, pairs, threads)), None
 
 
-def run_floor(binary, pairs, threads, free_offset: int):
-    """Empty entry+return probes on malloc, empty entry probe on free."""
+def run_floor(binary, pairs, threads, placed: bool):
+    """Empty programs on every function leaktrace hooks; entry probes placed or at +0."""
     import bcc
+    from leaktrace.allocator import discover
+    from leaktrace.probes.user import HANDLERS, emulated_offset
 
     proc = start_target(binary, pairs, threads)
     bpf = bcc.BPF(src_file=str(HERE / "empty_probe.c").encode())
-    bpf.attach_uprobe(name=LIBC.encode(), sym=b"malloc", fn_name=b"on_enter", pid=proc.pid)
-    bpf.attach_uretprobe(name=LIBC.encode(), sym=b"malloc", fn_name=b"on_return", pid=proc.pid)
-    bpf.attach_uprobe(name=LIBC.encode(), sym=b"free", fn_name=b"on_enter", pid=proc.pid, sym_off=free_offset)
+    for path, functions in discover(proc.pid).objects().items():
+        for function in functions:
+            enter, exit_ = HANDLERS[function]
+            offset = emulated_offset(path, function) if placed else 0
+            if enter:
+                bpf.attach_uprobe(name=path.encode(), sym=function.encode(), fn_name=b"on_enter",
+                                  pid=proc.pid, sym_off=offset)
+            if exit_:
+                bpf.attach_uretprobe(name=path.encode(), sym=function.encode(), fn_name=b"on_return",
+                                     pid=proc.pid)
     try:
         return finish_target(proc), None
     finally:
@@ -84,9 +108,11 @@ def run_tracer(binary, pairs, threads, argv_for_pid, ready_text, stream_name="st
     proc = start_target(binary, pairs, threads)
     # Unbuffered, so a "ready" line arrives when it is printed.
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    start = time.monotonic()
     tracer = subprocess.Popen(argv_for_pid(proc.pid), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env, start_new_session=True)
-    attach_s = wait_for_line(getattr(tracer, stream_name), ready_text)
+    wait_for_line(getattr(tracer, stream_name), ready_text)
+    attach_s = time.monotonic() - start
     if stream_name == "stdout":
         time.sleep(1.0)  # memleak announces itself before attaching its probes
     try:
@@ -99,57 +125,78 @@ def run_tracer(binary, pairs, threads, argv_for_pid, ready_text, stream_name="st
             os.killpg(tracer.pid, signal.SIGKILL)
 
 
-def free_placement() -> int:
-    try:
-        from leaktrace.placement import place_probe
-    except ImportError:
-        return 0
-    return place_probe(LIBC, "free", ("rdi",)).offset
+def leaktrace_mode(options):
+    argv = lambda pid: LEAKTRACE + ["attach", "-p", str(pid), "3600", "--older-than", "0"] + options  # noqa: E731
+    return lambda binary, n, t: run_tracer(binary, n, t, argv, "leaktrace: tracing")
+
+
+def memleak_mode(binary, n, t):
+    return run_tracer(binary, n, t, lambda pid: ["/usr/bin/python3", MEMLEAK, "-p", str(pid), "3600"],
+                      "Attaching to pid", "stdout")
+
+
+def modes(args) -> dict:
+    """name -> run(binary, pairs, threads) -> (cpu ns per pair, attach s or None)."""
+    table = {
+        "empty probes at entry": lambda b, n, t: run_floor(b, n, t, placed=False),
+        "empty probes placed (floor)": lambda b, n, t: run_floor(b, n, t, placed=True),
+        "leaktrace": leaktrace_mode([]),
+        "leaktrace --unwind fp": leaktrace_mode(["--unwind", "fp"]),
+    }
+    if args.extra:
+        table[f"leaktrace {args.extra}"] = leaktrace_mode(shlex.split(args.extra))
+    if not args.skip_memleak:
+        table["bcc memleak"] = memleak_mode
+    return table
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5_000_000)
-    parser.add_argument("--traced-pairs", type=int, default=200_000)
+    parser.add_argument("--traced-pairs", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-memleak", action="store_true")
+    parser.add_argument("--extra", default="", help="attach options of one more leaktrace mode")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("malloc_bench.py: run as root")
     headers.ensure_kernel_source(lambda msg: None)
-    leaktrace = [str(REPO / ".venv/bin/leaktrace")]
+    runs = modes(args)
+    samples = {name: [] for name in ["untraced"] + list(runs)}
+    walls = {name: [] for name in samples}
+    attach = {name: [] for name in samples}
     with tempfile.TemporaryDirectory() as tmp:
         binary = build(tmp)
-        n, t = args.traced_pairs, args.threads
-        offset = free_placement()
-        results = {"untraced": run_untraced(binary, args.pairs, t)}
-        results["empty probes, free at entry"] = run_floor(binary, n, t, 0)
-        if offset:
-            results[f"empty probes, free at +{offset}"] = run_floor(binary, n, t, offset)
-        results["leaktrace"] = run_tracer(
-            binary, n, t, lambda pid: leaktrace + ["attach", "-p", str(pid), "3600", "--older-than", "0"],
-            "leaktrace: tracing")
-        if not args.skip_memleak:
-            results["bcc memleak"] = run_tracer(
-                binary, n, t, lambda pid: ["/usr/bin/python3", MEMLEAK, "-p", str(pid), "3600"],
-                "Attaching to pid", "stdout")
-    print_table(results, t)
+        for _ in range(args.rounds):
+            for name in samples:
+                run = runs.get(name, lambda b, n, t: run_untraced(b, args.pairs, t))
+                ns, attach_s = run(binary, args.traced_pairs, args.threads)
+                samples[name].append(ns)
+                walls[name].append(LAST_WALL[-1])
+                if attach_s is not None:
+                    attach[name].append(attach_s)
+    print_table(samples, walls, attach, args)
     return 0
 
 
-def print_table(results: dict, threads: int) -> None:
-    base = results["untraced"][0]
-    memleak = results.get("bcc memleak", (None,))[0]
-    floor_key = next((k for k in results if k.startswith("empty probes, free at +")), "empty probes, free at entry")
-    floor = results[floor_key][0] - base
-    print(f"malloc(64)+free pairs, {threads} thread(s); overhead = ns/pair minus untraced")
-    print(f"{'mode':32} {'ns/pair':>10} {'overhead':>10} {'vs floor':>9} {'vs memleak':>11} {'attach s':>9}")
-    for mode, (ns, attach_s) in results.items():
-        over = ns - base
-        vs_floor = f"{over / floor:.2f}x" if mode != "untraced" and floor > 0 else ""
-        vs_memleak = f"{over / (memleak - base):.3f}x" if memleak and mode != "untraced" else ""
-        attach = f"{attach_s:.2f}" if attach_s is not None else ""
-        print(f"{mode:32} {ns:10.1f} {over:10.1f} {vs_floor:>9} {vs_memleak:>11} {attach:>9}")
+def print_table(samples: dict, walls: dict, attach: dict, args) -> None:
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    base = med["untraced"]
+    floor = med["empty probes placed (floor)"] - base
+    memleak = med.get("bcc memleak")
+    print(f"malloc(64)+free pairs, {args.threads} thread(s), {args.traced_pairs} traced pairs per thread, "
+          f"medians of {args.rounds} rounds; overhead = CPU ns/pair minus untraced")
+    print(f"{'mode':30} {'cpu ns':>9} {'wall ns':>9} {'overhead':>9} {'vs floor':>9} "
+          f"{'vs memleak':>10} {'attach s':>8}  cpu ns per round")
+    for name, values in samples.items():
+        over = med[name] - base
+        traced = name != "untraced"
+        vs_floor = f"{over / floor:.2f}x" if traced and floor > 0 else ""
+        vs_memleak = f"{over / (memleak - base):.3f}x" if traced and memleak else ""
+        attach_s = f"{statistics.median(attach[name]):.2f}" if attach[name] else ""
+        print(f"{name:30} {med[name]:9.1f} {statistics.median(walls[name]):9.1f} {over:9.1f} "
+              f"{vs_floor:>9} {vs_memleak:>10} {attach_s:>8}  " + " ".join(f"{v:.0f}" for v in values))
 
 
 if __name__ == "__main__":
