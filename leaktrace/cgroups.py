@@ -85,6 +85,23 @@ def container_from_proc_cgroup(text: str) -> Optional[Container]:
     return None
 
 
+def container_with_name(text: str, docker_root: str = "/var/lib/docker") -> Optional[Container]:
+    """container_from_proc_cgroup, with Docker's name filled in when known."""
+    container = container_from_proc_cgroup(text)
+    if container and container.runtime == "docker" and not container.name:
+        name = docker_name(container.id, docker_root)
+        if name:
+            container = Container(container.runtime, container.id, name, container.image)
+    return container
+
+
+def container_label(container: Optional[Container]) -> str:
+    """Short human label: the name, else runtime:short-id, else ""."""
+    if container is None:
+        return ""
+    return container.name or f"{container.runtime}:{container.id[:12]}"
+
+
 def docker_name(container_id: str, docker_root: str = "/var/lib/docker") -> str:
     """A Docker container's name from its config file, or "" when unknown."""
     config = os.path.join(docker_root, "containers", container_id, "config.v2.json")

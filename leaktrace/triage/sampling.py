@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from leaktrace.errors import EnvironmentProblem
 from leaktrace.triage import procfs
-from leaktrace.triage.cgroups import container_from_cgroup
+from leaktrace.cgroups import container_with_name
 from leaktrace.triage.procfs import Capture, ProcessMemory, Sample
 
 PROC = Path("/proc")
@@ -56,7 +56,7 @@ def read_process(directory: Path) -> Optional[ProcessMemory]:
     if rss == 0:  # kernel threads and zombies hold no user memory
         return None
     pid = int(directory.name)
-    return ProcessMemory(pid, name, rss, anon, container_from_cgroup(cgroup))
+    return ProcessMemory(pid, name, rss, anon, container_with_name(cgroup))
 
 
 def read_sample(proc_root: Path = PROC, page_size: int = 0, skip_pid: int = 0) -> Sample:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from leaktrace.triage.advice import NextStep, next_step
-from leaktrace.triage.cgroups import container_label
+from leaktrace.cgroups import container_label
 from leaktrace.triage.procfs import Capture, Sample
 
 MiB = 1 << 20

@@ -10,7 +10,7 @@ import pytest
 
 from leaktrace.errors import EnvironmentProblem
 from leaktrace.triage import procfs, sample_window
-from leaktrace.triage.cgroups import container_from_cgroup, container_label
+from leaktrace.cgroups import container_label, container_with_name
 from leaktrace.triage.sampling import read_capture, read_sample, slab_reclaimable
 
 DOCKER_V2 = "0::/system.slice/docker-" + "a" * 64 + ".scope\n"
@@ -80,17 +80,17 @@ def test_slab_reclaimable_flags_from_sysfs_and_from_names(tmp_path):
 
 
 @pytest.mark.parametrize("text, runtime, letter", [
-    (DOCKER_V2, "docker", "a"), (DOCKER_V1, "docker", "b"), (POD, "kubernetes", "c"),
+    (DOCKER_V2, "docker", "a"), (DOCKER_V1, "docker", "b"), (POD, "containerd", "c"),
 ])
 def test_container_found_in_cgroup_paths(text, runtime, letter, tmp_path):
-    container = container_from_cgroup(text, tmp_path)
+    container = container_with_name(text, str(tmp_path))
     assert (container.runtime, container.id) == (runtime, letter * 64)
     assert container_label(container) == f"{runtime}:{letter * 12}"
 
 
 def test_docker_name_read_from_its_state_directory(tmp_path):
-    state = tmp_path / ("a" * 64)
-    state.mkdir()
+    state = tmp_path / "containers" / ("a" * 64)
+    state.mkdir(parents=True)
     (state / "config.v2.json").write_text('{"Name": "/web"}')
-    assert container_label(container_from_cgroup(DOCKER_V2, tmp_path)) == "web"
-    assert container_from_cgroup("0::/user.slice/session-1.scope\n", tmp_path) is None
+    assert container_label(container_with_name(DOCKER_V2, str(tmp_path))) == "web"
+    assert container_with_name("0::/user.slice/session-1.scope\n", str(tmp_path)) is None
