@@ -44,6 +44,9 @@
 #ifndef FILTER_PIDS
 #define FILTER_PIDS 0 /* only tgids in `wanted_pids` */
 #endif
+#ifndef SELF_TGID
+#define SELF_TGID 0 /* leaktrace's own process: its page faults are not the user's */
+#endif
 #ifndef FILTER_COMMS
 #define FILTER_COMMS 0 /* only tasks whose comm is in `wanted_comms` */
 #endif
@@ -109,6 +112,8 @@ static __always_inline int size_wanted(u64 size)
 
 static __always_inline int task_wanted(u32 tgid)
 {
+	if (SELF_TGID && tgid == SELF_TGID)
+		return 0;
 #if FILTER_PIDS
 	if (!wanted_pids.lookup(&tgid))
 		return 0;

@@ -116,6 +116,7 @@ class KernelProbe:
                        FILTER_COMMS=int(bool(self.filters.comms)),
                        FILTER_CACHES=int(bool(self.filters.caches)),
                        FULL_STACKS=int(self.full_stacks), MAX_SITES=self.config.max_stacks,
+                       SELF_TGID=os.getpid(),
                        PAGE_SIZE_BYTES=os.sysconf("SC_PAGE_SIZE"), POSSIBLE_CPUS=possible_cpus())
         return defines
 
