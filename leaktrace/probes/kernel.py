@@ -22,7 +22,6 @@ from . import features, slabs, source, tracepoints
 from .progstats import recursion_misses
 
 SOURCE = "kernel_alloc.c"
-HEADER = "kernel_common.h"
 # Order of `enum kcounter` in bpf/kernel_common.h.
 COUNTERS = ("allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
             "stack_failed", "bucket_map_full", "replaced")
@@ -121,8 +120,7 @@ class KernelProbe:
         return defines
 
     def dump(self) -> str:
-        header = (source.bpf_dir() / HEADER).read_text()
-        return source.dump(SOURCE, self.defines()).replace(f'#include "{HEADER}"', header)
+        return source.dump(SOURCE, self.defines())
 
     def attach(self) -> None:
         """Compile and load; bcc attaches every TRACEPOINT_PROBE as it loads.

@@ -7,6 +7,7 @@ by editing the source text.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -34,10 +35,23 @@ def dump(name: str, defines: Mapping[str, int]) -> str:
     """The program as bcc will compile it: settings first, then the source."""
     lines = [f"/* {name} compiled with: {' '.join(cflags(defines))} */"]
     lines += [f"#define {key} {int(value)}" for key, value in sorted(defines.items())]
-    text = (bpf_dir() / name).read_text()
-    common = (bpf_dir() / "common.h").read_text()
-    text = text.replace('#include "common.h"', common)
-    return "\n".join(lines) + "\n" + text
+    return "\n".join(lines) + "\n" + _inline_includes(name, set())
+
+
+_LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"$', re.MULTILINE)
+
+
+def _inline_includes(name: str, seen: set) -> str:
+    """bpf/<name> with its own #include "x.h" files pasted in, once each."""
+    seen.add(name)
+
+    def paste(match: "re.Match") -> str:
+        header = match.group(1)
+        if header in seen or not (bpf_dir() / header).is_file():
+            return match.group(0) if header not in seen else ""
+        return _inline_includes(header, seen)
+
+    return _LOCAL_INCLUDE.sub(paste, (bpf_dir() / name).read_text())
 
 
 def load(name: str, defines: Mapping[str, int]):
