@@ -1,7 +1,9 @@
 /* unwind.h: user stacks through code built without frame pointers.
  *
  * bcc dialect, compiled at run time as part of user_alloc.c when UNWIND_CFI=1.
- * unwind_stack(ctx) is the only entry point: at a return probe it walks the
+ * unwind_stack(ctx, w) is the only entry point, called from one program only
+ * (user_alloc.c's unwind_walker, tail-called by the return probes), so clang
+ * and the verifier see the walk once. At a return probe it walks the
  * caller's stack with unwind rows that leaktrace/unwind/ built in user space
  * from each binary's .eh_frame, and stores the frames in `unwound_stacks`,
  * deduplicated by a hash of the frames (a hash collision between two
@@ -104,7 +106,6 @@ struct unwind_walk {
 static __always_inline struct unwind_row *unwind_row(u32 index);
 static __always_inline struct unwind_space *unwind_space_of(u32 tgid);
 static __always_inline struct unwind_mapping *unwind_mapping(u32 index);
-static __always_inline struct unwind_walk *unwind_scratch_walk(void);
 static __always_inline struct unwound_stack *unwound_stack(u32 id);
 static __always_inline int unwound_stack_insert(u32 id, struct unwound_stack *stack);
 static __always_inline void unwind_count(int slot, u64 n);
@@ -239,13 +240,13 @@ static __always_inline s32 store_stack(struct unwound_stack *stack, u64 hash)
 	return -17; /* -EEXIST, as bpf_get_stackid reports a collision */
 }
 
-/* Walk the calling thread's user stack; UNWIND_NO_TABLES when its process
- * has no tables (the caller then walks frame pointers). */
-static __always_inline s32 unwind_stack(struct pt_regs *ctx)
+/* Walk the calling thread's user stack in w (scratch the caller owns: too big
+ * for the BPF stack); UNWIND_NO_TABLES when its process has no tables (the
+ * caller then walks frame pointers). */
+static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk *w)
 {
 	struct unwind_space *space = unwind_space_of(bpf_get_current_pid_tgid() >> 32);
-	struct unwind_walk *w = unwind_scratch_walk();
-	if (!space || !w)
+	if (!space)
 		return UNWIND_NO_TABLES;
 	/* At a return probe the registers are the caller's, pc the return address. */
 	w->pc = PT_REGS_IP(ctx);

@@ -14,9 +14,15 @@
  *                 per CPU, so threads on two CPUs never share a cache line
  *   stack_traces  deduplicated user stacks
  *   counters      events and every loss, per CPU
+ *
+ * With UNWIND_CFI=1, record() hands the allocation to one walker program
+ * (unwind_walker, through the `walkers` program array) that walks the stack
+ * with unwind tables and finishes the recording: clang compiles the walker
+ * and the verifier checks it once, not once per return probe.
  */
 #include <uapi/linux/ptrace.h>
 #include "common.h"
+#include "unwind.h"
 
 /* ---- settings (fixed before load) ---------------------------------------- */
 #ifndef MIN_SIZE
@@ -49,12 +55,36 @@
 #define MAP_ANONYMOUS_FLAG 0x20
 #define MAP_STACK_FLAG 0x20000
 
+/* An allocation on its way from record() to finish_record(). */
+struct record_args {
+	u64 addr;
+	u64 size;
+	u64 timestamp_ns;
+	u32 kind;
+	u32 fn;
+	u32 weight;
+	u32 tid; /* who stored it (per-CPU scratch can be reused by another thread) */
+};
+
+/* What the walker program gets from record(), and room for its walk (too big
+ * for the BPF stack). */
+struct walk_scratch {
+	struct record_args record;
+	struct unwind_walk walk;
+};
+
 #if PENDING_HASH
 BPF_HASH(pending, struct pending_key, struct pending_call, 16384);
+#if UNWIND_CFI
+BPF_PERCPU_ARRAY(walk_scratches, struct walk_scratch, 1);
+#endif
 #else
 struct thread_calls {
 	struct pending_call calls[FN_LAST + 1];
 	u32 active; /* bit fn set between entry and return of fn */
+#if UNWIND_CFI
+	struct walk_scratch scratch; /* per thread: no other task can reuse it mid-walk */
+#endif
 };
 BPF_TASK_STORAGE(task_calls, struct thread_calls);
 #endif
@@ -62,7 +92,6 @@ BPF_HASH(allocs, struct alloc_key, struct alloc_info, MAX_ALLOCS);
 BPF_PERCPU_HASH(buckets, struct bucket_key, struct bucket_totals, MAX_BUCKETS);
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
-#include "unwind.h"
 #if UNWIND_CFI
 /* Maps of the CFI walker; bcc rewrites map calls only in this file, so the
  * walker in unwind.h reaches them through these accessors. */
@@ -70,12 +99,11 @@ BPF_ARRAY(unwind_rows, struct unwind_row, UNWIND_MAX_ROWS);
 BPF_HASH(unwind_spaces, u32, struct unwind_space, UNWIND_MAX_PROCESSES);
 BPF_ARRAY(unwind_mappings, struct unwind_mapping, UNWIND_MAX_PROCESSES * UNWIND_MAX_MAPPINGS);
 BPF_HASH(unwound_stacks, u32, struct unwound_stack, MAX_STACKS);
-BPF_PERCPU_ARRAY(unwind_scratch, struct unwind_walk, 1);
+BPF_PROG_ARRAY(walkers, 1); /* slot 0: unwind_walker, set by user space before attaching */
 BPF_PERCPU_ARRAY(unwind_counters, u64, N_UNWIND_COUNTERS);
 static __always_inline struct unwind_row *unwind_row(u32 index) { return unwind_rows.lookup(&index); }
 static __always_inline struct unwind_space *unwind_space_of(u32 tgid) { return unwind_spaces.lookup(&tgid); }
 static __always_inline struct unwind_mapping *unwind_mapping(u32 index) { return unwind_mappings.lookup(&index); }
-static __always_inline struct unwind_walk *unwind_scratch_walk(void) { u32 zero = 0; return unwind_scratch.lookup(&zero); }
 static __always_inline struct unwound_stack *unwound_stack(u32 id) { return unwound_stacks.lookup(&id); }
 static __always_inline int unwound_stack_insert(u32 id, struct unwound_stack *stack) { return unwound_stacks.insert(&id, stack); }
 static __always_inline void unwind_count(int slot, u64 n)
@@ -85,17 +113,6 @@ static __always_inline void unwind_count(int slot, u64 n)
 		*value += n;
 }
 #endif
-
-/* The user stack at a return probe: CFI walk where tables are loaded. */
-static __always_inline s32 collect_stack(struct pt_regs *ctx)
-{
-#if UNWIND_CFI
-	s32 id = unwind_stack(ctx);
-	if (id != UNWIND_NO_TABLES)
-		return id;
-#endif
-	return stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
-}
 #if TRACE_EVENTS
 BPF_PERF_OUTPUT(events);
 #endif
@@ -166,6 +183,14 @@ static __always_inline int inside_allocator(void)
 	struct thread_calls *calls = thread_calls(0);
 	return calls && (calls->active & HEAP_FN_BITS);
 }
+
+#if UNWIND_CFI
+static __always_inline struct walk_scratch *walk_scratch(void)
+{
+	struct thread_calls *calls = thread_calls(0);
+	return calls ? &calls->scratch : NULL;
+}
+#endif
 #else
 /* Remember the size until the return probe sees the address. */
 static __always_inline int call_enter(u32 fn, u64 size, u64 arg)
@@ -200,6 +225,14 @@ static __always_inline int inside_allocator(void)
 	}
 	return 0;
 }
+
+#if UNWIND_CFI
+static __always_inline struct walk_scratch *walk_scratch(void)
+{
+	u32 zero = 0;
+	return walk_scratches.lookup(&zero);
+}
+#endif
 #endif
 
 /* This CPU's slot of the totals; user space sums the CPUs. A new key starts
@@ -261,6 +294,28 @@ static __always_inline u64 sample_weight(u64 size)
 #endif
 }
 
+/* The second half of record(), once the stack is known. */
+static __always_inline int finish_record(struct pt_regs *ctx, struct record_args *r, s32 stack_id)
+{
+	if (stack_id < 0)
+		count(C_STACK_FAILED);
+	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = r->kind, .addr = r->addr };
+	struct alloc_info info = {
+		.size = r->size, .timestamp_ns = r->timestamp_ns, .stack_id = stack_id, .weight = r->weight,
+	};
+	if (allocs.update(&key, &info)) {
+		count(C_ALLOC_MAP_FULL);
+		return 0;
+	}
+	/* Totals move only once the allocation is really recorded. */
+	struct bucket_key bkey = {};
+	bucket_of(&bkey, key.tgid, r->kind, &info);
+	bucket_add(&bkey, (r->size * r->weight) >> WEIGHT_SHIFT, r->weight);
+	count(C_ALLOCS);
+	emit(ctx, r->fn, r->addr, r->size, stack_id);
+	return 0;
+}
+
 static __always_inline int record(struct pt_regs *ctx, u32 kind, u64 addr, u64 size, u32 fn)
 {
 	if (!size_wanted(size))
@@ -270,25 +325,44 @@ static __always_inline int record(struct pt_regs *ctx, u32 kind, u64 addr, u64 s
 		count(C_SAMPLED_OUT);
 		return 0;
 	}
-	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = kind, .addr = addr };
 	if (release(kind, addr))
 		count(C_REPLACED);
-	struct alloc_info info = { .size = size, .timestamp_ns = bpf_ktime_get_ns(), .weight = weight };
-	info.stack_id = collect_stack(ctx);
-	if (info.stack_id < 0)
-		count(C_STACK_FAILED);
-	if (allocs.update(&key, &info)) {
-		count(C_ALLOC_MAP_FULL);
+	struct record_args r = {
+		.addr = addr, .size = size, .timestamp_ns = bpf_ktime_get_ns(), .kind = kind, .fn = fn,
+		.weight = weight, .tid = (u32)bpf_get_current_pid_tgid(),
+	};
+#if UNWIND_CFI
+	struct walk_scratch *scratch = walk_scratch();
+	if (scratch) {
+		scratch->record = r;
+		walkers.call(ctx, 0); /* returns only when no walker is loaded */
+	}
+#endif
+	return finish_record(ctx, &r, stack_traces.get_stackid(ctx, BPF_F_USER_STACK));
+}
+
+#if UNWIND_CFI
+/* Tail-called by record() at a return probe (ctx is that probe's registers):
+ * walks the stack with unwind tables, or frame pointers when the process has
+ * none, and records the allocation. */
+int unwind_walker(struct pt_regs *ctx)
+{
+	struct walk_scratch *scratch = walk_scratch();
+	if (!scratch) {
+		count(C_PENDING_MAP_FULL);
 		return 0;
 	}
-	/* Totals move only once the allocation is really recorded. */
-	struct bucket_key bkey = {};
-	bucket_of(&bkey, key.tgid, kind, &info);
-	bucket_add(&bkey, (size * weight) >> WEIGHT_SHIFT, weight);
-	count(C_ALLOCS);
-	emit(ctx, fn, addr, size, info.stack_id);
-	return 0;
+	struct record_args r = scratch->record;
+	if (r.tid != (u32)bpf_get_current_pid_tgid()) {
+		count(C_PENDING_MAP_FULL); /* another thread's probe reused this CPU's scratch */
+		return 0;
+	}
+	s32 stack_id = unwind_stack(ctx, &scratch->walk);
+	if (stack_id == UNWIND_NO_TABLES)
+		stack_id = stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
+	return finish_record(ctx, &r, stack_id);
 }
+#endif
 
 /* Return probe of the malloc family: the returned pointer is the allocation. */
 static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)

@@ -94,6 +94,18 @@ class UserProbe:
         except ProbeLoadError:
             # Kernels before task storage for tracing programs: tid-keyed hash.
             self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
+        if self.config.unwind != "fp":
+            self._install_walker()
+
+    def _install_walker(self) -> None:
+        """The CFI walker is one program every return probe tail-calls, so the
+        verifier checks it once instead of once per hooked function."""
+        try:
+            walker = self.bpf.load_func(b"unwind_walker", self.bpf.KPROBE)
+            self.bpf[b"walkers"][ctypes.c_int(0)] = ctypes.c_int(walker.fd)
+        except Exception as exc:  # bcc raises bare Exception on verifier errors
+            raise ProbeLoadError(f"could not load the stack walker: {str(exc).strip().splitlines()[-1:]}",
+                                 hint="retry with --unwind fp and report the error with --dump-bpf") from None
 
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
