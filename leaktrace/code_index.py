@@ -11,7 +11,6 @@ entry only ever keeps a probe at the function's start: errors are on the safe si
 from __future__ import annotations
 
 import bisect
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -99,15 +98,27 @@ class CodeIndex:
             yield from _scan(_REL8, 1, self.read(stream, reached, hi - reached), reached)
 
 
+# (st_dev, st_ino, st_size, st_mtime_ns) -> CodeIndex: one per file version, shared by
+# every function placed in it and every path that reaches it (/proc/PID/root/...).
+_indexes: Dict[Tuple[int, int, int, int], CodeIndex] = {}
+_MAX_INDEXES = 16
+
+
 def index_elf(path: str) -> CodeIndex:
-    """The CodeIndex of the file at path (cached until the file changes).
+    """The CodeIndex of the file at path, built once per file version.
     Raises OSError or ELFError."""
-    stat = os.stat(path)
-    return _index(path, stat.st_mtime_ns, stat.st_size)
+    info = os.stat(path)
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    index = _indexes.get(key)
+    if index is None:
+        index = _build_index(path)
+        if len(_indexes) >= _MAX_INDEXES:
+            _indexes.pop(next(iter(_indexes)))  # the oldest: indexes of big libraries are MBs
+        _indexes[key] = index
+    return index
 
 
-@functools.lru_cache(maxsize=8)
-def _index(path: str, _mtime_ns: int, _size: int) -> CodeIndex:
+def _build_index(path: str) -> CodeIndex:
     with open(path, "rb") as stream:
         elf = ELFFile(stream)
         functions, addrs, code, pairs = {}, set(), [], []
