@@ -88,8 +88,10 @@ struct thread_calls {
 };
 BPF_TASK_STORAGE(task_calls, struct thread_calls);
 #endif
-BPF_HASH(allocs, struct alloc_key, struct alloc_info, MAX_ALLOCS);
-BPF_PERCPU_HASH(buckets, struct bucket_key, struct bucket_totals, MAX_BUCKETS);
+/* Entries are allocated on insert, not at load: preallocating a million costs
+ * attach time and memory a quiet target never uses. */
+BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("percpu_hash", struct bucket_key, struct bucket_totals, buckets, MAX_BUCKETS, BPF_F_NO_PREALLOC);
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 #if UNWIND_CFI
@@ -98,7 +100,7 @@ BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 BPF_ARRAY(unwind_rows, struct unwind_row, UNWIND_MAX_ROWS);
 BPF_HASH(unwind_spaces, u32, struct unwind_space, UNWIND_MAX_PROCESSES);
 BPF_ARRAY(unwind_mappings, struct unwind_mapping, UNWIND_MAX_PROCESSES * UNWIND_MAX_MAPPINGS);
-BPF_HASH(unwound_stacks, u32, struct unwound_stack, MAX_STACKS);
+BPF_F_TABLE("hash", u32, struct unwound_stack, unwound_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 BPF_PROG_ARRAY(walkers, 1); /* slot 0: unwind_walker, set by user space before attaching */
 BPF_PERCPU_ARRAY(unwind_counters, u64, N_UNWIND_COUNTERS);
 static __always_inline struct unwind_row *unwind_row(u32 index) { return unwind_rows.lookup(&index); }
