@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError, TargetError
-from ..placement import place_probe
+from ..placement_cache import placement_for
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from ..unwind import Unwinder, is_unwound
 from . import source
@@ -63,7 +63,7 @@ ARG_REGS: Dict[str, Tuple[str, ...]] = {
 def emulated_offset(path: str, function: str) -> int:
     """Where the entry probe costs a trap, not a single-step (see placement.py)."""
     try:
-        return place_probe(path, function, ARG_REGS[function]).offset
+        return placement_for(path, function, ARG_REGS[function]).offset
     except LeaktraceError:
         return 0
 
