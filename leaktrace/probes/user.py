@@ -60,6 +60,25 @@ ARG_REGS: Dict[str, Tuple[str, ...]] = {
 }
 
 
+def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
+    """What each non-zero loss means for the figures, and which option helps."""
+    notes = []
+    if losses.get("alloc_map_full"):
+        notes.append(f"{losses['alloc_map_full']} allocations were not tracked: the allocation map is "
+                     f"full (--max-allocs {config.max_allocs}); totals are lower bounds; raise "
+                     "--max-allocs or use --sample-rate")
+    if losses.get("stack_failed"):
+        notes.append(f"{losses['stack_failed']} allocations have no stack (stack map full at "
+                     f"--max-stacks {config.max_stacks}, or the walk failed); they are grouped as [unknown]")
+    if losses.get("bucket_map_full"):
+        notes.append(f"{losses['bucket_map_full']} updates of the per-stack totals were lost: too many "
+                     "distinct stacks; totals are lower bounds")
+    if losses.get("pending_map_full"):
+        notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
+                     "(too many threads inside the allocator at once)")
+    return tuple(notes)
+
+
 def emulated_offset(path: str, function: str) -> int:
     """Where the entry probe costs a trap, not a single-step (see placement.py)."""
     try:
@@ -179,7 +198,8 @@ class UserProbe:
             losses={k: counters[k] for k in losses}, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
-            notes=tuple(self.unwinder.notes()) if self.unwinder else (),
+            notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
+            + loss_notes(counters, self.config),
         )
 
     def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:

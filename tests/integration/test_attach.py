@@ -42,6 +42,17 @@ def test_fibonacci_thread_leak_is_reported_with_its_stack(build):
     assert "libc.so" in target["allocator"], target
 
 
+def test_a_full_allocation_map_is_reported_and_tracing_goes_on(build):
+    # 3000 leaked tables into a map of 1024 records: at least 1976 cannot be tracked.
+    leaked, reports, _ = trace_leaker([build("fibonacci.c"), "3000"], ["--max-allocs", "1024"])
+    final = reports[-1]
+    assert leaked["count"] == 3000
+    assert final["losses"]["alloc_map_full"] >= 3000 - 1024, final["losses"]
+    assert any("allocation map is full (--max-allocs 1024)" in w for w in final["warnings"]), final["warnings"]
+    found = leaked_under(final, "fibonacci")
+    assert 0 < found["count"] <= 1024, found
+
+
 def test_realloc_counts_only_the_last_block_of_a_grown_table(build):
     leaked, reports, _ = trace_leaker([build("realloc_growth.c")])
     assert_site(reports[-1], "grow_table", leaked["sites"]["grow_table"])
