@@ -106,8 +106,12 @@ def test_pipes_held_open_are_attributed_then_gone(holder_binary):
             assert any(s in ("do_pipe2", "create_pipe_files", "alloc_pipe_info") for s in symbols_of(row)), \
                 symbols_of(row)
             holder.say("release", "RELEASED")
-            gone = wait_report(tracer, lambda r: count_for(r, holder.pid) < pipes // 10)
-            assert count_for(gone, holder.pid) < count_for(held, holder.pid) // 10
+            # What the process keeps after closing them is real: its fd table,
+            # grown to fit 600 descriptors, and slab metadata (alloc_slab_obj_exts)
+            # made while the pipes filled new slabs; a few dozen allocations
+            # whose number depends on the caches' state. Nine in ten must go.
+            held_count = count_for(held, holder.pid)
+            wait_report(tracer, lambda r: count_for(r, holder.pid) < held_count // 10)
         finally:
             holder.stop()
         reports = tracer.stop()
