@@ -12,7 +12,7 @@ its oldest bucket (an upper bound, rounded to the bucket width).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from leaktrace.config import ReportConfig
@@ -48,6 +48,10 @@ class AggregateResult:
     sites: Tuple[Site, ...]  # the top N, most bytes first
     totals: Mapping[str, int]  # {"bytes", "count"} over every bucket that passed
     sites_total: int  # sites before the top N cut
+
+    def limited(self, top: int) -> "AggregateResult":
+        """The same result cut to its top N sites (top <= 0: all of them)."""
+        return replace(self, sites=self.sites[:top]) if top > 0 else self
 
 
 def aggregate(snapshot: Snapshot, config: ReportConfig,

@@ -5,9 +5,9 @@ kind, slab cache, and each frame's function and offset (or `[unknown]` and
 the module's file name), so two runs of one program, with other addresses
 (ASLR) and other stack ids, still match. Rows of one report that match the
 same signature (one stack in two processes) are summed. Only the rows a
-report holds (its top N) are compared: a stack below the cut in one report
-reads as appeared or disappeared, and to_dict() says how many sites each
-report had.
+report holds are compared: recordings hold every site, but a `--format json`
+file only its top N, where a stack below the cut reads as appeared or
+disappeared; to_dict() says how many sites each report had and showed.
 """
 from __future__ import annotations
 

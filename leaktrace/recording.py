@@ -14,7 +14,7 @@ import gzip
 import json
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 from leaktrace import __version__
@@ -135,3 +135,8 @@ def select(reports: Sequence[Report], at: Optional[float] = None) -> Tuple[Repor
         raise UsageError(f"no interval at {at:g} s: the recording covers {first:g}..{last:g} s",
                          hint="--at takes seconds since tracing started")
     return tuple(chosen)
+
+
+def limited(report: Report, top: int) -> Report:
+    """The report with its top N rows (rows are saved in rank order); 0: all."""
+    return replace(report, rows=report.rows[:top]) if top > 0 else report

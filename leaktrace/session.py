@@ -1,6 +1,9 @@
 """The reporting loop shared by every tracing command.
 
 Every interval: probe.snapshot() -> aggregate -> build_report -> render.
+A recording (record) gets every site that passed the filters, the rendered
+report the top N of them, so a diff of recordings never mistakes a stack
+that fell below the cut for one that went away.
 Sites are ranked and judged (leak, growing, stable) by the session's
 GrowthTracker, which sees every interval, in either mode.
 Stops on Ctrl-C/SIGTERM, when the targets are gone, after --duration, or
@@ -13,7 +16,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, TextIO
 
 from .aggregate import aggregate
@@ -36,7 +39,7 @@ class Session:
     targets: Callable[[], tuple] = tuple
     alive: Callable[[], bool] = lambda: True
     warnings: Callable[[], List[str]] = list
-    on_report: Optional[Callable[[Report], None]] = None  # e.g. recordings
+    record: Optional[Callable[[Report], None]] = None  # --record: every site, before render
     tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
     growth: GrowthTracker = field(default_factory=GrowthTracker)
     reports: int = 0
@@ -47,15 +50,21 @@ class Session:
 
     def report(self) -> Report:
         snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)
-        result = aggregate(snapshot, self.report_config, rank=self.growth.rank)
-        report = build_report(snapshot, result, self.resolve, self.report_config, tuple(self.warnings()))
-        report = self.growth.annotate(report, result.sites)
+        config = self.report_config
+        every_site = aggregate(snapshot, replace(config, top=0) if self.record else config,
+                               rank=self.growth.rank)
+        warnings = tuple(self.warnings())
+        if self.record:  # first: a broken pipe on stdout loses nothing recorded
+            self.record(self._build(snapshot, every_site, warnings))
+        report = self._build(snapshot, every_site.limited(config.top), warnings)
         self.render(report)
-        if self.on_report:
-            self.on_report(report)
         self.probe.prune()
         self.reports += 1
         return report
+
+    def _build(self, snapshot, result, warnings: tuple) -> Report:
+        report = build_report(snapshot, result, self.resolve, self.report_config, warnings)
+        return self.growth.annotate(report, result.sites)
 
     def _should_stop(self, started: float) -> str:
         if self._stop_reason:

@@ -109,10 +109,10 @@ def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: 
                     f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
     if opts["trace"]:
         probe.open_trace(lambda line: click.echo(line, err=True))
-    with options.report_sink(opts) as render:
+    with options.report_sink(opts) as render, options.recording_sink(opts) as record:
         session = Session(
             probe=probe, report_config=options.report_config(opts),
-            run_config=options.run_config(opts), render=render, resolve=resolver.resolve,
+            run_config=options.run_config(opts), render=render, record=record, resolve=resolver.resolve,
             targets=lambda: tuple(target_list), alive=alive, warnings=resolver.warnings,
             tick=resolver.refresh,
         )

@@ -144,11 +144,13 @@ def trace(probe: KernelProbe, group_by: str, opts: dict) -> None:
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
     cgroup_paths = CgroupPaths()
     announce(probe, probe.filters)
-    with options.report_sink(opts) as sink:
+    def relabeled(sink):
+        return sink and (lambda report: sink(relabel_cgroups(report, cgroup_paths)))
+
+    with options.report_sink(opts) as render, options.recording_sink(opts) as record:
         session = Session(
             probe=probe, report_config=options.report_config(opts, group_by=group_by),
-            run_config=options.run_config(opts),
-            render=lambda report: sink(relabel_cgroups(report, cgroup_paths)),
+            run_config=options.run_config(opts), render=relabeled(render), record=relabeled(record),
             resolve=symbols.resolve, warnings=lambda: warnings,
         )
         reason = session.run()

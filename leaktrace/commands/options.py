@@ -126,8 +126,7 @@ STREAMING_FORMATS = ("table", "json")
 
 @contextmanager
 def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
-    """A function that renders one report to --output or stdout, flushed, and
-    saves it to the --record recording first (so a broken pipe loses nothing).
+    """A function that renders one report to --output or stdout, flushed.
     Whole-file formats rewrite --output with the latest report each interval."""
     name = opts["output_format"]
     reporter = get_reporter(name, show_unwind=opts.get("show_unwind", False))
@@ -136,39 +135,37 @@ def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
             raise UsageError(f"--format {name} writes one file per report, not a stream",
                              hint=f"add -o FILE (rewritten at every interval), or --record FILE "
                                   f"and `leaktrace report FILE --format {name}` later")
-    recorder = _recorder(opts)
     if name not in STREAMING_FORMATS:
-        try:
-            yield _file_sink(reporter, opts["output"], recorder)
-        finally:
-            if recorder:
-                recorder.close()
+        yield _file_sink(reporter, opts["output"])
         return
     out: TextIO = open(opts["output"], "a", encoding="utf-8") if opts["output"] else sys.stdout
     try:
         def render(report: Report) -> None:
-            if recorder:
-                recorder.write(report)
             reporter.render(report, out)
             out.flush()
         yield render
     finally:
         if out is not sys.stdout:
             out.close()
-        if recorder:
-            recorder.close()
 
 
-def _recorder(opts: dict) -> Optional[RecordingWriter]:
-    return RecordingWriter(opts["record"]) if opts.get("record") else None
+@contextmanager
+def recording_sink(opts: dict) -> Iterator[Optional[Callable[[Report], None]]]:
+    """A function that appends one report to the --record recording, or None."""
+    if not opts.get("record"):
+        yield None
+        return
+    recorder = RecordingWriter(opts["record"])
+    try:
+        yield recorder.write
+    finally:
+        recorder.close()
 
 
-def _file_sink(reporter, path: str, recorder: Optional[RecordingWriter]) -> Callable[[Report], None]:
+def _file_sink(reporter, path: str) -> Callable[[Report], None]:
     reports: list = []
 
     def render(report: Report) -> None:
-        if recorder:
-            recorder.write(report)
         # a plot draws the whole session; the others only the latest report
         reports[:] = reports + [report] if hasattr(reporter, "render_series") else [report]
         partial = f"{path}.partial"

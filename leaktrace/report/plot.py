@@ -3,8 +3,9 @@
 render_series() takes a recording's reports (oldest first) and draws one line
 per stack of the last report (its top MAX_LINES rows, in report order: the
 strongest evidence of leaking first), matched across reports by
-compare.stack_signature. A stack missing from a report (below its top N)
-breaks its line there. Written directly as SVG: no plotting library needed.
+compare.stack_signature. A stack missing from a report breaks its line
+there: gone, or below the top N of a `--format json` file (recordings hold
+every site). Written directly as SVG: no plotting library needed.
 render() of a single report plots its rows' `history` (bytes per interval).
 """
 from __future__ import annotations

@@ -92,11 +92,12 @@ def count_for(report: Dict, pid: int, cache: Optional[str] = None) -> int:
     return sum(r["count"] for r in rows_of(report, pid) if cache is None or r["cache"] == cache)
 
 
-def test_pipes_held_open_are_attributed_then_gone(holder_binary):
+def test_pipes_held_open_are_attributed_then_gone(holder_binary, tmp_path):
     pipes = 300
+    record = tmp_path / "kernel.rec"
     holder = Holder(holder_binary, "pipes", pipes)
     with Tracer(["kernel", INTERVAL_S, "--format", "json", "--older-than", OLDER_THAN_MS,
-                 "--top", 200, "--by", "process", "--kind", "kmalloc,cache"]) as tracer:
+                 "--top", 200, "--by", "process", "--kind", "kmalloc,cache", "--record", record]) as tracer:
         try:
             tracer.wait_tracing()
             holder.say("go", "HELD")
@@ -116,7 +117,14 @@ def test_pipes_held_open_are_attributed_then_gone(holder_binary):
             holder.stop()
         reports = tracer.stop()
     assert tracer.returncode == 0, tracer.describe()
-    assert reports[-1]["mode"] == "kernel" and reports[-1]["group_by"] == "process"
+    final = reports[-1]
+    assert final["mode"] == "kernel" and final["group_by"] == "process"
+    # The recording replays the live final report, with every row below its top 200 too.
+    done = run_leaktrace(["report", record, "--format", "json", "--top", 0])
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(done.stdout)
+    assert saved["stacks"][:len(final["stacks"])] == final["stacks"]
+    assert len(saved["stacks"]) == final["sites_total"] and saved["totals"] == final["totals"]
 
 
 @pytest.mark.parametrize("stacks", [(), ("--full-stacks",)], ids=["stack-per-site", "full-stacks"])

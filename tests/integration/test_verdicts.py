@@ -2,12 +2,15 @@
 recording of the same run rendered again offline with the same numbers."""
 from __future__ import annotations
 
+import io
 import json
 import time
 
 import pytest
 
 from harness import LeakyProcess, Tracer, describe_stacks, run_leaktrace, stack_with
+from leaktrace.report import REPORTERS, get_reporter, is_binary, render_reports
+from leaktrace.report.serialize import report_from_dict
 
 pytestmark = pytest.mark.privileged
 
@@ -49,12 +52,48 @@ def test_fibonacci_leaker_is_a_leak_and_the_recording_replays_it(build, tmp_path
     assert fib["history"][0] == 0 and fib["history"][-1] == fib["bytes"]
     assert fib["rank"] == 1, describe_stacks(final)
 
-    done = run_leaktrace(["report", record, "--format", "json"])
+    done = run_leaktrace(["report", record, "--format", "json", "--top", 20])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == final  # the recording's last interval is the live final report
     folded = run_leaktrace(["report", record, "--format", "folded"]).stdout
     fib_lines = [line for line in folded.splitlines() if "fibonacci" in line.split(" ")[0]]
     assert sum(int(line.rsplit(" ", 1)[1]) for line in fib_lines) == fib["bytes"]
+
+    # Every format renders the recording exactly as it renders the live reports.
+    live = [report_from_dict(r) for r in reports]
+    for name in REPORTERS:
+        reporter = get_reporter(name)
+        expected = io.BytesIO() if is_binary(reporter) else io.StringIO()
+        render_reports(reporter, live, expected)
+        out = tmp_path / f"fib.{name}"
+        done = run_leaktrace(["report", record, "--format", name, "--top", 20, "-o", out])
+        assert done.returncode == 0, (name, done.stderr)
+        got = out.read_bytes() if is_binary(reporter) else out.read_text(encoding="utf-8")
+        assert got == expected.getvalue(), name
+
+
+def test_a_recording_keeps_the_stacks_below_the_live_top(build, tmp_path):
+    """Live --top 1 shows one stack; the recording holds every one of the five
+    memalign-family leakers, with the live totals."""
+    record = tmp_path / "five.rec"
+    args = ["attach", "--format", "json", "--older-than", OLDER_THAN_MS, "--top", 1, "--record", record]
+    with LeakyProcess([build("memalign_family.c")]) as program:
+        with Tracer([*args, "-p", program.pid, INTERVAL_S]) as tracer:
+            tracer.wait_tracing()
+            program.go()
+            program.wait_leaked()
+            time.sleep(4 * INTERVAL_S)
+            reports = tracer.stop()
+    final = reports[-1]
+    assert len(final["stacks"]) == 1 and final["sites_total"] >= 5, describe_stacks(final)
+    done = run_leaktrace(["report", record, "--format", "json", "--top", 0])
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(done.stdout)
+    assert len(saved["stacks"]) == final["sites_total"]
+    assert saved["stacks"][0] == final["stacks"][0] and saved["totals"] == final["totals"]
+    assert sum(s["bytes"] for s in saved["stacks"]) == final["totals"]["bytes"]
+    for function in ("leak_posix_memalign", "leak_aligned_alloc", "leak_memalign", "leak_valloc", "leak_pvalloc"):
+        assert stack_with(saved, function), function + "\n" + describe_stacks(saved)
 
 
 def test_bounded_cache_that_fills_then_holds_is_stable(build):

@@ -118,20 +118,24 @@ def test_record_option_is_offered_by_every_tracing_command():
             assert "--record" in {o for p in cli.commands[name].params for o in p.opts}, name
 
 
-def test_live_sink_records_every_interval_and_rewrites_whole_file_formats(tmp_path):
+def test_live_sinks_record_every_interval_and_rewrite_whole_file_formats(tmp_path):
     from format_cases import live_report as reports
-    from leaktrace.commands.options import report_sink
+    from leaktrace.commands.options import recording_sink, report_sink
     from leaktrace.report.pprof import PprofReporter
     import io
 
     out, rec = tmp_path / "live.pb.gz", tmp_path / "live.rec"
-    with report_sink({"output_format": "pprof", "output": str(out), "record": str(rec)}) as render:
+    opts = {"output_format": "pprof", "output": str(out), "record": str(rec)}
+    with report_sink(opts) as render, recording_sink(opts) as save:
         for report in reports():
+            save(report)
             render(report)
     latest = io.BytesIO()
     PprofReporter().render(reports()[-1], latest)
     assert out.read_bytes() == latest.getvalue()  # the file holds the latest interval
     assert read_recording(str(rec)).reports == reports()
+    with recording_sink({"record": None}) as save:
+        assert save is None
     with pytest.raises(UsageError, match="writes one file per report"):
         with report_sink({"output_format": "flamegraph", "output": None, "record": None}):
             pass

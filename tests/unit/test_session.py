@@ -1,0 +1,53 @@
+"""Session.report(): a recording gets every site, the rendered report its top N."""
+from __future__ import annotations
+
+from leaktrace.config import ReportConfig, RunConfig
+from leaktrace.model import Bucket, Frame, RawStack, Snapshot, StackKey
+from leaktrace.session import Session
+
+NOW = 50_000_000_000
+S = 1_000_000_000
+
+
+class StaticProbe:
+    """A probe whose snapshot holds one bucket per stack, stack i with i KiB."""
+
+    def __init__(self, stacks: int):
+        keys = [StackKey(pid=7, stack_id=i) for i in range(1, stacks + 1)]
+        self.snap = Snapshot(
+            mode="user", taken_ns=NOW, started_ns=NOW - 60 * S, wall_time=1_714_000_000.0,
+            buckets=tuple(Bucket(stack=k, start_ns=NOW - 30 * S, end_ns=NOW - 29 * S,
+                                 bytes=k.stack_id * 1024, count=1) for k in keys),
+            stacks={k: RawStack((0x1000 + k.stack_id,)) for k in keys})
+        self.pruned = 0
+
+    def snapshot(self, targets, with_allocations=False):
+        return self.snap
+
+    def prune(self):
+        self.pruned += 1
+
+
+def resolve(key, raw):
+    return tuple(Frame(addr=a, symbol=f"site_{key.stack_id}") for a in raw.addresses)
+
+
+def test_recording_holds_every_site_and_the_render_the_top_n():
+    rendered, recorded = [], []
+    session = Session(probe=StaticProbe(25), report_config=ReportConfig(top=3, older_than_ms=0),
+                      run_config=RunConfig(), render=rendered.append, record=recorded.append,
+                      resolve=resolve)
+    session.report()
+    (shown,), (saved,) = rendered, recorded
+    assert [r.frames[0].symbol for r in shown.rows] == ["site_25", "site_24", "site_23"]
+    assert len(saved.rows) == 25 and saved.rows[:3] == shown.rows
+    assert saved.sites_total == shown.sites_total == 25
+    assert saved.totals == shown.totals == {"bytes": sum(range(1, 26)) * 1024, "count": 25}
+
+
+def test_without_a_recording_only_the_top_n_is_built():
+    rendered = []
+    session = Session(probe=StaticProbe(25), report_config=ReportConfig(top=3, older_than_ms=0),
+                      run_config=RunConfig(), render=rendered.append, resolve=resolve)
+    session.report()
+    assert len(rendered[0].rows) == 3 and rendered[0].sites_total == 25
