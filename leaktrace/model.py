@@ -19,8 +19,8 @@ USER_KINDS = ("heap", "mmap", "stack")
 KERNEL_KINDS = ("kmalloc", "cache", "page", "percpu", "vmalloc")
 
 # How a frame's address was recovered: a frame-pointer walk, DWARF call-frame
-# information, a validated stack scan, or the kernel's own unwinder.
-UNWIND_METHODS = ("fp", "cfi", "scan", "kernel")
+# information, or the kernel's own unwinder.
+UNWIND_METHODS = ("fp", "cfi", "kernel")
 
 
 @dataclass(frozen=True)

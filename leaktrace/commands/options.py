@@ -82,7 +82,7 @@ def user_options(func: Callable) -> Callable:
                      help="Accepted for bcc memleak users: totals are always kept in the kernel."),
         click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),
         click.option("--lines", is_flag=True, help="Add file:line from DWARF to shown frames."),
-        click.option("--show-unwind", is_flag=True, help="Say how each frame was recovered (fp, cfi, scan)."),
+        click.option("--show-unwind", is_flag=True, help="Say how each frame was recovered (fp, cfi)."),
         click.option("--unwind", type=click.Choice(("auto", "fp", "cfi")), default="auto", show_default=True,
                      help="Walk stacks with frame pointers, with .eh_frame unwind tables (cfi), or "
                           "with tables only for processes mapping code without frame pointers (auto)."),
