@@ -86,20 +86,25 @@ def serial_console(cmdline: str, consoles: str) -> Tuple[Optional[str], int, boo
     return found
 
 
-def _biggest(proc_root: Path) -> Tuple[BigProcess, ...]:
-    procs = []
+def _processes(proc_root: Path) -> Tuple[int, Tuple[BigProcess, ...]]:
+    """(task lines an OOM report would dump, the biggest processes by RSS).
+    The kernel's dump_tasks skips init, kernel threads and tasks without
+    memory; in /proc the last two have no VmRSS line."""
+    procs, dumped = [], 0
     for entry in proc_root.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            name, rss, _ = procfs.parse_status((entry / "status").read_text())
+            status = (entry / "status").read_text()
+            name, rss, _ = procfs.parse_status(status)
             score = int((entry / "oom_score").read_text())
             adj = int((entry / "oom_score_adj").read_text())
         except (OSError, ValueError):  # exited while read
             continue
+        dumped += entry.name != "1" and "\nVmRSS:" in status
         procs.append(BigProcess(int(entry.name), name, rss, score, adj))
     procs.sort(key=lambda p: p.rss, reverse=True)
-    return tuple(procs[:BIGGEST])
+    return dumped, tuple(procs[:BIGGEST])
 
 
 def read_oom_settings(proc_root: Path = Path("/proc")) -> OomSettings:
@@ -113,13 +118,14 @@ def read_oom_settings(proc_root: Path = Path("/proc")) -> OomSettings:
     except OSError:
         consoles = ""
     device, baud, given = serial_console(cmdline, consoles)
+    dumped, biggest = _processes(proc_root)
     try:
         meminfo = procfs.parse_meminfo((proc_root / "meminfo").read_text())
     except OSError:
         meminfo = {}
     return OomSettings(
         oom_dump_tasks=_int(sys_vm / "oom_dump_tasks"),
-        process_count=sum(1 for e in proc_root.iterdir() if e.name.isdigit()),
+        process_count=dumped,
         console_loglevel=_int(sys_kernel / "printk", 7),
         serial_console=device,
         serial_baud=baud,
@@ -129,7 +135,7 @@ def read_oom_settings(proc_root: Path = Path("/proc")) -> OomSettings:
         overcommit_memory=_int(sys_vm / "overcommit_memory"),
         commit_limit=meminfo.get("CommitLimit", 0),
         committed=meminfo.get("Committed_AS", 0),
-        biggest=_biggest(proc_root),
+        biggest=biggest,
     )
 
 

@@ -71,3 +71,26 @@ def test_reads_this_machines_sysctls():
     assert settings.overcommit_memory == int((sysctl / "vm/overcommit_memory").read_text())
     assert settings.panic_on_oom == int((sysctl / "vm/panic_on_oom").read_text())
     assert settings.biggest and settings.biggest[0].rss >= settings.biggest[-1].rss
+
+
+def test_task_lines_count_only_processes_the_kernel_would_dump(tmp_path):
+    """dump_tasks skips init, kernel threads and tasks without memory."""
+    def process(pid, name, rss_kib=None):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        status = f"Name:\t{name}\nState:\tS (sleeping)\n"
+        if rss_kib is not None:
+            status += f"VmRSS:\t{rss_kib} kB\nRssAnon:\t{rss_kib} kB\n"
+        (d / "status").write_text(status)
+        (d / "oom_score").write_text("0\n")
+        (d / "oom_score_adj").write_text("0\n")
+
+    process(1, "systemd", 12000)
+    process(2, "kthreadd")
+    process(57, "kworker/0:1")
+    process(4242, "app", 900000)
+    process(4243, "sshd", 8000)
+    process(4300, "defunct")  # a zombie: no memory left
+    settings = read_oom_settings(tmp_path)
+    assert settings.process_count == 2
+    assert [p.comm for p in settings.biggest][:2] == ["app", "systemd"]
