@@ -3,7 +3,9 @@
 Contract: demangle(name) returns the readable form of a mangled name, and the
 name unchanged when it is not mangled or the demangler cannot read it (C
 names, Rust v0 names, truncated strings). It never raises. Uses the `cxxfilt`
-package, which calls the C++ runtime's own demangler.
+package, which calls the C++ runtime's own demangler, then writes the
+standard string typedefs as programmers do (`std::string`, not
+`std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >`).
 """
 from __future__ import annotations
 
@@ -15,11 +17,25 @@ except (ImportError, OSError):  # cxxfilt loads libstdc++ with ctypes at import
     cxxfilt = None
 
 
+# The demangler spells out these typedefs; the old (pre-C++11) ABI's
+# std::basic_string has no __cxx11 namespace.
+_TYPEDEFS = tuple(
+    (f"std::{abi}basic_string<{ch}, std::char_traits<{ch}>, std::allocator<{ch}> >", f"std::{short}")
+    for abi in ("__cxx11::", "")
+    for ch, short in (("char", "string"), ("wchar_t", "wstring"), ("char16_t", "u16string"),
+                      ("char32_t", "u32string"), ("char8_t", "u8string"))
+)
+
+
 @lru_cache(maxsize=65536)
 def demangle(name: str) -> str:
     if cxxfilt is None or not name.startswith("_Z"):
         return name
     try:
-        return cxxfilt.demangle(name)
+        readable = cxxfilt.demangle(name)
     except Exception:  # InvalidName, or a runtime error from the C++ library
         return name
+    for spelled, typedef in _TYPEDEFS:
+        # `vector<basic_string<...> >` keeps its space only while it ends in `>`
+        readable = readable.replace(spelled + " >", typedef + ">").replace(spelled, typedef)
+    return readable
