@@ -49,6 +49,13 @@ def cache_label(kind: str, name: bytes, cache_class: int, kmalloc_type: int) -> 
     return NOT_SLAB.get(kind, f"[{kind}]")
 
 
+# Said in every report unless --full-stacks: a row's stack may not be the path
+# every one of its allocations took.
+STACK_PER_SITE_NOTE = ("kernel stacks are walked once per call site and process: allocations that "
+                       "reached a call site by another path are listed under its first stack "
+                       "(--full-stacks walks every allocation)")
+
+
 def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     """What each non-zero loss means for the figures, in words."""
     notes = []
@@ -193,7 +200,8 @@ class KernelProbe:
             events={k: v for k, v in counters.items() if k not in LOSSES},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
-            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config),
+            notes=self.plan.notes + (() if self.full_stacks else (STACK_PER_SITE_NOTE,))
+            + loss_notes({**losses, **counters}, self.config),
         )
 
     @staticmethod
