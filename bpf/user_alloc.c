@@ -380,8 +380,11 @@ static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)
 	return record(ctx, KIND_HEAP, addr, call.size, fn);
 }
 
-/* realloc = free(old) + alloc(new); realloc(p, 0) returning NULL freed p;
- * any other NULL is a failure that leaves the old block allocated. */
+/* realloc = free(old) + alloc(new); realloc(p, 0) returning NULL freed p
+ * (glibc's realloc frees through __libc_free, the address of free, so
+ * free_enter has usually released p already: count a free only if this
+ * releases something, and never a failure); any other NULL is a failure that
+ * leaves the old block allocated. */
 static __always_inline int resize_exit(struct pt_regs *ctx, u32 fn)
 {
 	struct pending_call call;
@@ -389,10 +392,10 @@ static __always_inline int resize_exit(struct pt_regs *ctx, u32 fn)
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if (!addr) {
-		if (call.size == 0 && call.arg && release(KIND_HEAP, call.arg))
-			count(C_FREES);
-		else
+		if (call.size != 0)
 			count(C_FAILED_ALLOCS);
+		else if (call.arg && release(KIND_HEAP, call.arg))
+			count(C_FREES);
 		return 0;
 	}
 	if (call.arg && release(KIND_HEAP, call.arg))
@@ -430,8 +433,10 @@ int malloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOC); }
 int calloc_enter(struct pt_regs *ctx, size_t n, size_t size)
 {
 	u64 total;
-	if (product(n, size, &total))
-		return 0; /* calloc itself fails */
+	if (product(n, size, &total)) {
+		count(C_FAILED_ALLOCS); /* calloc fails without allocating */
+		return 0;
+	}
 	return call_enter(FN_CALLOC, total, 0);
 }
 int calloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_CALLOC); }
@@ -442,8 +447,10 @@ int realloc_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_REALLOC); }
 int reallocarray_enter(struct pt_regs *ctx, void *ptr, size_t n, size_t size)
 {
 	u64 total;
-	if (product(n, size, &total))
+	if (product(n, size, &total)) {
+		count(C_FAILED_ALLOCS); /* fails, leaving ptr allocated */
 		return 0;
+	}
 	return call_enter(FN_REALLOCARRAY, total, (u64)ptr);
 }
 int reallocarray_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_REALLOCARRAY); }

@@ -63,6 +63,8 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
                      help="Outstanding allocations the kernel can track."),
         click.option("--max-stacks", type=click.IntRange(min=64), default=1 << 14, show_default=True,
                      help="Distinct stacks the kernel can keep."),
+        click.option("--max-buckets", type=click.IntRange(min=1024), default=1 << 17, show_default=True,
+                     help="Per-stack, per-age totals the kernel can keep."),
         click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and exit."),
     ]
     for decorator in reversed(decorators):
@@ -98,7 +100,8 @@ def probe_config(opts: dict) -> ProbeConfig:
         raise UsageError("--max-size is smaller than --min-size")
     return ProbeConfig(
         min_size=opts["min_size"], max_size=opts["max_size"], sample_rate=opts.get("sample_rate", 0),
-        max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], trace=opts.get("trace", False),
+        max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], max_buckets=opts["max_buckets"],
+        trace=opts.get("trace", False),
         track_mmap=not opts.get("no_mmap", False),
         unwind=opts.get("unwind", "auto"),
     )

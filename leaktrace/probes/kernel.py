@@ -64,7 +64,8 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
                      f"is full (--max-allocs {config.max_allocs}); totals are lower bounds")
     if losses.get("bucket_map_full"):
         notes.append(f"{losses['bucket_map_full']} updates of the totals were lost: too many distinct "
-                     "contexts; try --kind or --cache to narrow what is traced")
+                     f"contexts (--max-buckets {config.max_buckets}); raise it, or narrow what is "
+                     "traced with --kind or --cache")
     if losses.get("missed_frees"):
         notes.append(f"{losses['missed_frees']} frees were skipped by the kernel while another BPF "
                      "program ran on the same CPU: some objects may look outstanding until their "

@@ -14,6 +14,7 @@ from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError, TargetError
 from ..placement_cache import placement_for
+from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from ..unwind import Unwinder, is_unwound
 from . import source
@@ -71,12 +72,43 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
         notes.append(f"{losses['stack_failed']} allocations have no stack (stack map full at "
                      f"--max-stacks {config.max_stacks}, or the walk failed); they are grouped as [unknown]")
     if losses.get("bucket_map_full"):
-        notes.append(f"{losses['bucket_map_full']} updates of the per-stack totals were lost: too many "
-                     "distinct stacks; totals are lower bounds")
+        notes.append(f"{losses['bucket_map_full']} updates of the per-stack totals were lost: the "
+                     f"totals map is full (--max-buckets {config.max_buckets}): too many distinct "
+                     "stacks and ages; totals are lower bounds; raise --max-buckets")
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")
     return tuple(notes)
+
+
+def function_address(path: str, function: str) -> Optional[int]:
+    """Where `function` starts in the object at path; None when unknown."""
+    try:
+        found = open_elf(path).find_function(function)
+    except (ElfError, OSError):
+        return None
+    return found[0] if found else None
+
+
+def distinct_entry_points(path: str, functions: Sequence[str],
+                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[str]:
+    """functions without the aliases of one already listed (same address in path).
+
+    Two probes on one address both fire on every call: Debian's glibc defines
+    memalign and aligned_alloc at one address, so each call would be recorded
+    twice (allocs +2, replaced +1). The first name in family order is kept;
+    functions whose address is unknown are all kept.
+    """
+    seen = set()
+    kept = []
+    for function in functions:
+        address = address_of(path, function)
+        if address is not None:
+            if address in seen:
+                continue
+            seen.add(address)
+        kept.append(function)
+    return kept
 
 
 def emulated_offset(path: str, function: str) -> int:
@@ -93,8 +125,11 @@ def monotonic_ns() -> int:
 
 
 class UserProbe:
-    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[str, str], int]] = None):
+    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[str, str], int]] = None,
+                 addresses: Optional[Callable[[str, str], Optional[int]]] = None):
         self.config = config
+        # (object path, function) -> its address, to hook each address once.
+        self._address_of = addresses or function_address
         self.bpf = None
         self.started_ns = 0
         self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
@@ -131,7 +166,8 @@ class UserProbe:
         self.load()
         self._load_unwind_tables(pid)
         for path, functions in plan.objects().items():
-            for function in functions:
+            # One probe pair per address: aliases would fire twice per call.
+            for function in distinct_entry_points(path, functions, self._address_of):
                 if function in MMAP_FUNCTIONS and not self.config.track_mmap:
                     continue
                 self._attach_one(path, function, pid)

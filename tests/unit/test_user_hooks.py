@@ -1,0 +1,97 @@
+"""Which user probes are attached (one pair per address), and the --max-buckets
+setting from the command line to the BPF define and the loss note. No root."""
+import subprocess
+
+from click.testing import CliRunner
+
+from leaktrace.allocator import HEAP_FUNCTIONS, MMAP_FUNCTIONS, HookPlan
+from leaktrace.cli import cli
+from leaktrace.commands import options
+from leaktrace.config import ProbeConfig
+from leaktrace.probes.user import UserProbe, distinct_entry_points, function_address, loss_notes
+
+ALIASES_C = r"""
+#include <stddef.h>
+void *first_fn(size_t align, size_t size) { return (void *)(align + size); }
+void *second_fn(size_t align, size_t size) __attribute__((alias("first_fn")));
+void *third_fn(size_t size) { return (void *)size; }
+"""
+
+
+def compile_aliases(tmp_path):
+    src = tmp_path / "aliases.c"
+    src.write_text(ALIASES_C)
+    lib = tmp_path / "libaliases.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O0", str(src), "-o", str(lib)], check=True)
+    return str(lib)
+
+
+def test_an_alias_of_an_earlier_function_is_not_hooked_again(tmp_path):
+    lib = compile_aliases(tmp_path)
+    assert function_address(lib, "first_fn") == function_address(lib, "second_fn") is not None
+    assert distinct_entry_points(lib, ["first_fn", "second_fn", "third_fn"]) == ["first_fn", "third_fn"]
+    # The first name in the order given is the one kept.
+    assert distinct_entry_points(lib, ["second_fn", "third_fn", "first_fn"]) == ["second_fn", "third_fn"]
+
+
+def test_functions_whose_address_is_unknown_are_all_kept(tmp_path):
+    lib = compile_aliases(tmp_path)
+    assert function_address(lib, "no_such_fn") is None
+    assert function_address(str(tmp_path / "missing.so"), "first_fn") is None
+    assert distinct_entry_points(lib, ["no_such_fn", "first_fn", "no_such_fn"]) == [
+        "no_such_fn", "first_fn", "no_such_fn"]
+
+
+class RecordingBPF:
+    """Stands in for bcc.BPF: records what would be attached."""
+
+    def __init__(self):
+        self.entries, self.returns = [], []
+
+    def attach_uprobe(self, name, sym, fn_name, pid, sym_off):
+        self.entries.append((sym.decode(), fn_name.decode()))
+
+    def attach_uretprobe(self, name, sym, fn_name, pid):
+        self.returns.append((sym.decode(), fn_name.decode()))
+
+
+def test_attach_hooks_memalign_and_aligned_alloc_once_when_they_share_an_address():
+    functions = HEAP_FUNCTIONS + MMAP_FUNCTIONS
+    # Debian's glibc: memalign and aligned_alloc are one function.
+    addresses = {fn: 0x1000 + 0x100 * i for i, fn in enumerate(functions)}
+    addresses["memalign"] = addresses["aligned_alloc"]
+    probe = UserProbe(ProbeConfig(unwind="fp"), placements=lambda path, fn: 0,
+                      addresses=lambda path, fn: addresses[fn])
+    probe.bpf = RecordingBPF()
+    plan = HookPlan(pid=42, allocator_path="/libc.so.6", allocator_name="glibc",
+                    host_paths=tuple((fn, "/libc.so.6") for fn in functions))
+    probe.attach(plan, 42)
+    hooked = [fn for _, fn, _, _ in probe.attached]
+    assert hooked == [fn for fn in functions if fn != "memalign"]
+    assert ("aligned_alloc", "aligned_alloc_exit") in probe.bpf.returns
+    assert not any(sym == "memalign" for sym, _ in probe.bpf.entries + probe.bpf.returns)
+
+
+def test_max_buckets_reaches_the_bpf_define():
+    opts = {"min_size": 0, "max_size": 0, "max_allocs": 1 << 20, "max_stacks": 1 << 14,
+            "max_buckets": 4096}
+    config = options.probe_config(opts)
+    assert config.max_buckets == 4096
+    assert config.defines()["MAX_BUCKETS"] == 4096
+
+
+def test_max_buckets_is_an_option_of_the_tracing_commands_with_the_old_default():
+    for command in ("attach", "run", "kernel"):
+        result = CliRunner().invoke(cli, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "--max-buckets" in result.output, command
+    assert ProbeConfig().max_buckets == 131072
+    result = CliRunner().invoke(cli, ["attach", "-p", "1", "--max-buckets", "10"])
+    assert result.exit_code != 0 and "--max-buckets" in result.output
+
+
+def test_bucket_map_full_note_names_the_option_and_its_value():
+    notes = loss_notes({"bucket_map_full": 7}, ProbeConfig(max_buckets=2048))
+    assert len(notes) == 1
+    assert notes[0].startswith("7 updates")
+    assert "(--max-buckets 2048)" in notes[0] and "raise --max-buckets" in notes[0]
