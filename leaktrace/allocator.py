@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import TargetError, UsageError
-from .symbols import ElfError, open_elf, read_maps, resolve_in_root
+from .symbols import ElfError, open_elf, read_maps
+from .symbols.paths import PathResolveError, pin_in_root
 
 HEAP_FUNCTIONS = (
     "malloc", "calloc", "realloc", "reallocarray", "free",
@@ -84,13 +85,15 @@ def choose_allocator(candidates: Sequence[Tuple[str, str]]) -> Optional[Tuple[st
 
 
 def _host_path(pid: int, path: str) -> str:
-    """A path the host can open for a file the process mapped."""
+    """A path the host can open for a file the process mapped: /proc/self/fd/N of
+    the file opened inside the process's root (paths.pin_in_root), so neither
+    bcc nor the kernel's uprobe resolves the container's path again."""
     root = f"/proc/{pid}/root"
     if os.path.isdir(root):
         try:
-            return resolve_in_root(root, path)
-        except Exception:  # unusable root: fall back to the host path
-            pass
+            return pin_in_root(root, path)
+        except (OSError, PathResolveError):
+            return ""  # nothing there inside the root; no host file stands in for it
     return path
 
 

@@ -15,6 +15,7 @@ raises a LeaktraceError with a one-line message and a hint.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -53,13 +54,19 @@ def in_other_mount_namespace(pid: int, proc: str = "/proc") -> bool:
     return ours is not None and theirs is not None and ours != theirs
 
 
+# The test hook symbols.process honours too: /proc/PID/root behaves as if unreadable.
+SIMULATE_NO_PROC_ROOT = "LEAKTRACE_SIMULATE_NO_PROC_ROOT"
+
+
 def root_access_problem(pid: int, proc: str = "/proc") -> str:
     """Why /proc/PID/root cannot be read ("" when it can)."""
     try:
+        if os.environ.get(SIMULATE_NO_PROC_ROOT) == "1":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         os.listdir(f"{proc}/{pid}/root")
         return ""
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return (exc.strerror or str(exc)).lower()
 
 
 def container_of(pid: int, proc: str = "/proc", ask_docker: bool = True) -> Optional[Container]:

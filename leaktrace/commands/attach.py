@@ -46,8 +46,9 @@ class UserSymbols:
             return None
         problem = containers.root_access_problem(pid)
         if problem:
-            stderr_line(f"leaktrace: cannot read /proc/{pid}/root ({problem}); "
-                        "symbols come from docker cp or the host's files")
+            copies = container.runtime == "docker" and self.docker_cp != "never"
+            stderr_line(f"leaktrace: cannot read /proc/{pid}/root ({problem}); symbols come from "
+                        + ("docker cp, else " if copies else "") + "host files identical to the mapped ones")
         if self.docker_cp == "never":
             return None
         if container.runtime != "docker":

@@ -133,7 +133,9 @@ def _target_line(t: Target) -> str:
         text += f" ({t.allocator})" if t.allocator else ""
     if t.container:
         c = t.container
-        text += f", container {c.runtime} {c.id[:12]}" + (f" ({c.name})" if c.name else "")
+        known = [printable(c.name)] if c.name else []
+        known += [f"image {printable(c.image)}"] if c.image else []
+        text += f", container {c.runtime} {c.id[:12]}" + (f" ({', '.join(known)})" if known else "")
     return text
 
 

@@ -2,10 +2,16 @@
 
 Contract: open_elf(path) returns an ElfSymbols, parsed once per run for each
 distinct file (keyed by device, inode, size and mtime, so a rebuilt binary is
-read again). Anything that is not a sane ELF file - garbage, truncated,
-hostile header counts, a FIFO, a symlink loop - raises ElfError quickly;
-nothing else escapes. DWARF line tables are read only when line_for() is
-first called, and a broken line table makes line_for() return None.
+read again); open_elf_in_root(root, path) does the same for a path inside a
+container's root (paths.open_in_root), and open_elf_fd(fd, name) for a file
+already opened. Each reads the descriptor it opened, never the path again,
+and an ElfSymbols keeps that descriptor: reopen_path names that very file
+for readers that want a path. Anything that is not a sane ELF file - garbage,
+truncated, hostile header counts, a FIFO, a symlink loop - raises ElfError
+quickly; nothing else escapes. read_build_id_note(fd) reads only the
+build-id note, for checking a file before parsing it. DWARF line tables are
+read only when line_for() is first called, and a broken line table makes
+line_for() return None.
 
 Addresses here are the file's own virtual addresses (st_value, p_vaddr);
 runtime_to_vaddr() turns a process address into one, given its mapping.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -27,12 +34,16 @@ from .elf_tables import (
     read_debuglink,
     read_function_symbols,
 )
+from .paths import READ_FLAGS, PathResolveError, open_in_root
 
 MAX_FILE_SIZE = 8 << 30  # debug files of the largest real binaries are a few GiB
 MAX_SECTIONS = 1 << 16
 MAX_SEGMENTS = 1 << 12
 PAGE_SIZE = 4096
 PF_X = 1
+PT_NOTE = 4
+NT_GNU_BUILD_ID = 3
+MAX_NOTES_BYTES = 1 << 16  # real note segments are a few hundred bytes
 
 
 class ElfError(LeaktraceError):
@@ -90,9 +101,18 @@ def runtime_to_vaddr(
 class ElfSymbols:
     """The parts of one ELF file that symbolization needs."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, fd: Optional[int] = None):
+        """Parse the file at path, or the descriptor fd (taken over: path only names it)."""
         self.path = path
-        self._file, size = _open_regular(path)
+        if fd is None:
+            try:
+                fd = os.open(path, READ_FLAGS)
+            except OSError as exc:
+                raise ElfError(f"cannot open {path}: {exc.strerror}") from None
+        self._file, info = _adopt(fd, path)
+        size = info.st_size
+        self.identity = (info.st_dev, info.st_ino)
+        self.version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)  # the cache key
         try:
             self._elf = _parse_header(self._file, size, path)
             self.segments = _load_segments(self._elf)
@@ -115,6 +135,11 @@ class ElfSymbols:
 
     def __repr__(self) -> str:
         return f"ElfSymbols({self.path!r}, build_id={self.build_id})"
+
+    @property
+    def reopen_path(self) -> str:
+        """A path that names this very file while it is open (never resolved again)."""
+        return f"/proc/self/fd/{self._file.fileno()}"
 
     @property
     def function_count(self) -> int:
@@ -174,12 +199,8 @@ class ElfSymbols:
         return vaddr + 1
 
 
-def _open_regular(path: str):
-    # O_NONBLOCK: opening a FIFO planted where a binary should be must not hang.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ElfError(f"cannot open {path}: {exc.strerror}") from None
+def _adopt(fd: int, path: str):
+    """A stream over fd (closed on failure) and its stat, if it is a plausible binary."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -187,7 +208,7 @@ def _open_regular(path: str):
     if info.st_size > MAX_FILE_SIZE:
         os.close(fd)
         raise ElfError(f"{path} is too large to be a binary ({info.st_size} bytes)")
-    return os.fdopen(fd, "rb"), info.st_size
+    return os.fdopen(fd, "rb"), info
 
 
 def _parse_header(stream, size: int, path: str) -> ELFFile:
@@ -230,25 +251,91 @@ _cache: Dict[tuple, object] = {}
 
 
 def open_elf(path: str) -> ElfSymbols:
-    """ElfSymbols for `path`, parsed once per distinct file per run.
-
-    Failures are cached too, so a broken file costs one attempt.
-    """
+    """ElfSymbols for `path` (a host path leaktrace trusts), parsed once per distinct
+    file per run. Failures are cached too, so a broken file costs one attempt."""
     try:
-        info = os.stat(path)
+        # O_NONBLOCK (READ_FLAGS): a FIFO planted where a binary should be must not hang.
+        fd = os.open(path, READ_FLAGS)
     except OSError as exc:
         raise ElfError(f"cannot open {path}: {exc.strerror}") from None
-    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return open_elf_fd(fd, path)
+
+
+def open_elf_in_root(root: str, path: str) -> ElfSymbols:
+    """ElfSymbols for `path` as a process whose root is `root` sees it; never leaves root."""
+    name = root.rstrip("/") + path if path.startswith("/") else f"{root}/{path}"
+    try:
+        fd = open_in_root(root, path)
+    except PathResolveError as exc:
+        raise ElfError(exc.message, exc.hint) from None
+    except OSError as exc:
+        raise ElfError(f"cannot open {name}: {exc.strerror}") from None
+    return open_elf_fd(fd, name)
+
+
+def open_elf_fd(fd: int, name: str) -> ElfSymbols:
+    """ElfSymbols for the open descriptor fd (taken over), named `name` in messages."""
+    info = os.fstat(fd)
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)  # ElfSymbols.version
     cached = _cache.get(key)
     if cached is None:
         try:
-            cached = ElfSymbols(path)
+            cached = ElfSymbols(name, fd)
         except ElfError as exc:
             cached = exc
         _cache[key] = cached
+    else:
+        os.close(fd)
     if isinstance(cached, ElfError):
         raise ElfError(cached.message, cached.hint)
     return cached
+
+
+def read_build_id_note(fd: int) -> Optional[str]:
+    """The GNU build-id from the PT_NOTE segments alone, or None: a few small
+    bounded reads, so a file can be checked before it is parsed."""
+    try:
+        header = os.pread(fd, 64, 0)
+        if len(header) < 52 or header[:4] != b"\x7fELF" or header[4] not in (1, 2) \
+                or header[5] not in (1, 2):
+            return None
+        wide, endian = header[4] == 2, "<" if header[5] == 1 else ">"
+        if wide:
+            phoff, = struct.unpack_from(endian + "Q", header, 32)
+            entsize, count = struct.unpack_from(endian + "HH", header, 54)
+            layout = endian + "IIQQQQ"  # type, flags, offset, vaddr, paddr, filesz
+        else:
+            phoff, = struct.unpack_from(endian + "I", header, 28)
+            entsize, count = struct.unpack_from(endian + "HH", header, 42)
+            layout = endian + "IIIIII"  # type, offset, vaddr, paddr, filesz, memsz
+        if count > MAX_SEGMENTS or entsize < struct.calcsize(layout):
+            return None
+        table = os.pread(fd, entsize * count, phoff)
+        for index in range(len(table) // entsize):
+            fields = struct.unpack_from(layout, table, index * entsize)
+            if fields[0] != PT_NOTE:
+                continue
+            offset, size = (fields[2], fields[5]) if wide else (fields[1], fields[4])
+            found = _build_id_in(os.pread(fd, min(size, MAX_NOTES_BYTES), offset), endian)
+            if found:
+                return found
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _build_id_in(notes: bytes, endian: str) -> Optional[str]:
+    at = 0
+    while at + 12 <= len(notes):
+        namesz, descsz, kind = struct.unpack_from(endian + "III", notes, at)
+        name_at = at + 12
+        desc_at = name_at + ((namesz + 3) & ~3)
+        if desc_at + descsz > len(notes):
+            return None
+        if kind == NT_GNU_BUILD_ID and notes[name_at:name_at + namesz] == b"GNU\0" and descsz:
+            return notes[desc_at:desc_at + descsz].hex()
+        at = desc_at + ((descsz + 3) & ~3)
+    return None
 
 
 def clear_cache() -> None:

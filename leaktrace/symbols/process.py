@@ -8,36 +8,44 @@ stacks still resolve after the process exited for every module it had mapped
 while we looked; call prime() while it is alive to open them all up front.
 
 A module's file is opened from, in order: /proc/PID/map_files/<range> (the
-very file mapped, even if deleted; root only), /proc/PID/root + path resolved
-inside that root, a copy out of the container (copyout.DockerCopy, when a
-copier is given: Docker only; with mode "always" it comes first), and the
-host's path - the last only if it is provably the mapped file (same build-id
-as seen earlier, or same device and inode). A copy whose build-id differs
-from the mapped file's (where that is known) is refused with a warning.
+very file mapped, even if deleted; root only), the path opened inside
+/proc/PID/root (paths.open_in_root: it never leaves that root), a copy out of
+the container (copyout.DockerCopy, when a copier is given: Docker only; with
+mode "always" it comes first), and the host's path. The mapped file's
+build-id is read from its notes through map_files when the maps are read
+(root only), and whatever is found elsewhere must carry it: a mismatch is
+refused with a warning and marks the frames (BUILD_ID_MISMATCH). The host's
+path is the container's choice, so the host file there is checked before it
+is parsed: by that build-id (a notes-only read) when it is known, else by
+device and inode against the mapping. Debug files come from the process's
+root, the container, and on the host only from /usr/lib/debug/.build-id/.
 
 Test hook: LEAKTRACE_SIMULATE_NO_PROC_ROOT=1 makes the map_files and
 /proc/PID/root steps fail as they do for a tracer without CAP_SYS_ADMIN and
-CAP_SYS_PTRACE over the target, so tests can prove the later steps work.
+CAP_SYS_PTRACE over the target, so tests can prove the later steps work
+(containers.root_access_problem reports the same).
 """
 from __future__ import annotations
 
 import os
+import stat
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import model
+from ..containers import SIMULATE_NO_PROC_ROOT
 from ..errors import LeaktraceError
 from .copyout import DockerCopy
-from .debuginfo import find_debug_file
+from .debuginfo import find_debug_file, host_debug_file
 from .demangle import demangle
-from .elf import ElfError, ElfSymbols, open_elf, runtime_to_vaddr
+from .elf import (ElfError, ElfSymbols, open_elf, open_elf_fd, open_elf_in_root,
+                  read_build_id_note, runtime_to_vaddr)
 from .maps import MapEntry, read_maps
-from .paths import resolve_in_root
+from .paths import READ_FLAGS
 
 BUILD_ID_MISMATCH = "build-id mismatch"
 NOT_THE_MAPPED_FILE = "host file is not the mapped one"
-SIMULATE_NO_PROC_ROOT = "LEAKTRACE_SIMULATE_NO_PROC_ROOT"
 
 
 @dataclass
@@ -86,7 +94,8 @@ class ProcessSymbols:
         self._maps_read = False
         self._started = None  # start time seen at the first maps read
         self._modules: Dict[Tuple[str, int, str], _Module] = {}
-        self._build_ids: Dict[str, str] = {}  # maps path -> build-id seen in the real file
+        # (dev, inode) of a mapping -> the build-id in the mapped file itself (None: unknown)
+        self._mapped_ids: Dict[Tuple[str, int], Optional[str]] = {}
 
     def prime(self) -> None:
         """Read the maps and open every executable module, while the process lives.
@@ -172,6 +181,28 @@ class ProcessSymbols:
         self._maps = _merge(self._maps, entries)
         self._starts = [entry.start for entry in self._maps]
         self._maps_read = True
+        for entry in entries:
+            if entry.executable and entry.file_backed:
+                self._note_mapped_id(entry)
+
+    def _note_mapped_id(self, entry: MapEntry) -> None:
+        """Remember the mapped file's build-id while map_files can show it (root only):
+        what is found later, after the process exited too, is checked against it."""
+        identity = (entry.dev, entry.inode)
+        if identity in self._mapped_ids:
+            return
+        build_id = None
+        if self._proc_files:
+            try:
+                fd = os.open(self._map_file(entry), READ_FLAGS)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    build_id = read_build_id_note(fd)
+                finally:
+                    os.close(fd)
+        self._mapped_ids[identity] = build_id
 
     def _alive(self) -> bool:
         """The same process still holds the pid (not exited, not reused)."""
@@ -206,7 +237,8 @@ class ProcessSymbols:
             searches.insert(0 if self.copier.first else len(searches),
                             lambda: self.copier.debug_file(binary, path))
         if self.root != "/":
-            searches.append(lambda: find_debug_file(binary, path, "/"))  # build-id/CRC checked
+            # The host's own build-id tree only: a debuglink's directory is the container's choice.
+            searches.append(lambda: host_debug_file(binary))
         for search in searches:
             try:
                 debug = search()
@@ -219,18 +251,24 @@ class ProcessSymbols:
 
     def _open_binary(self, entry: MapEntry) -> Tuple[Optional[ElfSymbols], str]:
         errors: List[str] = []
+        expected = self._mapped_ids.get((entry.dev, entry.inode))
+        mismatched = False
         if self._alive():
-            for path_of in self._process_paths(entry):
+            for source, open_from in self._sources(entry):
                 try:
-                    binary = open_elf(path_of())
-                except LeaktraceError as exc:  # ElfError, PathResolveError, CopyOutError
+                    binary = open_from()
+                except LeaktraceError as exc:  # ElfError, CopyOutError
                     errors.append(exc.message)
                     continue
-                if binary.build_id:
-                    self._build_ids[entry.path] = binary.build_id
+                if expected and binary.build_id != expected:
+                    mismatched = True
+                    self._warn(f"pid {self.pid}: {BUILD_ID_MISMATCH}: {entry.path} from {source} "
+                               "is not the mapped file; not used")
+                    continue
                 return binary, ""
-        binary, note = self._open_host_copy(entry, errors)
+        binary, note = self._open_host_copy(entry, expected, errors)
         if binary is None:
+            note = note or (BUILD_ID_MISMATCH if mismatched else "")
             # "cannot open" errors say least; a malformed file's error says why.
             telling = [e for e in errors if not e.startswith("cannot open")] or errors
             why = note or (telling[0] if telling else "the process exited before it was read")
@@ -238,52 +276,59 @@ class ProcessSymbols:
                        "its frames show as [unknown]")
         return binary, note
 
-    def _process_paths(self, entry: MapEntry) -> List[Callable[[], str]]:
-        paths = []
+    def _sources(self, entry: MapEntry) -> List[Tuple[str, Callable[[], ElfSymbols]]]:
+        """(name, opener) of each place the process's own file may be read, in order."""
+        sources = []
         if self._proc_files:
-            paths.append(lambda: self._map_file(entry))
+            sources.append(("map_files", lambda: open_elf(self._map_file(entry))))
             if not entry.deleted:  # else the path now names some other file, or nothing
-                paths.append(lambda: resolve_in_root(self.root, entry.path))
+                sources.append((self.root, lambda: open_elf_in_root(self.root, entry.path)))
         if self.copier is not None and not entry.deleted:
             identity = f"{entry.dev}:{entry.inode}"  # a replaced file is copied again
-            paths.insert(0 if self.copier.first else len(paths),
-                         lambda: self._copy_out(entry, identity))
-        return paths
+            sources.insert(0 if self.copier.first else len(sources),
+                           ("docker cp", lambda: open_elf(self.copier.binary(entry.path, identity))))
+        return sources
 
     def _map_file(self, entry: MapEntry) -> str:
         return f"/proc/{self.pid}/map_files/{entry.start:x}-{entry.end:x}"
 
-    def _copy_out(self, entry: MapEntry, identity: str) -> str:
-        """The container's copy of a module, refused if it is not the mapped file."""
-        path = self.copier.binary(entry.path, identity)
-        mapped = None
-        if self._proc_files:
-            try:  # the very mapped file, when map_files is readable
-                mapped = open_elf(self._map_file(entry)).build_id
-            except LeaktraceError:
-                pass
-        copied = open_elf(path).build_id
-        if mapped and copied and mapped != copied:
-            message = f"{BUILD_ID_MISMATCH}: {entry.path} in the container is not the mapped file"
-            self._warn(f"pid {self.pid}: {message}; not used")
-            raise ElfError(message)
-        return path
+    def _open_host_copy(self, entry: MapEntry, expected: Optional[str], errors: List[str]):
+        """The host's file at the mapped path, only if it is provably the mapped one.
 
-    def _open_host_copy(self, entry: MapEntry, errors: List[str]):
-        """The host's file at the same path, if it is provably the mapped one."""
+        The path is the container's choice: the file is identified before it is
+        parsed, by the mapped build-id (notes only) when known, else by device
+        and inode; a device or FIFO there is never even opened.
+        """
         if entry.deleted:
             return None, ""
         try:
-            binary = open_elf(entry.path)
             info = os.stat(entry.path)
-        except (ElfError, OSError) as exc:
-            errors.append(getattr(exc, "message", str(exc)))
+        except OSError as exc:
+            errors.append(f"cannot open {entry.path}: {exc.strerror}")
             return None, ""
-        known = self._build_ids.get(entry.path)
-        if known is not None:
-            return (binary, "") if binary.build_id == known else (None, BUILD_ID_MISMATCH)
         same_inode = info.st_ino == entry.inode and _dev_text(info.st_dev) == entry.dev
-        return (binary, "") if same_inode else (None, NOT_THE_MAPPED_FILE)
+        if not stat.S_ISREG(info.st_mode) or not (expected or same_inode):
+            return None, NOT_THE_MAPPED_FILE
+        try:
+            fd = os.open(entry.path, READ_FLAGS)
+        except OSError as exc:
+            errors.append(f"cannot open {entry.path}: {exc.strerror}")
+            return None, ""
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):  # swapped since the stat
+            os.close(fd)
+            return None, NOT_THE_MAPPED_FILE
+        if expected and read_build_id_note(fd) != expected:
+            os.close(fd)
+            return None, BUILD_ID_MISMATCH
+        try:
+            binary = open_elf_fd(fd, entry.path)
+        except ElfError as exc:
+            errors.append(exc.message)
+            return None, ""
+        if expected and binary.build_id != expected:  # the notes said otherwise: trust neither
+            return None, BUILD_ID_MISMATCH
+        return binary, ""
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:

@@ -5,7 +5,9 @@ one MappedObject per executable file mapping, with the load bias that turns
 its runtime addresses into the file's virtual addresses (the ones its rows
 use) and its UnwindTable, or the reason there is none. It opens the mapped
 file through /proc/PID/map_files (the very file, even if deleted), else
-through the process's root, so container binaries are read correctly. It
+inside the process's root (symbols.elf.open_elf_in_root, which never leaves
+it), and builds the table from that open file (its /proc/self/fd path), so
+no path is resolved twice and container binaries are read correctly. It
 raises TargetError / PermissionProblem (from read_maps) and nothing else:
 one unreadable object costs that object its table, not the process.
 """
@@ -13,13 +15,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import LeaktraceError
-from ..symbols.elf import ElfSymbols, open_elf, segment_for_offset
+from ..symbols.elf import ElfSymbols, open_elf, open_elf_in_root, segment_for_offset
 from ..symbols.maps import MapEntry, read_maps
-from ..symbols.paths import resolve_in_root
-from .tables import UnwindTable, table_for
+from .tables import UnwindTable, read_table, table_for
 
 
 @dataclass(frozen=True)
@@ -53,22 +54,37 @@ def signature_of(entries: List[MapEntry]) -> Tuple:
     return tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries)
 
 
-def _open_mapped(pid: int, entry: MapEntry) -> Tuple[str, ElfSymbols]:
-    candidates = [f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}"]
+def _open_mapped(pid: int, entry: MapEntry) -> ElfSymbols:
+    opens: List[Callable[[], ElfSymbols]] = [
+        lambda: open_elf(f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}")]
     if not entry.deleted:
-        candidates.append(resolve_in_root(f"/proc/{pid}/root", entry.path))
+        opens.append(lambda: open_elf_in_root(f"/proc/{pid}/root", entry.path))
     problem = None
-    for candidate in candidates:
+    for open_one in opens:
         try:
-            return candidate, open_elf(candidate)
+            return open_one()
         except LeaktraceError as exc:
             problem = exc
     raise problem
 
 
+# Tables of files without a build-id, by file version: table_for would key them by
+# path, and a /proc/self/fd/N path names another file once N is reused.
+_unnamed_tables: Dict[Tuple[int, int, int, int], UnwindTable] = {}
+
+
+def _table_of(binary: ElfSymbols) -> UnwindTable:
+    if binary.build_id:
+        return table_for(binary.reopen_path, binary.build_id)
+    table = _unnamed_tables.get(binary.version)
+    if table is None:
+        table = _unnamed_tables[binary.version] = read_table(binary.reopen_path)
+    return table
+
+
 def map_object(pid: int, entry: MapEntry) -> MappedObject:
     try:
-        path, binary = _open_mapped(pid, entry)
+        binary = _open_mapped(pid, entry)
     except LeaktraceError as exc:
         return MappedObject(entry.start, entry.end, 0, entry.path, entry.path, None, exc.message)
     segment = segment_for_offset(binary.segments, entry.offset, executable=True)
@@ -78,9 +94,10 @@ def map_object(pid: int, entry: MapEntry) -> MappedObject:
     bias = entry.start - entry.offset - (segment.vaddr - segment.offset)
     key = binary.build_id or f"{entry.dev}:{entry.inode}:{entry.path}"
     try:
-        table = table_for(path, binary.build_id)
+        table = _table_of(binary)
     except LeaktraceError as exc:
-        return MappedObject(entry.start, entry.end, bias, entry.path, key, None, exc.message)
+        problem = exc.message.replace(binary.reopen_path, entry.path)
+        return MappedObject(entry.start, entry.end, bias, entry.path, key, None, problem)
     return MappedObject(entry.start, entry.end, bias, entry.path, key, table)
 
 

@@ -197,6 +197,12 @@ def test_without_proc_root_docker_cp_symbolizes_and_a_second_run_reuses_the_cach
         leaked, reports, tracer = trace(leaker)
         assert_leak(reports[-1], "fibonacci", leaked)
         assert copies_out_of(leaker.id, since) >= 1, tracer.describe()
+        # Permission denied on /proc/PID/root: one clear line, the fallback, a clean exit.
+        said = [line for line in tracer.stderr.splitlines() if "/root" in line]
+        assert said == [f"leaktrace: cannot read /proc/{leaker.pid}/root (permission denied); "
+                        "symbols come from docker cp, else host files identical to the mapped ones"
+                        ], tracer.describe()
+        assert tracer.returncode == 0, tracer.describe()
         assert (private_cache / "build-id" / bid[:2] / bid[2:] / "binary").is_file()
         # A second process of the same container, traced by a new leaktrace run.
         with LeakyProcess(["docker", "exec", "-i", leaker.name, "/app/fibonacci", "30"]) as second:

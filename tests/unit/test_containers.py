@@ -1,6 +1,7 @@
 """No root: PID -> container on captured /proc samples, a container's PIDs from
-its cgroup tree, and the copy-out cache against hostile input (paths that
-try to leave a container root, hostile tar streams, a missing docker)."""
+its cgroup tree, the copy-out cache against hostile input (paths that try to
+leave a container root, hostile tar streams, a missing docker), the report's
+container line and the one line an unreadable /proc/PID/root costs."""
 from __future__ import annotations
 
 import io
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from leaktrace import containers
+from leaktrace.commands import attach
 from leaktrace.errors import LeaktraceError
-from leaktrace.model import Container
+from leaktrace.model import Container, Report, Target
+from leaktrace.report.table import TableReporter
 from leaktrace.symbols.copyout import CopyOutError, DockerCopy, private_dir
-from leaktrace.symbols.paths import resolve_in_root
+from leaktrace.symbols.paths import open_in_root
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "containers"
 DOCKER_ID = "f784be303c25d25529721fdbaea9277d599cafc0f535d705f79ab210c5786451"
@@ -138,9 +141,14 @@ def test_links_in_a_container_root_never_reach_the_host_canary(tmp_path, canary,
     }
     os.symlink(targets[link], root / "app" / "lib")
     path = "/app/lib/canary-secret" if link == "directory" else "/app/lib"
-    resolved = resolve_in_root(str(root), path)
-    assert resolved.startswith(str(root) + "/"), resolved
-    assert not os.path.exists(resolved)  # the host's file is not what it names
+    with pytest.raises(FileNotFoundError):  # resolved inside the root, where there is none
+        os.close(open_in_root(str(root), path))
+    inside = root / str(canary).lstrip("/")
+    inside.parent.mkdir(parents=True)
+    inside.write_text("container file\n")
+    if link != "climbing":  # the same link names the container's own file once there is one
+        with os.fdopen(open_in_root(str(root), path)) as stream:
+            assert stream.read() == "container file\n"
 
 
 def tar_stream(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
@@ -196,3 +204,56 @@ def test_symlinked_cache_directory_is_refused(tmp_path):
     os.symlink(tmp_path / "elsewhere", tmp_path / "cache")
     with pytest.raises(CopyOutError, match="not a private directory"):
         private_dir(tmp_path / "cache")
+
+
+# --- /proc/PID/root unreadable: one line, and the test hook reaches the check ---------------
+
+def test_root_access_problem_reads_the_root_and_honours_the_test_hook(monkeypatch, tmp_path):
+    assert containers.root_access_problem(os.getpid()) == ""
+    assert containers.root_access_problem(999_999_999) == "no such file or directory"
+    monkeypatch.setenv(containers.SIMULATE_NO_PROC_ROOT, "1")
+    assert containers.root_access_problem(os.getpid()) == "permission denied"
+
+
+@pytest.mark.parametrize("docker_cp, runtime, fallback", [
+    ("auto", "docker", "docker cp, else host files identical to the mapped ones"),
+    ("never", "docker", "host files identical to the mapped ones"),
+    ("auto", "containerd", "host files identical to the mapped ones"),
+])
+def test_unreadable_proc_root_is_one_clear_line(monkeypatch, docker_cp, runtime, fallback):
+    said = []
+    monkeypatch.setattr(attach, "stderr_line", said.append)
+    monkeypatch.setenv(containers.SIMULATE_NO_PROC_ROOT, "1")
+    monkeypatch.setattr(containers, "container_of",
+                        lambda pid, ask_docker=True: Container(runtime, DOCKER_ID, "web"))
+    attach.UserSymbols(docker_cp=docker_cp)._copier(4242)
+    assert said == [
+        f"leaktrace: cannot read /proc/4242/root (permission denied); symbols come from {fallback}"]
+
+
+def test_readable_proc_root_says_nothing(monkeypatch):
+    said = []
+    monkeypatch.setattr(attach, "stderr_line", said.append)
+    monkeypatch.setattr(containers, "container_of",
+                        lambda pid, ask_docker=True: Container("docker", DOCKER_ID, "web"))
+    attach.UserSymbols(docker_cp="never")._copier(os.getpid())
+    assert said == []
+
+
+# --- the table's target line names the container ---------------------------------------------
+
+@pytest.mark.parametrize("container, shown", [
+    (Container("docker", DOCKER_ID, "web", "registry.local/leaky:1.2"),
+     "container docker f784be303c25 (web, image registry.local/leaky:1.2)"),
+    (Container("docker", DOCKER_ID, "", "leaky:1"), "container docker f784be303c25 (image leaky:1)"),
+    (Container("docker", DOCKER_ID, "web"), "container docker f784be303c25 (web)"),
+    (Container("containerd", DOCKER_ID), "container containerd f784be303c25"),
+])
+def test_table_target_line_names_the_container_and_its_image(container, shown):
+    target = Target(4242, "app", "/app/leaky", "/lib/libc.so.6", "glibc", container=container)
+    report = Report(mode="user", timestamp=0.0, elapsed_s=1.0, targets=(target,), totals={},
+                    events={}, losses={}, rows=())
+    out = io.StringIO()
+    TableReporter().render(report, out)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("target: ")]
+    assert lines == [f"target: pid 4242 app, allocator glibc (/lib/libc.so.6), {shown}"]

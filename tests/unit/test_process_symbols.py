@@ -1,13 +1,16 @@
 """ProcessSymbols on live programs: names and offsets agree with nm + the live maps."""
 import ctypes
 import os
+import shutil
 import subprocess
 
 import pytest
 
 from leaktrace.model import RawStack
 from leaktrace.symbols import ProcessSymbols, open_elf, read_maps
+from leaktrace.symbols import elf as elf_module
 from leaktrace.symbols.elf import clear_cache
+from leaktrace.symbols.process import BUILD_ID_MISMATCH, NOT_THE_MAPPED_FILE
 from symbols_programs import (
     build_id,
     build_shape,
@@ -18,6 +21,7 @@ from symbols_programs import (
     stop,
     strip_with_debuglink,
 )
+from test_paths import watch_opens
 
 needs_map_files = pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"),
@@ -173,24 +177,6 @@ def test_deleted_binary_is_read_through_map_files(tmp_path):
     assert (frame.symbol, frame.offset, frame.module) == ("leak_global", 4, str(program))
 
 
-def test_host_copy_is_used_only_when_it_is_the_mapped_file(tmp_path):
-    program = compile_program(tmp_path / "leaky", "leaky.c")
-    start, _ = nm_functions(program)["leak_global"]
-    with running(program) as process:
-        address = runtime_address(process.pid, program, start)
-        same, replaced = ProcessSymbols(process.pid), ProcessSymbols(process.pid)
-        for symbols in (same, replaced):
-            frame_at(symbols, 0x10)  # reads the maps, opens no module
-        stop(process)
-    assert frame_at(same, address).symbol == "leak_global"
-    clear_cache()
-    os.rename(program, tmp_path / "old")
-    compile_program(program, "leaky.c", "-DREBUILT")  # same path, another file
-    frame = frame_at(replaced, address)
-    assert (frame.symbol, frame.module, frame.note) == (
-        None, str(program), "host file is not the mapped one")
-
-
 def test_process_gone_before_anything_was_read(tmp_path):
     process = subprocess.Popen(["true"])
     process.wait()
@@ -218,3 +204,172 @@ def test_library_loaded_after_the_first_read_is_found(tmp_path):
     address = ctypes.cast(shape_area, ctypes.c_void_p).value
     frame = frame_at(symbols, address + 1)
     assert (frame.symbol, frame.offset, frame.module) == ("shape_area", 1, str(lib))
+
+
+def test_build_id_note_alone_agrees_with_readelf_and_the_parser(tmp_path):
+    program, lib = build_shape(tmp_path)
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x7fELF\x02\x01\x01" + b"\xff" * 200)
+    for path in (program, lib, garbage):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            found = elf_module.read_build_id_note(fd)
+        finally:
+            os.close(fd)
+        if path == garbage:
+            assert found is None
+        else:
+            assert found == build_id(path) == open_elf(str(path)).build_id
+
+
+# --- files the process did not choose to show us: identity before parsing ------------------
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """Inodes of the files the ELF parser reads, in order."""
+    inodes = []
+    real = elf_module._parse_header
+
+    def spy(stream, size, path):
+        inodes.append(os.fstat(stream.fileno()).st_ino)
+        return real(stream, size, path)
+
+    monkeypatch.setattr(elf_module, "_parse_header", spy)
+    return inodes
+
+
+class FakeCopier:
+    """copyout.DockerCopy's interface, handing out one prepared file."""
+
+    def __init__(self, copy, first=False):
+        self.copy, self.first, self.asked = str(copy), first, []
+
+    def binary(self, path, identity=""):
+        self.asked.append(path)
+        return self.copy
+
+    def debug_file(self, binary, path):
+        return None
+
+
+def other_build(tmp_path):
+    """leaky.c built differently: another build-id, other code at the same addresses."""
+    return compile_program(tmp_path / "other", "leaky.c", "-O0")
+
+
+@pytest.mark.parametrize("knows_build_id", [True, False], ids=["build-id-noted", "no-map-files"])
+def test_host_file_at_the_mapped_path_is_identified_before_it_is_parsed(
+        tmp_path, monkeypatch, parsed, knows_build_id):
+    if knows_build_id:
+        if os.geteuid() != 0 and not os.environ.get("CI"):
+            pytest.skip("/proc/PID/map_files needs root")
+    else:
+        monkeypatch.setenv("LEAKTRACE_SIMULATE_NO_PROC_ROOT", "1")
+    program = compile_program(tmp_path / "leaky", "leaky.c")
+    start, _ = nm_functions(program)["leak_global"]
+    with running(program) as process:
+        address = runtime_address(process.pid, program, start)
+        same, copied, replaced = (ProcessSymbols(process.pid) for _ in range(3))
+        for symbols in (same, copied, replaced):
+            frame_at(symbols, 0x10)  # reads the maps (and notes build-ids), opens no module
+        stop(process)  # from here on only the host's path is left
+    assert frame_at(same, address).symbol == "leak_global"
+    # The same bytes in a new inode: only the build-id can prove it is the mapped file.
+    clear_cache()
+    os.rename(program, tmp_path / "old")
+    shutil.copy(tmp_path / "old", program)
+    frame = frame_at(copied, address)
+    assert (frame.symbol, frame.note) == (
+        ("leak_global", "") if knows_build_id else (None, NOT_THE_MAPPED_FILE))
+    # Another build at that path (a canary with valid symbols): never parsed.
+    clear_cache()
+    os.unlink(program)
+    shutil.copy(other_build(tmp_path), program)
+    parsed.clear()
+    with watch_opens(program) as opened:
+        frame = frame_at(replaced, address)
+    assert (frame.symbol, frame.module, frame.note) == (
+        None, str(program), BUILD_ID_MISMATCH if knows_build_id else NOT_THE_MAPPED_FILE)
+    assert os.stat(program).st_ino not in parsed
+    if not knows_build_id:
+        assert opened == []  # identified by stat alone: not even opened
+
+
+def test_host_debuglink_next_to_the_binary_path_is_never_read(tmp_path):
+    """The host search for a process in another root is the host's build-id tree only:
+    dirname(path)/<debuglink> is a host path the container chose."""
+    program = compile_program(tmp_path / "leaky", "leaky.c")
+    start, _ = nm_functions(program)["leak_static"]
+    strip_with_debuglink(program, tmp_path / "leaky.debug")  # valid: CRC and symbols match
+    (tmp_path / "emptyroot").mkdir()
+    with running(program) as process:
+        address = runtime_address(process.pid, program, start) + 2
+        symbols = ProcessSymbols(process.pid, root=str(tmp_path / "emptyroot"))
+        with watch_opens(tmp_path / "leaky.debug") as opened:
+            frame = frame_at(symbols, address)
+    assert frame.symbol is None
+    assert opened == [], "the host file the container named was read"
+
+
+def test_planted_symlink_in_the_process_root_never_reaches_the_host(tmp_path, monkeypatch):
+    program = compile_program(tmp_path / "leaky", "leaky.c")
+    start, _ = nm_functions(program)["leak_global"]
+    canary = tmp_path / "canary"
+    shutil.copy(program, canary)  # the mapped file's twin: reading it would name leak_global
+    inside = tmp_path / "fakeroot" / str(program).lstrip("/")
+    inside.parent.mkdir(parents=True)
+    os.symlink(str(canary), inside)  # the container's /path/leaky -> a host path
+    # A tracer without CAP_SYS_ADMIN: no map_files, only the process's root.
+    monkeypatch.setattr(ProcessSymbols, "_map_file", lambda self, entry: "/nonexistent/map_files")
+    with running(program) as process:
+        address = runtime_address(process.pid, program, start)
+        planted = ProcessSymbols(process.pid, root=str(tmp_path / "fakeroot"))
+        frame_at(planted, 0x10)
+        os.rename(program, tmp_path / "moved")  # nor can the host's path stand in
+        with watch_opens(canary) as opened:
+            frame = frame_at(planted, address)
+        os.unlink(inside)
+        shutil.copy(canary, inside)  # control: a real file in the root is read
+        control = frame_at(ProcessSymbols(process.pid, root=str(tmp_path / "fakeroot")), address)
+    assert frame.symbol is None and opened == []
+    assert control.symbol == "leak_global"
+
+
+@needs_map_files
+def test_copy_out_with_another_build_id_is_refused(tmp_path):
+    program = compile_program(tmp_path / "leaky", "leaky.c")
+    other = other_build(tmp_path)
+    assert build_id(other) != build_id(program)
+    start, _ = nm_functions(program)["leak_global"]
+    copier = FakeCopier(other, first=True)  # --docker-cp always: asked before /proc
+    with running(program) as process:
+        symbols = ProcessSymbols(process.pid, copier=copier)
+        frame = frame_at(symbols, runtime_address(process.pid, program, start) + 4)
+    assert copier.asked == [str(program)]
+    assert (frame.symbol, frame.offset, frame.note) == ("leak_global", 4, "")  # from map_files
+    assert symbols.warnings == [f"pid {process.pid}: {BUILD_ID_MISMATCH}: {program} from docker cp "
+                                "is not the mapped file; not used"]
+
+
+@needs_map_files
+def test_mismatches_in_the_root_and_the_copy_mark_the_frames(tmp_path, monkeypatch):
+    program = compile_program(tmp_path / "leaky", "leaky.c")
+    other = other_build(tmp_path)
+    start, _ = nm_functions(program)["leak_global"]
+    root = tmp_path / "fakeroot"
+    (root / str(program.parent).lstrip("/")).mkdir(parents=True)
+    shutil.copy(other, root / str(program).lstrip("/"))  # the container's file: another build
+    with running(program) as process:
+        address = runtime_address(process.pid, program, start)
+        symbols = ProcessSymbols(process.pid, root=str(root), copier=FakeCopier(other))
+        frame_at(symbols, 0x10)  # maps read: the mapped build-id is noted through map_files
+        monkeypatch.setattr(symbols, "_map_file", lambda entry: "/nonexistent/map_files")
+        os.rename(program, tmp_path / "moved")
+        frame = frame_at(symbols, address)
+    assert (frame.symbol, frame.module, frame.note) == (None, str(program), BUILD_ID_MISMATCH)
+    prefix = f"pid {process.pid}: {BUILD_ID_MISMATCH}: {program} from"
+    assert symbols.warnings == [
+        f"{prefix} {root} is not the mapped file; not used",
+        f"{prefix} docker cp is not the mapped file; not used",
+        f"pid {process.pid}: cannot read {program} ({BUILD_ID_MISMATCH}); its frames show as [unknown]",
+    ]
