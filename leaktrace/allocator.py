@@ -1,19 +1,24 @@
 """Find the allocator a process really uses, and which of its functions to hook.
 
-The dynamic linker resolves `malloc` to the first object in search order that
-defines it: the executable, then LD_PRELOAD libraries, then DT_NEEDED
-libraries breadth-first, libc last in practice. So: the executable if it
-defines malloc (static binaries, programs with their own allocator), else the
-first non-libc library that does (jemalloc, tcmalloc, mimalloc), else libc.
-mmap, munmap and mremap are system-call wrappers that always come from libc
-(or from the executable when it is static).
+The dynamic linker binds `malloc` to the first object in its search order that
+defines it: the executable, then the LD_PRELOAD libraries and those in
+/etc/ld.so.preload, then DT_NEEDED libraries breadth-first (libc usually
+last, as a dependency of everything). search_order() computes that order, for
+a running process (from its maps and environment) and for a program about to
+be started (from the files, as the linker would find them); the allocator is
+the first object in it that defines malloc. mmap, munmap and mremap are
+system-call wrappers that always come from libc (or from the executable when
+it is static).
 """
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from elftools.elf.elffile import ELFFile
 
 from .errors import TargetError, UsageError
 from .symbols import ElfError, open_elf, read_maps
@@ -33,6 +38,9 @@ _KNOWN_ALLOCATORS = (
     ("libc.musl", "musl"),
     ("ld-musl", "musl"),
 )
+MAX_OBJECTS = 256  # more libraries than real processes load; bounds a hostile tree
+DEFAULT_LIBRARY_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+                        "/lib64", "/usr/lib64", "/lib", "/usr/lib")
 
 
 @dataclass(frozen=True)
@@ -69,19 +77,106 @@ def _defines(path: str, name: str) -> bool:
 def choose_allocator(candidates: Sequence[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
     """candidates: (process path, host path) in symbol search order, executable first.
 
-    Returns the first that defines malloc, preferring a non-libc library over
-    libc (libc is a dependency of every other library, so it comes last).
+    The first that defines malloc, which is where the dynamic linker binds it.
     """
-    defining = [pair for pair in candidates if _defines(pair[1], "malloc")]
-    if not defining:
-        return None
-    exe = candidates[0] if candidates else None
-    if exe in defining:
-        return exe
-    for pair in defining:
-        if "libc.so" not in os.path.basename(pair[0]):
+    for pair in candidates:
+        if _defines(pair[1], "malloc"):
             return pair
-    return defining[0]
+    return None
+
+
+def _override(obj: str) -> Tuple[str, str]:
+    """The object --obj names, when it can be an allocator."""
+    if not os.path.exists(obj):
+        raise UsageError(f"--obj {obj}: no such file")
+    if not _defines(obj, "malloc"):
+        raise UsageError(f"--obj {obj} does not define malloc", hint="name the allocator library, e.g. libjemalloc.so.2")
+    return (obj, obj)
+
+
+@dataclass(frozen=True)
+class _Dynamic:
+    """The dynamic-section entries the linker's search depends on."""
+
+    needed: Tuple[str, ...] = ()
+    soname: str = ""
+    rpath: Tuple[str, ...] = ()
+    runpath: Tuple[str, ...] = ()
+
+
+def _dynamic(path: str) -> _Dynamic:
+    """DT_NEEDED, DT_SONAME, DT_RPATH and DT_RUNPATH of an ELF file; empty if unreadable."""
+    try:
+        # O_NONBLOCK: a FIFO planted where a library should be must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return _Dynamic()
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or stream.read(4) != b"\x7fELF":
+            return _Dynamic()
+        stream.seek(0)
+        try:
+            section = ELFFile(stream).get_section_by_name(".dynamic")
+            tags = [] if section is None else list(section.iter_tags())
+            by_tag: Dict[str, List[str]] = {}
+            for tag in tags:
+                name = tag.entry.d_tag
+                if name in ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH"):
+                    by_tag.setdefault(name, []).append(getattr(tag, name[3:].lower()))
+        except Exception:  # pyelftools raises many types on damaged files
+            return _Dynamic()
+
+    def dirs(name: str) -> Tuple[str, ...]:
+        return tuple(d for value in by_tag.get(name, ()) for d in value.split(":") if d)
+
+    return _Dynamic(needed=tuple(by_tag.get("DT_NEEDED", ())), soname=(by_tag.get("DT_SONAME") or [""])[0],
+                    rpath=dirs("DT_RPATH"), runpath=dirs("DT_RUNPATH"))
+
+
+def _split_preload(text: str) -> List[str]:
+    # ld.so splits LD_PRELOAD at spaces and colons, ld.so.preload at whitespace and colons.
+    return text.replace(":", " ").split()
+
+
+def _read_text(path: str, limit: int = 4 << 20) -> str:
+    """A small regular file's text, "" if unreadable; a FIFO or a device planted
+    in a container's /etc neither hangs nor floods us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        try:
+            return stream.read(limit).decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+
+def search_order(executable: str, preload: Sequence[str], needed: Callable[[str], Sequence[str]],
+                 resolve: Callable[[str, str], Optional[str]]) -> List[str]:
+    """Objects in the order the dynamic linker searches them for a symbol.
+
+    The executable, the preloaded libraries, then every object's DT_NEEDED
+    breadth-first, each object once. resolve(name, loader) turns a preload
+    entry or a DT_NEEDED soname into an object, or None when the linker would
+    not load one; needed(object) lists its DT_NEEDED entries.
+    """
+    order = [executable]
+    for name in preload:
+        path = resolve(name, executable)
+        if path and path not in order:
+            order.append(path)
+    queue = list(order)
+    while queue and len(order) < MAX_OBJECTS:
+        loader = queue.pop(0)
+        for name in needed(loader):
+            path = resolve(name, loader)
+            if path and path not in order:
+                order.append(path)
+                queue.append(path)
+    return order
 
 
 def _host_path(pid: int, path: str) -> str:
@@ -98,7 +193,7 @@ def _host_path(pid: int, path: str) -> str:
 
 
 def _mapped_objects(pid: int) -> List[str]:
-    """Executable-mapped files in load order (the executable first)."""
+    """Executable-mapped files in address order, the executable first."""
     seen: List[str] = []
     exe = ""
     try:
@@ -113,6 +208,47 @@ def _mapped_objects(pid: int) -> List[str]:
         seen.remove(exe)
         seen.insert(0, exe)
     return seen
+
+
+def _process_preload(pid: int) -> List[str]:
+    """What the linker preloaded into pid: LD_PRELOAD as it was at exec, then ld.so.preload."""
+    environ = _read_text(f"/proc/{pid}/environ").split("\0")
+    # ld.so takes the last LD_PRELOAD when the environment holds several.
+    values = [var[len("LD_PRELOAD="):] for var in environ if var.startswith("LD_PRELOAD=")]
+    entries = _split_preload(values[-1]) if values else []
+    return entries + _split_preload(_read_text(_host_path(pid, "/etc/ld.so.preload")))
+
+
+def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """objects (process path, host path) in the linker's search order.
+
+    Names are matched against what pid really mapped (by path, file name or
+    DT_SONAME), so a preload the linker ignored counts for nothing; objects
+    the search never reaches (dlopen) follow in address order.
+    """
+    if not objects:
+        return objects
+    host = dict(objects)
+    dynamic: Dict[str, _Dynamic] = {}
+
+    def info(path: str) -> _Dynamic:
+        if path not in dynamic:
+            dynamic[path] = _dynamic(host[path])
+        return dynamic[path]
+
+    def resolve(name: str, loader: str) -> Optional[str]:
+        if name in host:
+            return name
+        base = os.path.basename(name)
+        for matches in (lambda path: os.path.basename(path) == base, lambda path: info(path).soname == base):
+            for path, _ in objects:
+                if matches(path):
+                    return path
+        return None
+
+    order = search_order(objects[0][0], _process_preload(pid), lambda path: info(path).needed, resolve)
+    order += [path for path, _ in objects if path not in order]
+    return [(path, host[path]) for path in order]
 
 
 def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]], exe_path: str) -> HookPlan:
@@ -135,15 +271,9 @@ def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]],
 def discover(pid: int, obj: Optional[str] = None) -> HookPlan:
     """The hook plan for a running process; --obj overrides the allocator."""
     objects = [(path, _host_path(pid, path)) for path in _mapped_objects(pid)]
+    objects = _in_search_order(pid, objects)
     exe_path = objects[0][0] if objects else ""
-    if obj:
-        if not os.path.exists(obj):
-            raise UsageError(f"--obj {obj}: no such file")
-        if not _defines(obj, "malloc"):
-            raise UsageError(f"--obj {obj} does not define malloc", hint="name the allocator library, e.g. libjemalloc.so.2")
-        chosen = (obj, obj)
-    else:
-        chosen = choose_allocator(objects)
+    chosen = _override(obj) if obj else choose_allocator(objects)
     if chosen is None:
         raise TargetError(
             f"no allocator found in process {pid}: none of its objects defines malloc",
@@ -167,32 +297,57 @@ def _ldconfig_paths() -> Dict[str, str]:
     return paths
 
 
+def _file_resolver(executable: str, env: Dict[str, str]) -> Tuple[Callable, Callable]:
+    """(resolve, needed) for search_order(), finding libraries on disk as ld.so does.
+
+    DT_RPATH of the loader and the executable (unless the loader has
+    DT_RUNPATH), LD_LIBRARY_PATH, DT_RUNPATH, ld.so.cache, the default dirs.
+    """
+    library_path = [d for d in env.get("LD_LIBRARY_PATH", "").replace(";", ":").split(":") if d]
+    dynamic: Dict[str, _Dynamic] = {}
+    cache: List[Dict[str, str]] = []  # ldconfig runs only when a name needs it
+
+    def info(path: str) -> _Dynamic:
+        if path not in dynamic:
+            dynamic[path] = _dynamic(path)
+        return dynamic[path]
+
+    def expand(directory: str, loader: str) -> str:
+        origin = os.path.dirname(loader)
+        return directory.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
+
+    def resolve(name: str, loader: str) -> Optional[str]:
+        if "/" in name:
+            return os.path.realpath(name) if os.path.isfile(name) else None
+        dirs = []
+        if not info(loader).runpath:
+            dirs += [expand(d, loader) for d in info(loader).rpath]
+            if not info(executable).runpath:
+                dirs += [expand(d, executable) for d in info(executable).rpath]
+        dirs += library_path + [expand(d, loader) for d in info(loader).runpath]
+        for candidate in [os.path.join(d, name) for d in dirs]:
+            if os.path.isfile(candidate):
+                return os.path.realpath(candidate)
+        if not cache:
+            cache.append(_ldconfig_paths())
+        for candidate in [cache[0].get(name, "")] + [os.path.join(d, name) for d in DEFAULT_LIBRARY_DIRS]:
+            if candidate and os.path.isfile(candidate):
+                return os.path.realpath(candidate)
+        return None
+
+    return resolve, lambda path: info(path).needed
+
+
 def discover_for_command(executable: str, env: Dict[str, str], obj: Optional[str] = None) -> HookPlan:
     """The hook plan for a program about to be started (leaktrace run).
 
-    Follows the linker's search order statically: the executable, LD_PRELOAD,
-    then DT_NEEDED breadth-first, resolved through ldconfig's cache.
+    The same search order as for a running process, worked out from the
+    files: the executable, LD_PRELOAD and /etc/ld.so.preload, then DT_NEEDED.
     """
-    cache = _ldconfig_paths()
-    order: List[str] = [executable]
-    order += [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p]
-    queue = [executable]
-    while queue and len(order) < 64:
-        current = queue.pop(0)
-        try:
-            needed = open_elf(current).needed
-        except (ElfError, OSError, AttributeError):
-            needed = ()
-        for soname in needed:
-            path = soname if "/" in soname else cache.get(soname, "")
-            if path and path not in order:
-                order.append(path)
-                queue.append(path)
-    objects = [(path, path) for path in order]
-    if obj:
-        chosen = (obj, obj)
-    else:
-        chosen = choose_allocator(objects)
+    resolve, needed = _file_resolver(executable, env)
+    preload = _split_preload(env.get("LD_PRELOAD", "")) + _split_preload(_read_text("/etc/ld.so.preload"))
+    objects = [(path, path) for path in search_order(executable, preload, needed, resolve)]
+    chosen = _override(obj) if obj else choose_allocator(objects)
     if chosen is None:
         raise TargetError(f"no allocator found for {executable}", hint="pass the allocator with --obj PATH")
     return _plan(0, chosen, objects, executable)

@@ -3,10 +3,11 @@
 bcc looks for /lib/modules/$(uname -r)/build. Distributions ship headers for
 their own kernels only, and a cloud or custom kernel often has none. Uprobe
 and tracepoint programs do not depend on kernel struct layouts, so the
-distribution's default headers work once the split Debian layout
-(linux-headers-X-common + linux-headers-X-amd64) is merged into one tree.
-The merged tree is a tree of symlinks in a cache directory, passed to bcc as
-BCC_KERNEL_SOURCE.
+distribution's default headers work: a whole tree under /usr/src (Ubuntu's
+linux-headers-X-generic, Fedora's kernels/X) as it is, or the split Debian
+layout (linux-headers-X-common + linux-headers-X-amd64) merged into a tree of
+symlinks in a cache directory. Either is passed to bcc as BCC_KERNEL_SOURCE,
+with one line on stderr saying which.
 """
 from __future__ import annotations
 
@@ -98,7 +99,9 @@ def ensure_kernel_source(announce=lambda msg: print(msg, file=sys.stderr)) -> Op
     if os.path.exists(f"/lib/modules/{platform.release()}/build/include"):
         return None
     whole = find_whole_headers()
-    if whole is None:
+    if whole is not None:
+        found = f"{os.path.basename(whole)} (in {whole})"
+    else:
         pair = find_split_headers()
         if pair is None:
             raise EnvironmentProblem(
@@ -111,9 +114,7 @@ def ensure_kernel_source(announce=lambda msg: print(msg, file=sys.stderr)) -> Op
             merged.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _merge_tree(pair, merged)
         whole = str(merged)
-        announce(
-            f"leaktrace: no headers for kernel {platform.release()}; compiling against "
-            f"{os.path.basename(pair[1])} (merged in {merged})"
-        )
+        found = f"{os.path.basename(pair[1])} (merged in {merged})"
+    announce(f"leaktrace: no headers for kernel {platform.release()}; compiling against {found}")
     os.environ["BCC_KERNEL_SOURCE"] = whole
     return whole
