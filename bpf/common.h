@@ -41,6 +41,7 @@ enum counter {
 	C_SAMPLED_OUT,         /* allocations skipped by sampling */
 	C_NESTED_MMAPS,        /* mmaps made inside malloc & co, left to the allocator */
 	C_REPLACED,            /* address recorded twice (a free was missed) */
+	C_NESTED_CALLS,        /* allocator calls made inside another, left to the outer call */
 	N_COUNTERS,
 };
 

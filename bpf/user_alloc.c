@@ -366,11 +366,21 @@ int unwind_walker(struct pt_regs *ctx)
 }
 #endif
 
+/* glibc's realloc(NULL, n) runs malloc, reallocarray runs realloc: the
+ * outer call records the block, once, at its own return. */
+static __always_inline int nested_call(void)
+{
+	if (!inside_allocator())
+		return 0;
+	count(C_NESTED_CALLS);
+	return 1;
+}
+
 /* Return probe of the malloc family: the returned pointer is the allocation. */
 static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)
 {
 	struct pending_call call;
-	if (!call_take(fn, &call))
+	if (!call_take(fn, &call) || nested_call())
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if (!addr) {
@@ -388,7 +398,7 @@ static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)
 static __always_inline int resize_exit(struct pt_regs *ctx, u32 fn)
 {
 	struct pending_call call;
-	if (!call_take(fn, &call))
+	if (!call_take(fn, &call) || nested_call())
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if (!addr) {
@@ -463,7 +473,7 @@ int posix_memalign_exit(struct pt_regs *ctx)
 {
 	struct pending_call call;
 	void *addr = 0;
-	if (!call_take(FN_POSIX_MEMALIGN, &call))
+	if (!call_take(FN_POSIX_MEMALIGN, &call) || nested_call())
 		return 0;
 	if (PT_REGS_RC(ctx) != 0 || bpf_probe_read_user(&addr, sizeof(addr), (void *)call.arg) || !addr) {
 		count(C_FAILED_ALLOCS);

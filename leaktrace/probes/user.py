@@ -25,7 +25,7 @@ SOURCE = "user_alloc.c"
 COUNTERS = (
     "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
     "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
-    "nested_mmaps", "replaced",
+    "nested_mmaps", "replaced", "nested_calls",
 )
 LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "unknown_frees")
 WEIGHT_SHIFT = 10

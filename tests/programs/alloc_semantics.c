@@ -15,8 +15,9 @@
  * it saw) beside the SITE/LEAKED lines of leaky.h.
  *
  * `alloc_semantics count N` instead makes N calls of each of malloc, calloc,
- * posix_memalign, aligned_alloc, memalign, valloc and pvalloc and frees them
- * all: exactly 7 * N allocations and 7 * N frees, no failures.
+ * posix_memalign, aligned_alloc, memalign, valloc, pvalloc, realloc(NULL, n)
+ * and reallocarray(NULL, n, size) (which glibc runs through realloc and
+ * malloc) and frees them all: exactly 9 * N allocations and 9 * N frees.
  *
  * stdio gets static buffers before anything else, so that between "go" and
  * LEAKED the only allocator calls are the ones written here. */
@@ -40,7 +41,8 @@
 #define REMAP_SIZE (64 * PAGE)
 
 static char in_buffer[256], out_buffer[4096];
-static void *blocks[7 * MAX_COUNT];
+#define PER_ROUND 9
+static void *blocks[PER_ROUND * MAX_COUNT];
 static size_t failures; /* NULL returns seen */
 /* More than any object may be, so allocators fail at once; volatile so the
  * compiler cannot decide the calls' results itself. */
@@ -131,7 +133,7 @@ static int count_mode(int n)
         abort();
     wait_for_go();
     for (int i = 0; i < n; i++) {
-        void **b = blocks + 7 * i;
+        void **b = blocks + PER_ROUND * i;
         b[0] = malloc(100);
         b[1] = calloc(10, 10);
         if (posix_memalign(&b[2], 64, 100) != 0)
@@ -140,13 +142,15 @@ static int count_mode(int n)
         b[4] = memalign(64, 100);
         b[5] = valloc(100);
         b[6] = pvalloc(PAGE);
-        for (int j = 0; j < 7; j++)
+        b[7] = realloc(NULL, 100);
+        b[8] = reallocarray(NULL, 10, 10);
+        for (int j = 0; j < PER_ROUND; j++)
             if (b[j] == NULL)
                 abort();
     }
-    for (int i = 0; i < 7 * n; i++)
+    for (int i = 0; i < PER_ROUND * n; i++)
         free(blocks[i]);
-    printf("CALLS allocs=%d frees=%d\n", 7 * n, 7 * n);
+    printf("CALLS allocs=%d frees=%d\n", PER_ROUND * n, PER_ROUND * n);
     report_leaked(0, 0);
     linger();
     return 0;
