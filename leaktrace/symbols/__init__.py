@@ -9,7 +9,7 @@ still be symbolized after the process exited, for modules it had mapped.
 from .demangle import demangle
 from .elf import ElfError, ElfSymbols, open_elf, open_elf_in_root, runtime_to_vaddr
 from .maps import MapEntry, parse_maps, read_maps
-from .paths import PathResolveError, open_in_root, resolve_in_root
+from .paths import PathResolveError, open_in_root
 from .process import ProcessSymbols
 
 __all__ = [
@@ -24,6 +24,5 @@ __all__ = [
     "open_in_root",
     "parse_maps",
     "read_maps",
-    "resolve_in_root",
     "runtime_to_vaddr",
 ]

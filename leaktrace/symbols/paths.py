@@ -17,9 +17,6 @@ and keeps its descriptor open for the run. Only where openat2 does not exist (EN
 Linux before 5.6, or a seccomp filter that hides it) does _walk() do the
 same in user space, on descriptors too: each component opened O_NOFOLLOW
 relative to its parent's descriptor and links read with readlinkat.
-
-resolve_in_root() is the older string resolver, kept only to name a path in
-messages; opening its result would resolve the path again.
 """
 from __future__ import annotations
 
@@ -162,44 +159,3 @@ def _loop(root: str, path: str) -> PathResolveError:
         f"too many symbolic links (or a /proc magic link) resolving {path} under {root}",
         hint="the path contains a symlink loop",
     )
-
-
-def _join(root: str, parts: List[str]) -> str:
-    base = root.rstrip("/")
-    return base + "/" + "/".join(parts) if parts else (base or "/")
-
-
-def resolve_in_root(root: str, path: str) -> str:
-    """The name `path` has under `root`, for messages only: never open the result."""
-    root = os.path.abspath(root)
-    pending = [part for part in reversed(path.split("/"))]
-    resolved: List[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = _join(root, resolved + [part])
-        try:
-            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
-        except OSError:
-            is_link = False  # missing or unreadable: keep the name
-        if not is_link:
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise _loop(root, path)
-        try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(reversed(target.split("/")))
-    return _join(root, resolved)
