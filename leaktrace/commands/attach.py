@@ -105,11 +105,11 @@ def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: 
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
+    if opts["trace"]:  # before "tracing": events sent before the buffer opens are dropped
+        probe.open_trace(lambda line: click.echo(line, err=True))
     for target in target_list:
         stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                     f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
-    if opts["trace"]:
-        probe.open_trace(lambda line: click.echo(line, err=True))
     with options.report_sink(opts) as render, options.recording_sink(opts) as record:
         session = Session(
             probe=probe, report_config=options.report_config(opts),
