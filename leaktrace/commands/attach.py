@@ -100,13 +100,18 @@ class UserSymbols:
         return [w for symbols in self.by_pid.values() for w in symbols.warnings]
 
 
+def open_trace_output(probe: UserProbe, opts: dict) -> None:
+    """--trace: print each event on stderr from now on (again: no effect)."""
+    if opts["trace"]:
+        probe.open_trace(lambda line: click.echo(line, err=True))
+
+
 def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols) -> None:
     """Announce, run the report loop, print the final report."""
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
-    if opts["trace"]:  # before "tracing": events sent before the buffer opens are dropped
-        probe.open_trace(lambda line: click.echo(line, err=True))
+    open_trace_output(probe, opts)  # before "tracing": events sent before it opens are dropped
     for target in target_list:
         stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                     f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")

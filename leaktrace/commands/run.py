@@ -21,7 +21,7 @@ from ..errors import TargetError, UsageError
 from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
-from .attach import UserSymbols, trace_processes
+from .attach import UserSymbols, open_trace_output, trace_processes
 from . import options
 
 PTRACE_TRACEME = 0
@@ -89,6 +89,7 @@ def run(command, **opts):
         probe.attach(plan, pid)
         target = Target(pid=pid, comm=os.path.basename(executable)[:15], exe=executable,
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name)
+        open_trace_output(probe, opts)  # the child's first events too
         _release(pid)
         released = True
         trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]))

@@ -136,6 +136,7 @@ class UserProbe:
         # (object path, function) -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
+        self._trace_open = False  # --trace's perf buffer
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
@@ -277,6 +278,10 @@ class UserProbe:
 
     # ---- --trace ------------------------------------------------------------
     def open_trace(self, print_line: Callable[[str], None]) -> None:
+        if self._trace_open:
+            return
+        self._trace_open = True
+
         def on_event(cpu, data, size):
             event = self.bpf["events"].event(data)
             what = FN_NAMES.get(event.fn, str(event.fn))

@@ -3,6 +3,7 @@
 The command inherits leaktrace's stdin and stdout, so its LEAKED line shows
 up among the non-JSON lines of the tracer's stdout.
 """
+import re
 import subprocess
 import time
 
@@ -64,3 +65,13 @@ def test_run_passes_arguments_and_stdin_to_the_command(build):
     leaked = parse_leaked(tracer.other_output())
     assert leaked["count"] == 25  # the argument reached the command
     assert_site(tracer.reports()[-1], "fibonacci", leaked["sites"]["fibonacci"])
+
+
+def test_run_trace_prints_the_first_allocations_of_main(build):
+    with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, "--trace", "--",
+                 build("early_leak.c"), "800"]) as tracer:
+        code = tracer.wait(60)
+        assert code == 0, "leaktrace run failed\n" + tracer.describe()
+    early = re.findall(r"^\d+ pid=\d+ tid=\d+ malloc 0x[0-9a-f]+ size=4000 stack=-?\d+$",
+                       tracer.stderr, re.MULTILINE)
+    assert len(early) == 3, tracer.describe()  # early_leak.c: 3 blocks of 4000 bytes
