@@ -22,7 +22,7 @@ from elftools.elf.elffile import ELFFile
 
 from .errors import TargetError, UsageError
 from .symbols import ElfError, open_elf, read_maps
-from .symbols.paths import PathResolveError, pin_in_root
+from .symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
 
 HEAP_FUNCTIONS = (
     "malloc", "calloc", "realloc", "reallocarray", "free",
@@ -107,8 +107,7 @@ class _Dynamic:
 def _dynamic(path: str) -> _Dynamic:
     """DT_NEEDED, DT_SONAME, DT_RPATH and DT_RUNPATH of an ELF file; empty if unreadable."""
     try:
-        # O_NONBLOCK: a FIFO planted where a library should be must not hang us.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, READ_FLAGS)  # a FIFO planted where a library should be must not hang us
     except OSError:
         return _Dynamic()
     with os.fdopen(fd, "rb") as stream:
@@ -142,7 +141,7 @@ def _read_text(path: str, limit: int = 4 << 20) -> str:
     """A small regular file's text, "" if unreadable; a FIFO or a device planted
     in a container's /etc neither hangs nor floods us."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, READ_FLAGS)
     except OSError:
         return ""
     with os.fdopen(fd, "rb") as stream:

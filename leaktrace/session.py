@@ -51,12 +51,13 @@ class Session:
     def report(self) -> Report:
         snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)
         config = self.report_config
-        every_site = aggregate(snapshot, replace(config, top=0) if self.record else config,
-                               rank=self.growth.rank)
+        # A recording gets every site; the rendered report the top N of them.
+        result = aggregate(snapshot, replace(config, top=0) if self.record else config,
+                           rank=self.growth.rank)
         warnings = tuple(self.warnings())
         if self.record:  # first: a broken pipe on stdout loses nothing recorded
-            self.record(self._build(snapshot, every_site, warnings))
-        report = self._build(snapshot, every_site.limited(config.top), warnings)
+            self.record(self._build(snapshot, result, warnings))
+        report = self._build(snapshot, result.limited(config.top), warnings)
         self.render(report)
         self.probe.prune()
         self.reports += 1

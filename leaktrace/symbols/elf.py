@@ -153,17 +153,6 @@ class ElfSymbols:
         """(vaddr, size) of a defined function symbol named `name`."""
         return self._functions.find(name)
 
-    @property
-    def needed(self) -> Tuple[str, ...]:
-        """DT_NEEDED sonames in link order (allocator discovery for `run`)."""
-        try:
-            dynamic = self._elf.get_section_by_name(".dynamic")
-            if dynamic is None:
-                return ()
-            return tuple(tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED")
-        except Exception:  # damaged dynamic section: no dependencies known
-            return ()
-
     def segment_for_offset(self, file_offset: int) -> Optional[LoadSegment]:
         return segment_for_offset(self.segments, file_offset)
 
