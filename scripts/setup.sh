@@ -3,7 +3,7 @@
 # (bcc, kernel headers, compilers, Docker), tracefs, and the project's virtual
 # environment in .venv. Safe to run again: it only does what is missing.
 #
-#   scripts/setup.sh            base set-up (tracing, demo)
+#   scripts/setup.sh            base set-up (tracing, the demo: bcc's tools, Docker)
 #   scripts/setup.sh --test     also what the test suite needs
 set -euo pipefail
 
@@ -23,10 +23,14 @@ fi
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-# bcc comes from the distribution, never PyPI (the PyPI "bcc" is unrelated).
+# bcc comes from the distribution, never PyPI (the PyPI "bcc" is unrelated);
+# bpfcc-tools brings bcc's memleak, which the demo sets beside leaktrace.
 packages=(python3-bpfcc libbpfcc bpfcc-tools python3-venv gcc g++ make binutils)
+# The demo runs its app in a container. A Docker already installed some other
+# way (docker-ce) is used as it is.
+command -v dockerd >/dev/null || packages+=(docker.io)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(libjemalloc-dev musl-tools docker.io shellcheck vagrant redis-server redis-tools)
+  packages+=(libjemalloc-dev musl-tools shellcheck vagrant redis-server redis-tools)
   # real consumers of the output formats: go tool pprof, protoc, headless Chromium
   packages+=(golang-go protobuf-compiler chromium)
 fi
@@ -45,7 +49,9 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  # Wait for another apt-get to finish rather than fail on its lock.
+  apt=(apt-get -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" update -qq
   if [[ " ${missing[*]} " == *" HEADERS "* ]]; then
     missing=("${missing[@]/HEADERS}")
     if apt-cache show "$headers" >/dev/null 2>&1; then
@@ -58,7 +64,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
   fi
   # shellcheck disable=SC2068 # an emptied HEADERS slot must vanish
-  apt-get install -y -qq --no-install-recommends ${missing[@]} >/dev/null
+  "${apt[@]}" install -y -qq --no-install-recommends ${missing[@]} >/dev/null
 fi
 
 # bcc reads tracepoint formats and attaches uprobes through tracefs.
@@ -74,9 +80,18 @@ if [ ! -x "$repo/.venv/bin/python" ]; then
   log "creating $repo/.venv"
   /usr/bin/python3 -m venv --system-site-packages "$repo/.venv"
 fi
+# The install is editable, so only pyproject.toml (dependencies, entry
+# points) calls for another pip run; the stamp remembers which was installed.
 extra=""
 [ "$want_test" -eq 1 ] && extra="[test]"
-"$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "$repo$extra"
+stamp="$repo/.venv/.leaktrace-installed"
+installed="$(sha256sum <"$repo/pyproject.toml" | cut -d' ' -f1)$extra"
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ ! -x "$repo/.venv/bin/leaktrace" ] || { [ "$have" != "$installed" ] && [ "$have" != "${installed}[test]" ]; }; then
+  log "installing leaktrace$extra into .venv (pip)"
+  "$repo/.venv/bin/pip" install -q --disable-pip-version-check -e "$repo$extra"
+  printf '%s\n' "$installed" >"$stamp"
+fi
 "$repo/.venv/bin/python" -c 'import bcc' 2>/dev/null \
   || { log "bcc is not importable from .venv; is python3-bpfcc installed?"; exit 1; }
 log "ready: $repo/.venv/bin/leaktrace"
