@@ -15,8 +15,8 @@ DEMO_APPS=(mem-leak mem-leak-fix)
 # Images and containers the demo makes carry this label, so it only ever
 # touches its own.
 DEMO_LABEL=org.leaktrace.demo
-DEMO_DOCKERD_ARGS=(--iptables=false --bridge=none --storage-driver=vfs)
 DEMO_DOCKERD_PID=""
+DEMO_DOCKERD_ERROR=""
 
 demo_log() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -78,16 +78,42 @@ demo_docker_answers() {
   docker info >/dev/null 2>&1
 }
 
-# demo_start_dockerd LOG: start a daemon (PLATFORM.md's flags) and wait for it;
-# sets DEMO_DOCKERD_PID, which demo_stop_dockerd uses.
+# demo_dockerd_args: sets DEMO_DOCKERD_ARGS, flags for a daemon that runs
+# without a bridge or iptables on any storage. Under DOCKER_HOST=unix://PATH
+# (other than the default socket) the daemon serves PATH and keeps its state
+# beside it, so it never meets the files of a daemon at the default socket.
+# False for a DOCKER_HOST that is not a local socket.
+demo_dockerd_args() {
+  DEMO_DOCKERD_ARGS=(--iptables=false --bridge=none --storage-driver=vfs)
+  local socket=${DOCKER_HOST-}
+  case "$socket" in
+    "" | unix:///var/run/docker.sock | unix:///run/docker.sock) return 0 ;;
+    unix://*) socket=${socket#unix://} ;;
+    *) return 1 ;;
+  esac
+  local dir
+  dir=$(dirname "$socket")
+  DEMO_DOCKERD_ARGS+=(--host "$DOCKER_HOST" --data-root "$dir/data-root"
+    --exec-root "$dir/exec-root" --pidfile "$dir/dockerd.pid")
+}
+
+# demo_start_dockerd LOG: start a daemon and wait until it answers. Sets
+# DEMO_DOCKERD_PID, which demo_stop_dockerd uses, or on failure returns 1 with
+# DEMO_DOCKERD_ERROR saying why in a few words. The daemon runs in a session
+# of its own, so that a Ctrl-C meant for the demo leaves it up for the clean-up.
 demo_start_dockerd() {
   local waited=0
-  dockerd "${DEMO_DOCKERD_ARGS[@]}" >"$1" 2>&1 &
+  if ! demo_dockerd_args; then
+    DEMO_DOCKERD_ERROR="DOCKER_HOST=$DOCKER_HOST is not a local socket"
+    return 1
+  fi
+  setsid dockerd "${DEMO_DOCKERD_ARGS[@]}" >"$1" 2>&1 </dev/null &
   DEMO_DOCKERD_PID=$!
   until demo_docker_answers; do
     if ! demo_alive "$DEMO_DOCKERD_PID" || [ "$waited" -ge 60 ]; then
-      demo_log "dockerd did not come up; its log: $1"
       demo_stop_dockerd
+      # shellcheck disable=SC2034 # scripts/demo.sh reads it
+      DEMO_DOCKERD_ERROR="dockerd did not come up: $(grep -v '^$' "$1" | tail -n 1 | cut -c1-200)"
       return 1
     fi
     sleep 0.5
