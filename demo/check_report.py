@@ -14,10 +14,12 @@ The app's first line decides what is expected:
                 between, same margin.
   mem-leak-fix  no stack includes fibonacci.
 
-Output: each run's final report as a table and one PASS/FAIL line per check,
-or with --json one summary document (also written to summary.json). Exit
-status 0 when every check passes, 1 when one fails, 2 when the results cannot
-be read. Run it again on saved results at any time: it reads only files.
+Output: each run's final report as a table and one PASS/FAIL line per check
+(with --app, only that app's, so the demo shows each run as soon as it
+ends), or with --json one summary document. summary.json always holds every
+run found. Exit status 0 when every check shown passes, 1 when one fails, 2
+when the results cannot be read. Run it again on saved results at any time:
+it reads only files.
 """
 from __future__ import annotations
 
@@ -166,7 +168,7 @@ def judge(results: Path, app: str) -> Verdict:
 def show(results: Path, verdict: Verdict, out) -> None:
     with open(results / f"{verdict.app}.reports.jsonl") as lines:
         final = list(read_reports(lines))[-1]
-    out.write(f"=== {verdict.app}: final report ===\n")
+    out.write(f"=== {verdict.app}: leaktrace's final report ===\n")
     TableReporter().render(final, out)
     for check in verdict.checks:
         out.write(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}\n")
@@ -177,12 +179,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="directory scripts/demo.sh saved into")
     parser.add_argument("--json", action="store_true", help="print one summary document")
+    parser.add_argument("--app", help="show and judge only this app's run")
     args = parser.parse_args(argv)
     apps = sorted(p.name[:-len(".app.log")] for p in args.results.glob("*.app.log"))
     try:
         if not apps:
             raise UsageError(f"{args.results}: no <app>.app.log files",
                              hint="pass the directory scripts/demo.sh printed")
+        if args.app and args.app not in apps:
+            raise UsageError(f"{args.results}: no {args.app}.app.log",
+                             hint=f"apps with results there: {', '.join(apps)}")
         verdicts = [judge(args.results, app) for app in apps]
     except (LeaktraceError, OSError, KeyError, IndexError, ValueError) as e:
         hint = getattr(e, "hint", "") or "were these results saved by scripts/demo.sh?"
@@ -191,12 +197,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = {"ok": all(v.ok for v in verdicts),
                "runs": [dict(asdict(v), ok=v.ok) for v in verdicts]}
     (args.results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shown = [v for v in verdicts if args.app in (None, v.app)]
     if args.json:
         print(json.dumps(summary))
     else:
-        for verdict in verdicts:
+        for verdict in shown:
             show(args.results, verdict, sys.stdout)
-    return 0 if summary["ok"] else 1
+    return 0 if all(v.ok for v in shown) else 1
 
 
 if __name__ == "__main__":

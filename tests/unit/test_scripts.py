@@ -152,6 +152,23 @@ def test_captured_run_passes_every_check(tmp_path):
     assert leak["container"]["runtime"] == "docker"
 
 
+def test_one_app_is_shown_and_judged_while_the_summary_holds_every_run(tmp_path):
+    results = results_from(tmp_path, **{
+        "mem-leak__app.log": "mem-leak.app.log", "mem-leak__reports.jsonl": "mem-leak.reports.jsonl",
+        # the fixed app's run "found a leak": failing, but not the one asked for
+        "mem-leak-fix__app.log": "mem-leak-fix.app.log",
+        "mem-leak-fix__reports.jsonl": "mem-leak.reports.jsonl"})
+    done = check(results, "--app", "mem-leak")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "=== mem-leak: leaktrace's final report ===" in done.stdout
+    assert "mem-leak-fix" not in done.stdout and "FAIL" not in done.stdout
+    summary = json.loads((results / "summary.json").read_text())
+    assert not summary["ok"] and len(summary["runs"]) == 2
+    assert check(results, "--app", "mem-leak-fix").returncode == 1
+    missing = check(results, "--app", "nosuch")
+    assert missing.returncode == 2 and "no nosuch.app.log" in missing.stderr
+
+
 def test_leaky_app_whose_reports_show_no_leak_fails(tmp_path):
     results = results_from(tmp_path, **{"mem-leak__app.log": "mem-leak.app.log",
                                         "mem-leak__reports.jsonl": "mem-leak-fix.reports.jsonl"})
