@@ -31,6 +31,8 @@ class ProcessMemory:
     rss: int
     anon: int
     container: Optional[Container] = None
+    started_s: Optional[float] = None  # seconds after boot (the clock of /proc/uptime); None: unknown
+    leaktrace: bool = False  # a leaktrace process: never ranked as a grower
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,24 @@ def parse_smaps_rollup(text: str) -> Tuple[int, int]:
     """(rss, anonymous) bytes from /proc/PID/smaps_rollup."""
     values = parse_meminfo(text)
     return values.get("Rss", 0), values.get("Anonymous", 0)
+
+
+def parse_start_time(stat: str, ticks_per_s: int) -> float:
+    """When the process started, in seconds after boot, from /proc/PID/stat."""
+    fields = stat.rpartition(")")[2].split()  # comm may hold spaces and parentheses
+    return int(fields[19]) / ticks_per_s  # field 22, starttime, in clock ticks
+
+
+def is_leaktrace(cmdline: bytes) -> bool:
+    """Whether /proc/PID/cmdline is a leaktrace command (`leaktrace ...`,
+    `python -m leaktrace ...`, `python .../bin/leaktrace ...`)."""
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:4]]
+    for index, arg in enumerate(argv):
+        if arg.rsplit("/", 1)[-1] == "leaktrace":
+            return True
+        if arg == "-m" and index + 1 < len(argv):
+            return argv[index + 1] in ("leaktrace", "leaktrace.cli")
+    return False
 
 
 def parse_status(text: str) -> Tuple[str, int, int]:

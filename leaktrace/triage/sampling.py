@@ -22,6 +22,7 @@ from leaktrace.cgroups import container_with_name
 from leaktrace.triage.procfs import Capture, ProcessMemory, Sample
 
 PROC = Path("/proc")
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SYS_SLAB = Path("/sys/kernel/slab")
 MISSING_SLABINFO = (
     "slab caches: /proc/slabinfo is readable only by root, so slab growth is "
@@ -42,12 +43,20 @@ def _read_optional(path: Path) -> Optional[str]:
         return None
 
 
-def read_process(directory: Path) -> Optional[ProcessMemory]:
-    """One process's memory, or None if it exited or is a kernel thread."""
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def read_process(directory: Path, exact: bool = True) -> Optional[ProcessMemory]:
+    """One process's memory, or None if it exited or is a kernel thread.
+    exact reads smaps_rollup (walks every mapping) instead of status alone."""
     try:
         status = (directory / "status").read_text()
         cgroup = _read_optional(directory / "cgroup") or ""
-        rollup = _read_optional(directory / "smaps_rollup")
+        rollup = _read_optional(directory / "smaps_rollup") if exact else None
     except OSError:  # exited between listing and reading
         return None
     name, rss, anon = procfs.parse_status(status)
@@ -55,11 +64,14 @@ def read_process(directory: Path) -> Optional[ProcessMemory]:
         rss, anon = procfs.parse_smaps_rollup(rollup)
     if rss == 0:  # kernel threads and zombies hold no user memory
         return None
-    pid = int(directory.name)
-    return ProcessMemory(pid, name, rss, anon, container_with_name(cgroup))
+    stat = _read_optional(directory / "stat")  # absent in saved captures: age unknown
+    started = procfs.parse_start_time(stat, TICKS_PER_S) if stat else None
+    return ProcessMemory(int(directory.name), name, rss, anon, container_with_name(cgroup),
+                         started, procfs.is_leaktrace(_read_bytes(directory / "cmdline")))
 
 
-def read_sample(proc_root: Path = PROC, page_size: int = 0, skip_pid: int = 0) -> Sample:
+def read_sample(proc_root: Path = PROC, page_size: int = 0, skip_pid: int = 0,
+                exact: bool = True) -> Sample:
     """One instant; skip_pid leaves out a process (the sampler itself)."""
     page_size = page_size or resource.getpagesize()
     try:
@@ -75,7 +87,7 @@ def read_sample(proc_root: Path = PROC, page_size: int = 0, skip_pid: int = 0) -
     processes = {}
     for entry in proc_root.iterdir():
         if entry.name.isdigit() and entry.name != str(skip_pid):
-            process = read_process(entry)
+            process = read_process(entry, exact)
             if process is not None:
                 processes[process.pid] = process
     return Sample(

@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from leaktrace.triage.growers import STARTUP_S
 
 pytestmark = [
     pytest.mark.privileged,
@@ -34,9 +37,11 @@ def run_triage(*args):
     return json.loads(result.stdout)
 
 
-def with_program(argv, *triage_args):
+def with_program(argv, *triage_args, settle_s=0.0):
+    """Triage while the program runs, started settle_s seconds before."""
     program = subprocess.Popen([str(a) for a in argv])
     try:
+        time.sleep(settle_s)
         return program.pid, run_triage(*triage_args)
     finally:
         program.kill()
@@ -49,7 +54,9 @@ def test_heap_grower_is_the_top_process_with_its_rate(tmp_path):
     binary = compile_program("grow_heap", tmp_path)
     # Other work on a shared machine can briefly outgrow it; in CI it runs alone.
     for _attempt in range(3):
-        pid, report = with_program([binary, 800, 100], "--window", "5s", "--samples", "6")
+        # Past its start-up: triage does not rank a process it cannot tell from one starting.
+        pid, report = with_program([binary, 800, 100], "--window", "5s", "--samples", "6",
+                                   settle_s=STARTUP_S)
         if report["growers"].get("user_anon", [{}])[0].get("pid") == pid:
             break
     verdict = next(v for v in report["verdicts"] if v["category"] == "user_anon")
@@ -59,6 +66,14 @@ def test_heap_grower_is_the_top_process_with_its_rate(tmp_path):
     assert top["rate"] == pytest.approx(8000 * 1024, rel=0.2)
     assert {"category": "user_anon", "command": f"leaktrace attach -p {pid}"}.items() <= \
         next(s for s in report["next_steps"] if s["category"] == "user_anon").items()
+
+
+def test_a_process_starting_during_the_window_is_not_ranked(tmp_path):
+    # The same steady grower, started with the window: start-up or leak cannot be told apart.
+    binary = compile_program("grow_heap", tmp_path)
+    pid, report = with_program([binary, 800, 100], "--window", "3s", "--samples", "4")
+    assert pid not in [g["pid"] for g in report["growers"].get("user_anon", [])]
+    assert any(f"(pid {pid})" in note and "too young" in note for note in report["notes"]), report["notes"]
 
 
 def test_negative_dentries_make_dentry_the_top_reclaimable_slab_grower(tmp_path):

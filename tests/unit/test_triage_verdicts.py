@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from leaktrace.triage import read_capture, triage
-from leaktrace.triage.verdicts import fit
 
 DATA = Path(__file__).parents[1] / "data" / "triage"
 
@@ -28,13 +27,6 @@ def load(tmp_path_factory):
 
 def verdicts(result):
     return {v.category: v for v in result.verdicts}
-
-
-def test_fit_recovers_a_known_slope_and_flags_wander():
-    rate, r2 = fit([0, 1, 2, 3], [10, 20, 30, 40])
-    assert rate == pytest.approx(10) and r2 == pytest.approx(1)
-    _, wander_r2 = fit([0, 1, 2, 3], [10, 40, 10, 40])
-    assert wander_r2 < 0.5
 
 
 def test_growing_process_is_a_user_leak_with_its_rate(load):
