@@ -46,7 +46,11 @@ class Session:
     _stop_reason: str = field(default="", init=False)
 
     def _request_stop(self, signum, frame) -> None:
-        self._stop_reason = "interrupted"
+        self.stop("interrupted")
+
+    def stop(self, reason: str) -> None:
+        """End the run at the next poll (with its final report); run() returns reason."""
+        self._stop_reason = reason
 
     def report(self) -> Report:
         snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)

@@ -19,11 +19,11 @@ DEFAULT_SAMPLES = 6
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--window") -> float:
     """'60s', '500ms', '2m', '1h' or a bare number of seconds -> seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*", text)
     if not match:
-        raise UsageError(f"--window {text!r} is not a duration",
+        raise UsageError(f"{option} {text!r} is not a duration",
                          hint="write it like 60s, 500ms, 2m or 1h")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 

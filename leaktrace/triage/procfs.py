@@ -33,6 +33,7 @@ class ProcessMemory:
     container: Optional[Container] = None
     started_s: Optional[float] = None  # seconds after boot (the clock of /proc/uptime); None: unknown
     leaktrace: bool = False  # a leaktrace process: never ranked as a grower
+    cgroup: str = ""  # cgroup v2 path, e.g. /system.slice/nginx.service
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ def parse_smaps_rollup(text: str) -> Tuple[int, int]:
     """(rss, anonymous) bytes from /proc/PID/smaps_rollup."""
     values = parse_meminfo(text)
     return values.get("Rss", 0), values.get("Anonymous", 0)
+
+
+def cgroup_path(text: str) -> str:
+    """The cgroup v2 path in /proc/PID/cgroup ("0::/path"), or "" on v1-only hosts."""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return ""
 
 
 def parse_start_time(stat: str, ticks_per_s: int) -> float:

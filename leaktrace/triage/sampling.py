@@ -66,8 +66,11 @@ def read_process(directory: Path, exact: bool = True) -> Optional[ProcessMemory]
         return None
     stat = _read_optional(directory / "stat")  # absent in saved captures: age unknown
     started = procfs.parse_start_time(stat, TICKS_PER_S) if stat else None
+    # Only an interpreter or the entry script can be leaktrace: skip the others' cmdline.
+    tool = name.startswith(("python", "leaktrace")) and procfs.is_leaktrace(
+        _read_bytes(directory / "cmdline"))
     return ProcessMemory(int(directory.name), name, rss, anon, container_with_name(cgroup),
-                         started, procfs.is_leaktrace(_read_bytes(directory / "cmdline")))
+                         started, tool, procfs.cgroup_path(cgroup))
 
 
 def read_sample(proc_root: Path = PROC, page_size: int = 0, skip_pid: int = 0,
