@@ -29,6 +29,8 @@ def cli():
     report   render a recording (--record FILE) again, in any format
     diff     compare two recordings, or two points of one
     kernel   trace kernel allocations system-wide: slab, pages, percpu, vmalloc
+    triage   is this machine leaking, in which kind of memory (no BPF)
+    agent    run unattended: watch everything, trace what grows, export metrics
     """
 
 
@@ -50,6 +52,9 @@ def _register() -> None:
         pass
     else:
         cli.add_command(triage)
+    from .commands.agent import agent
+
+    cli.add_command(agent)
 
 
 _register()

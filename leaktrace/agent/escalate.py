@@ -1,0 +1,151 @@
+"""The agent's one door to the tracing machinery: a time-boxed trace of one suspect.
+
+Contract: trace(request, record, check) runs one escalation to its end and
+returns an Outcome (why it ended, the final report, what the probes cost). A
+growing process gets what `leaktrace attach -p PID` runs, sampled by bytes at
+request.sample_rate; a growing slab cache what `leaktrace kernel --cache NAME
+--by process` runs; growing vmalloc or percpu memory `leaktrace kernel --kind
+KIND --by process`. Both go through UserProbe / KernelProbe and Session,
+exactly as the commands use them; this module only wires them, so a change
+to the tracing machinery touches the agent here and nowhere else.
+
+Every interval's report (every site) goes to record(); check(cost) is called
+between polls with the probes' cost so far and returns a reason to stop early
+(the budget, the agent stopping) or "". BPF run-time statistics are switched
+on for the escalation only. Failures a command would print as one line
+(target gone, no allocator found, BPF refused) end as outcome "failed" with
+that line; the probes are always detached before trace() returns.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from leaktrace import allocator, targets
+from leaktrace.agent.budget import ProbeCost
+from leaktrace.cgroups import CgroupPaths
+from leaktrace.config import ProbeConfig, ReportConfig, RunConfig
+from leaktrace.errors import LeaktraceError
+from leaktrace.model import Report
+from leaktrace.probes import progstats
+from leaktrace.probes.kernel import KernelFilters, KernelProbe
+from leaktrace.probes.user import UserProbe
+from leaktrace.session import Session
+from leaktrace.symbols.kallsyms import KernelSymbols
+
+# Session.run()'s reasons -> the agent's outcomes (policy.OUTCOMES)
+OUTCOME_OF = {"duration reached": "completed", "target exited": "target_exited",
+              "interrupted": "interrupted", "over_budget": "over_budget", "count reached": "completed"}
+KERNEL_KINDS_OF = {"vmalloc": ("vmalloc",), "percpu": ("percpu",)}
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str  # process (user mode), slab, vmalloc or percpu (kernel mode)
+    duration_s: float
+    interval_s: float
+    pid: int = 0
+    cache: str = ""
+    sample_rate: int = 0
+    top: int = 10
+
+    @property
+    def mode(self) -> str:
+        return "user" if self.kind == "process" else "kernel"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # policy.OUTCOMES
+    message: str = ""
+    report: Optional[Report] = None  # the final report, top sites first
+    cost: ProbeCost = ProbeCost()
+    measured: bool = False  # run-time statistics were on
+
+
+def trace(request: Request, record: Callable[[Report], None],
+          check: Callable[[ProbeCost], str]) -> Outcome:
+    stats_fd = progstats.enable_run_stats()
+    probe = None
+    try:
+        probe, session_parts = _start(request)
+        return _run(request, probe, session_parts, record, check, stats_fd is not None)
+    except LeaktraceError as error:
+        message = error.message + (f"; {error.hint}" if error.hint else "")
+        return Outcome("failed", message, cost=_cost(probe), measured=stats_fd is not None)
+    finally:
+        if probe is not None:
+            probe.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
+
+
+def _start(request: Request):
+    """The attached probe and what its Session needs (resolve, targets, alive, warnings, tick)."""
+    if request.mode == "user":
+        from leaktrace.commands.attach import UserSymbols, describe  # the attach command's own wiring
+        targets.check_traceable(request.pid)
+        plan = allocator.discover(request.pid, None)
+        resolver = UserSymbols()
+        resolver.add(request.pid)
+        probe = UserProbe(ProbeConfig(sample_rate=request.sample_rate))
+        try:
+            probe.attach(plan, request.pid)
+        except BaseException:
+            probe.close()
+            raise
+        target = describe(plan, request.pid)
+        return probe, dict(resolve=resolver.resolve, targets=lambda: (target,),
+                           alive=lambda: targets.is_running(request.pid),
+                           warnings=resolver.warnings, tick=resolver.refresh)
+    from leaktrace.commands.kernel import parse_kinds, resolve_merged
+    caches = resolve_merged((request.cache,)) if request.cache else ()
+    kinds = KERNEL_KINDS_OF.get(request.kind) or parse_kinds((), caches)
+    probe = KernelProbe(ProbeConfig(), KernelFilters(kinds=kinds, caches=caches))
+    probe.detect()
+    probe.attach()
+    return probe, dict(resolve=KernelSymbols().resolve, tick=lambda: None)
+
+
+def _run(request: Request, probe, parts: dict, record, check, measured: bool) -> Outcome:
+    from leaktrace.commands.kernel import relabel_cgroups
+    reports = []
+    cgroups = CgroupPaths() if request.mode == "kernel" else None
+
+    def keep(report: Report) -> None:
+        reports[:] = [relabel_cgroups(report, cgroups) if cgroups else report]
+
+    def save(report: Report) -> None:
+        record(relabel_cgroups(report, cgroups) if cgroups else report)
+
+    refresh = parts.pop("tick")
+    session = Session(probe=probe, render=keep, record=save,
+                      report_config=ReportConfig(top=request.top,
+                                                 group_by="stack" if request.mode == "user" else "process"),
+                      run_config=RunConfig(interval_s=request.interval_s, duration_s=request.duration_s),
+                      **parts)
+
+    def tick() -> None:
+        refresh()
+        reason = check(_cost(probe))
+        if reason:
+            session.stop(reason)
+
+    session.tick = tick
+    reason = session.run()
+    return Outcome(OUTCOME_OF.get(reason, "completed"), reason, reports[-1] if reports else None,
+                   _cost(probe), measured)
+
+
+def _cost(probe) -> ProbeCost:
+    """What the probe's programs cost so far, by the kernel's own count."""
+    bpf = getattr(probe, "bpf", None)
+    if bpf is None:
+        return ProbeCost()
+    run_time = runs = 0
+    for function in list(bpf.funcs.values()):
+        stats = progstats.run_stats(function.fd)
+        if stats:
+            run_time, runs = run_time + stats[0], runs + stats[1]
+    return ProbeCost(run_time, runs)
