@@ -33,6 +33,8 @@ if [ "$want_test" -eq 1 ]; then
   packages+=(libjemalloc-dev musl-tools shellcheck vagrant redis-server redis-tools)
   # real consumers of the output formats: go tool pprof, protoc, headless Chromium
   packages+=(golang-go protobuf-compiler chromium)
+  # the agent's tests: a real Prometheus server scrapes it
+  packages+=(prometheus)
 fi
 
 # Kernel headers: the running kernel's package if the distribution has it,
