@@ -12,7 +12,8 @@ to the tracing machinery touches the agent here and nowhere else.
 Every interval's report (every site) goes to record(); check(cost) is called
 between polls with the probes' cost so far and returns a reason to stop early
 (the budget, the agent stopping) or "". BPF run-time statistics are switched
-on for the escalation only. Failures a command would print as one line
+on for the escalation only (BPF_ENABLE_STATS needs CAP_SYS_ADMIN; without it,
+the kernel.bpf_stats_enabled sysctl set by the operator does). Failures a command would print as one line
 (target gone, no allocator found, BPF refused) end as outcome "failed" with
 that line; the probes are always detached before trace() returns.
 """
@@ -67,13 +68,14 @@ class Outcome:
 def trace(request: Request, record: Callable[[Report], None],
           check: Callable[[ProbeCost], str]) -> Outcome:
     stats_fd = progstats.enable_run_stats()
+    measured = stats_fd is not None or progstats.run_stats_on_globally()
     probe = None
     try:
         probe, session_parts = _start(request)
-        return _run(request, probe, session_parts, record, check, stats_fd is not None)
+        return _run(request, probe, session_parts, record, check, measured)
     except LeaktraceError as error:
         message = error.message + (f"; {error.hint}" if error.hint else "")
-        return Outcome("failed", message, cost=_cost(probe), measured=stats_fd is not None)
+        return Outcome("failed", message, cost=_cost(probe), measured=measured)
     finally:
         if probe is not None:
             probe.close()
@@ -83,29 +85,36 @@ def trace(request: Request, record: Callable[[Report], None],
 
 def _start(request: Request):
     """The attached probe and what its Session needs (resolve, targets, alive, warnings, tick)."""
-    if request.mode == "user":
-        from leaktrace.commands.attach import UserSymbols, describe  # the attach command's own wiring
-        targets.check_traceable(request.pid)
-        plan = allocator.discover(request.pid, None)
-        resolver = UserSymbols()
-        resolver.add(request.pid)
-        probe = UserProbe(ProbeConfig(sample_rate=request.sample_rate))
-        try:
-            probe.attach(plan, request.pid)
-        except BaseException:
-            probe.close()
-            raise
-        target = describe(plan, request.pid)
-        return probe, dict(resolve=resolver.resolve, targets=lambda: (target,),
-                           alive=lambda: targets.is_running(request.pid),
-                           warnings=resolver.warnings, tick=resolver.refresh)
-    from leaktrace.commands.kernel import parse_kinds, resolve_merged
+    probe, parts, attach = _user(request) if request.mode == "user" else _kernel(request)
+    try:
+        attach()
+    except BaseException:
+        probe.close()  # whatever was attached before the failure
+        raise
+    return probe, parts
+
+
+def _user(request: Request):
+    from leaktrace.commands.attach import UserSymbols, describe  # the attach command's own wiring
+    targets.check_traceable(request.pid)
+    plan = allocator.discover(request.pid, None)
+    resolver = UserSymbols()
+    resolver.add(request.pid)
+    probe = UserProbe(ProbeConfig(sample_rate=request.sample_rate))
+    target = describe(plan, request.pid)
+    parts = dict(resolve=resolver.resolve, targets=lambda: (target,),
+                 alive=lambda: targets.is_running(request.pid), warnings=resolver.warnings,
+                 tick=resolver.refresh)
+    return probe, parts, lambda: probe.attach(plan, request.pid)
+
+
+def _kernel(request: Request):
+    from leaktrace.commands.kernel import parse_kinds, resolve_merged  # the kernel command's own
     caches = resolve_merged((request.cache,)) if request.cache else ()
     kinds = KERNEL_KINDS_OF.get(request.kind) or parse_kinds((), caches)
     probe = KernelProbe(ProbeConfig(), KernelFilters(kinds=kinds, caches=caches))
     probe.detect()
-    probe.attach()
-    return probe, dict(resolve=KernelSymbols().resolve, tick=lambda: None)
+    return probe, dict(resolve=KernelSymbols().resolve, tick=lambda: None), probe.attach
 
 
 def _run(request: Request, probe, parts: dict, record, check, measured: bool) -> Outcome:

@@ -49,6 +49,7 @@ class Agent:
         self.samples, self.sample_seconds = 0, 0.0
         self.next_sample = self.deadline = 0.0
         self._charged, self._checked_at, self._mode = 0.0, 0.0, "user"
+        self._said_unmeasured = False
 
     # ---- the loop ----------------------------------------------------------
     def run(self) -> str:
@@ -155,5 +156,10 @@ class Agent:
         found = f"; top site {sites[0].function} {format_bytes(sites[0].bytes)} {sites[0].verdict}" if sites else ""
         self.say(f"{suspect.key.label()}: {outcome.outcome}{': ' + outcome.message if outcome.message else ''}"
                  f"{found}")
+        if not outcome.measured and not self._said_unmeasured:
+            self._said_unmeasured = True
+            self.say("BPF run-time statistics are off (no CAP_SYS_ADMIN, and the "
+                     "kernel.bpf_stats_enabled sysctl is 0): probe cost is not measured and --budget "
+                     "is not enforced; traces end at --trace-for")
         if outcome.outcome == "interrupted":
             self.stopping.set()

@@ -69,3 +69,12 @@ def enable_run_stats() -> Optional[int]:
     kind = ctypes.c_uint32(BPF_STATS_RUN_TIME)
     fd = _libc.syscall(number, BPF_ENABLE_STATS, ctypes.byref(kind), ctypes.sizeof(kind))
     return fd if fd >= 0 else None
+
+
+def run_stats_on_globally(path: str = "/proc/sys/kernel/bpf_stats_enabled") -> bool:
+    """Whether the kernel.bpf_stats_enabled sysctl keeps the statistics on for everyone."""
+    try:
+        with open(path) as sysctl:
+            return sysctl.read().strip() == "1"
+    except OSError:
+        return False
