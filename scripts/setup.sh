@@ -35,6 +35,8 @@ if [ "$want_test" -eq 1 ]; then
   packages+=(golang-go protobuf-compiler chromium)
   # the agent's tests: a real Prometheus server scrapes it
   packages+=(prometheus)
+  # deploy/build-image.sh makes the agent's image from Debian's packages
+  packages+=(mmdebstrap)
 fi
 
 # Kernel headers: the running kernel's package if the distribution has it,
