@@ -35,7 +35,8 @@ def test_sample_sees_this_process_with_its_memory():
 def test_window_spans_the_requested_time_and_leaves_out_the_sampler():
     capture = sample_window(0.6, 3)
     times = [s.time_s for s in capture.samples]
-    assert len(times) == 3 and times[-1] - times[0] == pytest.approx(0.6, abs=0.1)
+    # at least the window (uptime has 10 ms steps); how much longer a loaded machine takes is not asserted
+    assert len(times) == 3 and times[-1] - times[0] >= 0.6 - 0.02
     assert all(os.getpid() not in s.processes for s in capture.samples)
 
 
