@@ -15,6 +15,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 tag=${1:-leaktrace-agent:latest}
 cache=${LEAKTRACE_IMAGE_CACHE:-/var/cache/leaktrace/image-debs}
 # The image's python3 must be the version pip installs for: the host's Debian release.
+# shellcheck source=/dev/null
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 packages=python3,python3-bpfcc,libbpfcc,linux-headers-amd64
 
@@ -28,6 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$cache"
 
+# shellcheck disable=SC2016 # "$1" is the root directory mmdebstrap passes to its hooks
 mmdebstrap --quiet --variant=minbase --include="$packages" \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
   --setup-hook="sync-in $cache /var/cache/apt/archives/" \
