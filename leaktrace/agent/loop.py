@@ -25,7 +25,7 @@ from leaktrace.agent.evidence import EvidenceStore, escalation_name
 from leaktrace.agent.exporter import KEPT_ESCALATIONS, SITES_PER_ESCALATION, AgentState
 from leaktrace.agent.findings import SiteFinding, event, top_sites
 from leaktrace.agent.policy import Escalations
-from leaktrace.agent.watch import CGROUP, PROCESS, SLAB, TOTAL, Judged, Watch, policy_for
+from leaktrace.agent.watch import CGROUP, PROCESS, SLAB, TOTAL, Judged, Key, Watch, policy_for
 from leaktrace.report.table import format_bytes
 from leaktrace.triage.sampling import read_sample
 
@@ -48,6 +48,7 @@ class Agent:
         self.losses: Dict[str, int] = {}
         self.samples, self.sample_seconds = 0, 0.0
         self.next_sample = self.deadline = 0.0
+        self.active: Optional[Key] = None  # the target being traced
         self._charged, self._checked_at, self._mode = 0.0, 0.0, "user"
         self._said_unmeasured = False
 
@@ -82,7 +83,7 @@ class Agent:
         self.sample_seconds = time.monotonic() - started
         self.publish()
 
-    def publish(self, active=None) -> None:
+    def publish(self) -> None:
         top = self.config.export_top
         watched: Dict[str, int] = {}
         for key in self.watch.series:
@@ -91,7 +92,7 @@ class Agent:
             budget=self.config.budget, totals=tuple(self.watch.judged(TOTAL)),
             processes=tuple(self.watch.judged(PROCESS)[:top]),
             cgroups=tuple(self.watch.judged(CGROUP)[:top]), caches=tuple(self.watch.judged(SLAB)[:top]),
-            watched=watched, escalations=dict(self.escalations.counts), active=active,
+            watched=watched, escalations=dict(self.escalations.counts), active=self.active,
             sites=tuple(s for found in self.sites for s in found), probe_seconds=self.budget.spent,
             overhead=self.budget.overhead(self.clock()), samples=self.samples,
             sample_seconds=self.sample_seconds, write_errors=self.store.errors,
@@ -121,11 +122,13 @@ class Agent:
         self._charged, self._checked_at, self._mode = 0.0, started, request.mode
         self.say(f"{key.label()} grows {format_bytes(int(suspect.trend.rate))}/s over "
                  f"{suspect.trend.span_s:.0f} s: tracing it for {request.duration_s:g} s")
-        self.publish(active=key)
+        self.active = key
+        self.publish()
         try:
             outcome = self.tracer(request, recorder, self._check)
         finally:
             recorder.close()
+            self.active = None
         self._finish(suspect, request, outcome, started, directory)
 
     def _check(self, cost: ProbeCost) -> str:
