@@ -97,6 +97,30 @@ class Allocation:
     kind: str = "heap"
 
 
+# Reachability classes (leaktrace/reach), in the order of their codes in ReachScan.classes.
+REACH_CLASSES = ("unreferenced", "indirectly_lost", "reachable")
+UNREFERENCED, INDIRECTLY_LOST, REACHABLE = range(3)
+NOT_CLASSIFIED = 3  # allocated or freed while the scan ran: its fate at the freeze is unknown
+
+
+@dataclass(frozen=True)
+class ReachScan:
+    """--reachability: what a conservative scan of the targets' memory found.
+
+    classes[i] is the class code of Snapshot.allocations[i] (an index into
+    REACH_CLASSES, or NOT_CLASSIFIED); heads[i] the first bytes of the blocks
+    sampled for their content.
+    """
+
+    classes: bytes = b""
+    heads: Mapping[int, bytes] = field(default_factory=dict)
+    scanned_bytes: int = 0  # memory copied from the targets
+    elapsed_s: float = 0.0  # the whole scan, classification included
+    frozen_s: float = 0.0  # longest time one target's threads were stopped
+    threads: int = 0
+    problems: Tuple[str, ...] = ()  # one line per target that could not be scanned
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything the probes held at one instant. Raw: no symbols yet."""
@@ -113,6 +137,7 @@ class Snapshot:
     allocations: Tuple[Allocation, ...] = ()
     sample_rate: int = 0  # bytes per sample; 0 = every allocation recorded
     notes: Tuple[str, ...] = ()  # what the probes could not do (missing tracepoints, ...)
+    reach: Optional[ReachScan] = None  # --reachability, at the reports that scanned
 
 
 # Age thresholds (seconds) for the age distribution shown per site.
@@ -164,6 +189,43 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class ContentSample:
+    """The first bytes of one outstanding block (--reachability)."""
+
+    address: int
+    size: int
+    head: bytes
+    reach: str  # its class: one of REACH_CLASSES
+
+
+@dataclass(frozen=True)
+class RowReach:
+    """A row's outstanding allocations by reachability class, and samples of their content."""
+
+    bytes: Tuple[int, ...]  # per REACH_CLASSES
+    counts: Tuple[int, ...]
+    samples: Tuple[ContentSample, ...] = ()
+    similarity: Optional[float] = None  # how alike the sampled heads are, 0..1; None under 2 samples
+
+    def share(self, name: str) -> float:
+        total = sum(self.bytes)
+        return self.bytes[REACH_CLASSES.index(name)] / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class ReachSummary:
+    """The header of a report whose targets were scanned (--reachability)."""
+
+    scanned_bytes: int
+    elapsed_s: float
+    frozen_s: float
+    threads: int
+    bytes: Tuple[int, ...]  # per REACH_CLASSES, over every classified allocation that passed the filters
+    counts: Tuple[int, ...]
+    problems: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReportRow:
     rank: int
     bytes: int
@@ -187,6 +249,7 @@ class ReportRow:
     growth_bps: float = 0.0
     verdict: str = ""
     verdict_reason: str = ""
+    reach: Optional[RowReach] = None  # --reachability, when this report scanned
 
 
 @dataclass(frozen=True)
@@ -208,3 +271,4 @@ class Report:
     older_than_ms: int = 0  # the age filter the rows passed
     sites_total: int = 0  # sites that passed the filters, before the top N cut
     taken_ns: int = 0  # monotonic instant of the snapshot: allocation ages
+    reach: Optional[ReachSummary] = None  # --reachability, when this report scanned

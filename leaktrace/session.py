@@ -5,7 +5,10 @@ A recording (record) gets every site that passed the filters, the rendered
 report the top N of them, so a diff of recordings never mistakes a stack
 that fell below the cut for one that went away.
 Sites are ranked and judged (leak, growing, stable) by the session's
-GrowthTracker, which sees every interval, in either mode.
+GrowthTracker, which sees every interval, in either mode. With
+--reachability, `inspect` adds a scan of the targets' memory to the snapshot
+(at the final report, or at each); reach.rows.Judgement then folds it into
+the ranking, the verdicts and the rows.
 Stops on Ctrl-C/SIGTERM, when the targets are gone, after --duration, or
 after COUNT reports, and always prints a final report: nothing collected is
 lost. The probe, the symbol resolver and the reporter are passed in, so the
@@ -23,7 +26,8 @@ from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
 from .growth import GrowthTracker
-from .model import Report
+from .model import Report, Snapshot
+from .reach.rows import Judgement
 from .symbolize import build_report
 
 POLL_MS = 100
@@ -42,6 +46,10 @@ class Session:
     record: Optional[Callable[[Report], None]] = None  # --record: every site, before render
     tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
     growth: GrowthTracker = field(default_factory=GrowthTracker)
+    # --reachability: adds a scan of the targets' memory to a snapshot, at the
+    # final report or (inspect_each) at every report.
+    inspect: Optional[Callable[[Snapshot], Snapshot]] = None
+    inspect_each: bool = False
     reports: int = 0
     _stop_reason: str = field(default="", init=False)
 
@@ -52,24 +60,33 @@ class Session:
         """End the run at the next poll (with its final report); run() returns reason."""
         self._stop_reason = reason
 
-    def report(self) -> Report:
-        snapshot = self.probe.snapshot(self.targets(), with_allocations=self.report_config.show_allocs)
+    def report(self, final: bool = False) -> Report:
+        scan = self.inspect is not None and (final or self.inspect_each or self._last_by_count())
+        snapshot = self.probe.snapshot(self.targets(),
+                                       with_allocations=self.report_config.show_allocs or scan)
+        if scan:
+            snapshot = self.inspect(snapshot)
         config = self.report_config
+        judgement = Judgement(snapshot, config.older_than_ms, self.growth)
         # A recording gets every site; the rendered report the top N of them.
         result = aggregate(snapshot, replace(config, top=0) if self.record else config,
-                           rank=self.growth.rank)
+                           rank=judgement.rank)
         warnings = tuple(self.warnings())
         if self.record:  # first: a broken pipe on stdout loses nothing recorded
-            self.record(self._build(snapshot, result, warnings))
-        report = self._build(snapshot, result.limited(config.top), warnings)
+            self.record(self._build(snapshot, result, warnings, judgement))
+        report = self._build(snapshot, result.limited(config.top), warnings, judgement)
         self.render(report)
         self.probe.prune()
         self.reports += 1
         return report
 
-    def _build(self, snapshot, result, warnings: tuple) -> Report:
+    def _build(self, snapshot, result, warnings: tuple, judgement: Judgement) -> Report:
         report = build_report(snapshot, result, self.resolve, self.report_config, warnings)
-        return self.growth.annotate(report, result.sites)
+        return judgement.annotate(self.growth.annotate(report, result.sites), result.sites)
+
+    def _last_by_count(self) -> bool:
+        count = self.run_config.count
+        return count is not None and self.reports + 1 >= count
 
     def _should_stop(self, started: float) -> str:
         if self._stop_reason:
@@ -107,7 +124,7 @@ class Session:
             # The last periodic report is the final one when COUNT ended the run.
             if reason != "count reached" or reported_at is None:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.report()
+                self.report(final=True)
             return reason
         finally:
             signal.signal(signal.SIGINT, old_int)

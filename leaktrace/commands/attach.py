@@ -106,8 +106,11 @@ def open_trace_output(probe: UserProbe, opts: dict) -> None:
         probe.open_trace(lambda line: click.echo(line, err=True))
 
 
-def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols) -> None:
-    """Announce, run the report loop, print the final report."""
+def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols,
+                    from_start: bool = False) -> None:
+    """Announce, run the report loop, print the final report. from_start: the
+    probes saw every allocation of the targets (run), not only those since attach."""
+    inspect = options.reach_scanner(opts, probe.read_allocations, from_start)
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
@@ -120,7 +123,7 @@ def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: 
             probe=probe, report_config=options.report_config(opts),
             run_config=options.run_config(opts), render=render, record=record, resolve=resolver.resolve,
             targets=lambda: tuple(target_list), alive=alive, warnings=resolver.warnings,
-            tick=resolver.refresh,
+            tick=resolver.refresh, inspect=inspect, inspect_each=opts.get("reachability") == "each",
         )
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

@@ -19,6 +19,8 @@ from ..recording import RecordingWriter
 from ..report import REPORTERS, get_reporter, render_reports
 
 FORMATS = tuple(REPORTERS)
+REACH_WHEN = ("final", "each")
+DEFAULT_REACH_MAX_MB = 1024
 
 
 def _interval_and_count(positional: bool) -> list:
@@ -89,6 +91,14 @@ def user_options(func: Callable) -> Callable:
                      help="Walk stacks with frame pointers, with .eh_frame unwind tables (cfi), or "
                           "with tables only for processes mapping code without frame pointers (auto)."),
         click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
+        click.option("--reachability", type=click.Choice(REACH_WHEN), is_flag=False, flag_value="final",
+                     default=None, help="Scan the targets' memory for pointers into outstanding "
+                     "allocations: unreferenced, indirectly lost or reachable, with content samples. "
+                     "At the final report (--reachability, =final) or at every report (=each); "
+                     "stops the target's threads while its memory is copied."),
+        click.option("--reachability-max-mb", type=click.IntRange(min=1), default=DEFAULT_REACH_MAX_MB,
+                     show_default=True, metavar="MIB",
+                     help="Do not scan targets with more memory to read than this (per report)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -98,6 +108,10 @@ def user_options(func: Callable) -> Callable:
 def probe_config(opts: dict) -> ProbeConfig:
     if opts["max_size"] and opts["max_size"] < opts["min_size"]:
         raise UsageError("--max-size is smaller than --min-size")
+    if opts.get("reachability") and opts.get("sample_rate", 0) > 1:
+        raise UsageError("--reachability needs every allocation recorded, not samples",
+                         hint="drop --sample-rate (an unsampled block holding a pointer would "
+                              "make the block it points at look lost)")
     return ProbeConfig(
         min_size=opts["min_size"], max_size=opts["max_size"], sample_rate=opts.get("sample_rate", 0),
         max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], max_buckets=opts["max_buckets"],
@@ -105,6 +119,17 @@ def probe_config(opts: dict) -> ProbeConfig:
         track_mmap=not opts.get("no_mmap", False),
         unwind=opts.get("unwind", "auto"),
     )
+
+
+def reach_scanner(opts: dict, read_allocations, from_start: bool):
+    """The Session's inspect hook for --reachability, or None without it.
+    from_start: the probes saw every allocation since exec (run)."""
+    if not opts.get("reachability"):
+        return None
+    from ..reach.scan import Scanner  # numpy: only when asked for
+    filtered = bool(opts["min_size"] or opts["max_size"])
+    return Scanner(read_allocations, max_bytes=opts["reachability_max_mb"] << 20,
+                   missing_blocks=filtered or not from_start)
 
 
 def report_config(opts: dict, group_by: str = "stack") -> ReportConfig:

@@ -92,7 +92,8 @@ def run(command, **opts):
         open_trace_output(probe, opts)  # the child's first events too
         _release(pid)
         released = True
-        trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]))
+        trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]),
+                        from_start=True)
     finally:
         if not released:  # attach failed: the child must not run untraced
             os.kill(pid, signal.SIGKILL)

@@ -233,7 +233,7 @@ class UserProbe:
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in losses},
             losses={k: counters[k] for k in losses}, targets=tuple(targets),
-            allocations=self._read_allocations() if with_allocations else (),
+            allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
             + loss_notes(counters, self.config),
@@ -256,7 +256,8 @@ class UserProbe:
                 continue
         return stacks
 
-    def _read_allocations(self) -> Tuple[Allocation, ...]:
+    def read_allocations(self) -> Tuple[Allocation, ...]:
+        """Every outstanding allocation in the map (--show-allocs, --reachability)."""
         allocations = []
         for key, info in self.bpf["allocs"].items():
             allocations.append(Allocation(

@@ -12,14 +12,19 @@ from typing import Any, Dict, List, Mapping, Optional
 from leaktrace.errors import UsageError
 from leaktrace.model import (
     AGE_THRESHOLDS_S,
+    REACH_CLASSES,
     Allocation,
     Container,
+    ContentSample,
     Frame,
+    ReachSummary,
     Report,
     ReportRow,
+    RowReach,
     StackKey,
     Target,
 )
+from leaktrace.reach.content import ascii_text
 
 SCHEMA_VERSION = 1
 AGE_KEYS = tuple(f"{t}s" for t in AGE_THRESHOLDS_S)
@@ -45,6 +50,7 @@ def report_to_dict(report: Report) -> Dict[str, Any]:
         "warnings": list(report.warnings),
         "stacks": [_row_to_dict(r) for r in report.rows],
         "allocations": [_allocation_to_dict(a) for a in report.allocations],
+        "reachability": _summary_to_dict(report.reach) if report.reach else None,
     }
 
 
@@ -72,6 +78,9 @@ def report_from_dict(d: Any) -> Report:
         sample_rate=doc.get_int("sample_rate"),
         older_than_ms=doc.get_int("older_than_ms"),
         sites_total=doc.get_int("sites_total"),
+        # Reachability was added to schema 1 later: absent in older files.
+        reach=_summary_from_dict(doc.get_object("reachability"))
+        if doc.d.get("reachability") is not None else None,
     )
 
 
@@ -113,6 +122,7 @@ def _row_to_dict(r: ReportRow) -> Dict[str, Any]:
         "more_stacks": [[_frame_to_dict(fr) for fr in stack] for stack in r.more_stacks],
         "history": list(r.history), "growth_bps": r.growth_bps,
         "verdict": r.verdict, "verdict_reason": r.verdict_reason,
+        "reachability": _row_reach_to_dict(r.reach) if r.reach else None,
     }
 
 
@@ -133,7 +143,51 @@ def _row_from_dict(d: Any) -> ReportRow:
         growth_bps=f.get_float("growth_bps") if "growth_bps" in f.d else 0.0,
         verdict=f.get_str("verdict") if "verdict" in f.d else "",
         verdict_reason=f.get_str("verdict_reason") if "verdict_reason" in f.d else "",
+        reach=_row_reach_from_dict(f.get_object("reachability"))
+        if f.d.get("reachability") is not None else None,
     )
+
+
+def _classes_to_dict(bytes_, counts) -> Dict[str, Any]:
+    return {name: {"bytes": b, "count": c} for name, b, c in zip(REACH_CLASSES, bytes_, counts)}
+
+
+def _classes_from(f: "_Fields"):
+    pairs = [_Fields(f.get_object(name), f"reachability {name!r}") for name in REACH_CLASSES]
+    return tuple(p.get_int("bytes") for p in pairs), tuple(p.get_int("count") for p in pairs)
+
+
+def _summary_to_dict(r: ReachSummary) -> Dict[str, Any]:
+    return {"scanned_bytes": r.scanned_bytes, "elapsed_s": r.elapsed_s, "frozen_s": r.frozen_s,
+            "threads": r.threads, **_classes_to_dict(r.bytes, r.counts), "problems": list(r.problems)}
+
+
+def _summary_from_dict(d: Any) -> ReachSummary:
+    f = _Fields(d, "reachability")
+    bytes_, counts = _classes_from(f)
+    return ReachSummary(scanned_bytes=f.get_int("scanned_bytes"), elapsed_s=f.get_float("elapsed_s"),
+                        frozen_s=f.get_float("frozen_s"), threads=f.get_int("threads"),
+                        bytes=bytes_, counts=counts,
+                        problems=tuple(_warning(p) for p in f.get_list("problems")))
+
+
+def _row_reach_to_dict(r: RowReach) -> Dict[str, Any]:
+    return {**_classes_to_dict(r.bytes, r.counts), "similarity": r.similarity,
+            "samples": [{"address": hex(s.address), "size": s.size, "class": s.reach,
+                         "hex": s.head.hex(), "text": ascii_text(s.head)} for s in r.samples]}
+
+
+def _row_reach_from_dict(d: Any) -> RowReach:
+    f = _Fields(d, "stack reachability")
+    bytes_, counts = _classes_from(f)
+    samples = []
+    for item in f.get_list("samples"):
+        sf = _Fields(item, "content sample")
+        samples.append(ContentSample(address=sf.get_hex("address"), size=sf.get_int("size"),
+                                     head=sf.get_bytes_hex("hex"), reach=sf.get_str("class")))
+    similarity = f.get_optional("similarity", (int, float))
+    return RowReach(bytes=bytes_, counts=counts, samples=tuple(samples),
+                    similarity=float(similarity) if similarity is not None else None)
 
 
 def _frame_to_dict(fr: Frame) -> Dict[str, Any]:
@@ -208,10 +262,11 @@ class _Fields:
     def get_object(self, key: str) -> Dict[str, Any]:
         return self._get(key, (dict,), "an object")
 
-    def get_optional(self, key: str, kind: type) -> Optional[Any]:
+    def get_optional(self, key: str, kind) -> Optional[Any]:
         if self.d.get(key) is None:
             return None
-        return self._get(key, (kind,), f"{kind.__name__} or null")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        return self._get(key, kinds, " or ".join(k.__name__ for k in kinds) + " or null")
 
     def get_hex(self, key: str) -> int:
         text = self.get_str(key)
@@ -219,6 +274,13 @@ class _Fields:
             return int(text, 16)
         except ValueError:
             self._fail(f"{self.what} {key!r} is {_short(text)}, expected a hex address like 0x401136")
+
+    def get_bytes_hex(self, key: str) -> bytes:
+        text = self.get_str(key)
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            self._fail(f"{self.what} {key!r} is {_short(text)}, expected hex digits")
 
     def get_counters(self, key: str) -> Mapping[str, int]:
         raw = self.get_object(key)

@@ -11,13 +11,16 @@ from typing import List, Sequence, TextIO
 
 from tabulate import tabulate
 
-from leaktrace.model import Frame, Report, ReportRow, Target
+from leaktrace.model import REACH_CLASSES, Frame, Report, ReportRow, RowReach, Target
+from leaktrace.reach.content import hex_lines
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 RED, RESET = "\033[1;31m", "\033[0m"
 FRAME_INDENT = "      "
 # Optional identity columns, shown only when some row has a value.
 IDENTITY_COLUMNS = (("pid", "pid"), ("comm", "comm"), ("cache", "cache"), ("cgroup", "cgroup"))
+REACH_NAMES = ("unreferenced", "indirectly lost", "reachable")  # REACH_CLASSES for people
+SAMPLE_SHOWN_BYTES = 32  # of each content sample, in the table (JSON has them all)
 
 
 def format_bytes(n: int) -> str:
@@ -76,6 +79,7 @@ class TableReporter:
                 "bytes and counts marked ~ are scaled from samples"
             )
         lines.extend(f"warning: {printable(w)}" for w in report.warnings)
+        lines.extend(_reach_header(report))
         return lines
 
     def _sites(self, report: Report) -> List[str]:
@@ -95,6 +99,8 @@ class TableReporter:
             lines.append(line)
             if row.verdict_reason:
                 lines.append(f"{FRAME_INDENT}{row.verdict or 'verdict'}: {printable(row.verdict_reason)}")
+            if row.reach:
+                lines.extend(FRAME_INDENT + line for line in _reach_lines(row.reach))
             lines.extend(FRAME_INDENT + self._frame_text(f) for f in row.frames)
             for number, stack in enumerate(row.more_stacks, start=2):
                 lines.append(FRAME_INDENT + f"-- stack {number} --")
@@ -124,6 +130,38 @@ def _growth_cells(row: ReportRow) -> List[str]:
         return ["", ""]
     sign = "+" if row.growth_bps >= 0 else "-"
     return [row.verdict, f"{sign}{format_bytes(int(abs(row.growth_bps)))}/s"]
+
+
+def _classes(bytes_, counts) -> str:
+    return ", ".join(f"{counts[i]:,} {name} ({format_bytes(bytes_[i])})" for i, name in enumerate(REACH_NAMES))
+
+
+def _reach_header(report: Report) -> List[str]:
+    reach = report.reach
+    if reach is None:
+        return []
+    lines = [f"reachability: not scanned: {printable(p)}" for p in reach.problems]
+    if reach.threads:
+        lines.append(f"reachability: read {format_bytes(reach.scanned_bytes)} in {reach.elapsed_s:.2f} s, "
+                     f"{_plural(reach.threads, 'thread')} stopped {reach.frozen_s * 1000:.0f} ms; "
+                     + _classes(reach.bytes, reach.counts))
+    return lines
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _reach_lines(reach: RowReach) -> List[str]:
+    lines = ["reachability: " + _classes(reach.bytes, reach.counts)]
+    if reach.samples:
+        alike = f", {reach.similarity:.0%} alike" if reach.similarity is not None else ""
+        lines.append(f"content ({_plural(len(reach.samples), 'sample')}{alike}):")
+    for sample in reach.samples:
+        label = f"0x{sample.address:x} {REACH_NAMES[REACH_CLASSES.index(sample.reach)]}"
+        for number, (hex_text, text) in enumerate(hex_lines(sample.head[:SAMPLE_SHOWN_BYTES])):
+            lines.append(f"  {label if number == 0 else '':<30} {hex_text:<47}  {text}")
+    return lines
 
 
 def _target_line(t: Target) -> str:
