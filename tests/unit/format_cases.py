@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import replace
 from typing import Dict, Tuple
 
 import pytest
@@ -19,7 +20,8 @@ import pytest
 from leaktrace.aggregate import aggregate
 from leaktrace.config import ReportConfig
 from leaktrace.growth import GrowthTracker
-from leaktrace.model import Bucket, Frame, RawStack, Report, ReportRow, Snapshot, StackKey, Target
+from leaktrace.model import (Bucket, ContentSample, Frame, RawStack, ReachSummary, Report, ReportRow,
+                             RowReach, Snapshot, StackKey, Target)
 from leaktrace.symbolize import build_report
 
 S = 1_000_000_000
@@ -72,6 +74,16 @@ def _frames(*names: str) -> Tuple[Frame, ...]:
     return tuple(Frame(0x401000 + 0x10 * i, n, 0x1F, APP, None, None) for i, n in enumerate(names))
 
 
+def reached_report() -> Report:
+    """The live report after a --reachability scan: classes, samples, a problem line."""
+    live = live_report()[-1]
+    reach = RowReach(bytes=(40960, 8192, 0), counts=(5, 1, 0), similarity=0.75, samples=(
+        ContentSample(0x55D0C0A012A0, 8192, b"GET /index.html \x00\xff\n\t|;", "unreferenced"),))
+    summary = ReachSummary(scanned_bytes=12 << 20, elapsed_s=0.18, frozen_s=0.05, threads=2,
+                           bytes=(40960, 8192, 1 << 20), counts=(5, 1, 1), problems=("PID 4243 exited",))
+    return replace(live, rows=(replace(live.rows[0], reach=reach),) + live.rows[1:], reach=summary)
+
+
 CASES: Dict[str, Report] = {
     "empty": _report(),
     "deep": _report(ReportRow(1, 4096, 4, 3.0, _frames(*(["fibonacci"] + [f"recurse_{i}" for i in range(300)])),
@@ -83,6 +95,7 @@ CASES: Dict[str, Report] = {
     "sizes": _report(ReportRow(1, 1 << 40, 1, 70.0, _frames("fibonacci", "main"), "mmap"),
                      ReportRow(2, 0, 0, 0.0, _frames("idle", "main"))),
     "live": live_report()[-1],
+    "reached": reached_report(),
 }
 
 # flamegraph.pl's stackcollapse input rule: everything up to the last run of

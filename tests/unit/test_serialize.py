@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from leaktrace.errors import UsageError
-from leaktrace.model import Allocation, Container, Frame, Report, ReportRow, StackKey, Target
+from leaktrace.model import (Allocation, Container, ContentSample, Frame, ReachSummary, Report,
+                             ReportRow, RowReach, StackKey, Target)
 from leaktrace.report.json_report import JsonReporter, read_reports
 from leaktrace.report.serialize import report_from_dict, report_to_dict
 from leaktrace.symbolize import MAX_ALLOCS_PER_SITE
@@ -55,7 +56,14 @@ KERNEL = Report(
 )
 EMPTY = Report(mode="user", timestamp=0.0, elapsed_s=1.5, targets=(), totals={"bytes": 0, "count": 0},
                events={}, losses={}, rows=())
-REPORTS = {"user": USER, "kernel": KERNEL, "empty": EMPTY}
+ROW_REACH = RowReach(bytes=(1920, 0, 96), counts=(20, 0, 1), similarity=0.890625, samples=(
+    ContentSample(0x562DC6CC3670, 96, b"request #0 GET /\x00\xff", "unreferenced"),
+    ContentSample(0x562DC6CC36E0, 96, b"", "reachable")))
+REACHED = replace(USER, rows=(replace(USER.rows[0], reach=ROW_REACH), USER.rows[1]),
+                  reach=ReachSummary(scanned_bytes=75_673, elapsed_s=0.04, frozen_s=0.002, threads=3,
+                                     bytes=(1920, 768, 4915), counts=(21, 6, 13),
+                                     problems=("PID 4243 exited before its memory was scanned",)))
+REPORTS = {"user": USER, "kernel": KERNEL, "empty": EMPTY, "reached": REACHED}
 
 
 @pytest.mark.parametrize("name", sorted(REPORTS))
@@ -89,6 +97,16 @@ def test_derived_and_encoded_fields():
     assert report_to_dict(KERNEL)["stacks"][0]["frames"][0]["addr"] == "0xffffffff8134a1b2"
     assert d["allocations"][0]["address"] == "0x7f3a00000000"
     assert d["stacks"][0]["frames"][0]["symbol"] is None
+    assert d["reachability"] is None and d["stacks"][0]["reachability"] is None
+
+
+def test_reachability_keys():
+    d = report_to_dict(REACHED)
+    assert d["reachability"]["unreferenced"] == {"bytes": 1920, "count": 21}
+    assert d["reachability"]["problems"] == ["PID 4243 exited before its memory was scanned"]
+    sample = d["stacks"][0]["reachability"]["samples"][0]
+    assert sample == {"address": "0x562dc6cc3670", "size": 96, "class": "unreferenced",
+                      "hex": b"request #0 GET /\x00\xff".hex(), "text": "request #0 GET /.."}
 
 
 def documented_keys():
@@ -107,7 +125,7 @@ def emitted_keys(value):
 def test_every_emitted_key_is_documented():
     counters = {"bytes", "count", "allocs", "frees", "stacks_full", "allocs_full", "1s", "10s", "60s",
                 "runtime", "id", "name", "image", "stack_id"}  # documented inline, not as table rows
-    emitted = emitted_keys(report_to_dict(USER)) | emitted_keys(report_to_dict(KERNEL))
+    emitted = emitted_keys(report_to_dict(REACHED)) | emitted_keys(report_to_dict(KERNEL))
     assert emitted - counters <= documented_keys()
     assert f"at most {MAX_ALLOCS_PER_SITE} per site" in SCHEMA_DOC.read_text()
 
