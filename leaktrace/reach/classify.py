@@ -67,6 +67,16 @@ class BlockIndex:
         inside &= values < self.ends[pos]
         return np.where(inside, self.order[pos], -1)
 
+    def holders(self, addresses: np.ndarray) -> np.ndarray:
+        """find() for ascending addresses (the words of one copy, in order):
+        each block's run of addresses is located once, not each address."""
+        out = np.full(len(addresses), -1, dtype=np.int64)
+        if len(self.order) and len(addresses):
+            lo = np.searchsorted(addresses, self.starts, side="left")
+            hi = np.searchsorted(addresses, self.ends, side="left")
+            out[_ranges(lo, hi)] = np.repeat(self.order, hi - lo)
+        return out
+
 
 def classify(blocks: Sequence[Block], segments: Iterable[Segment],
              untracked_is_root: bool = False) -> bytes:
@@ -82,13 +92,13 @@ def classify(blocks: Sequence[Block], segments: Iterable[Segment],
             if segment.role != HEAP:
                 seeds.append(targets)
                 continue
-            holders = index.find(np.uint64(start) + where.astype(np.uint64) * np.uint64(WORD))
+            holders = index.holders(np.uint64(start) + where.astype(np.uint64) * np.uint64(WORD))
             kind = np.where(holders >= 0, content[np.maximum(holders, 0)], -1)
             rooted = (kind == 1) | ((kind == -1) & untracked_is_root)
             seeds.append(targets[rooted])
             scanned = (kind == 0) & (holders != targets)
             edges.append((holders[scanned], targets[scanned]))
-    return _label(len(blocks), _unique(seeds), edges, [b.address for b in blocks])
+    return _label(len(blocks), seeds, edges, [b.address for b in blocks])
 
 
 def _chunks(segment: Segment):
@@ -106,51 +116,82 @@ def _references(index: BlockIndex, words: np.ndarray) -> Tuple[np.ndarray, np.nd
     return targets[hit], where[hit]
 
 
-def _unique(parts: List[np.ndarray]) -> List[int]:
-    return np.unique(np.concatenate(parts)).tolist() if parts else []
-
-
-def _label(n: int, seeds: List[int], edges, addresses: Sequence[int]) -> bytes:
-    successors = _successors(n, edges)
-    classes = bytearray([UNREFERENCED]) * n
-    reached = [False] * n
-    _walk(seeds, successors, reached, classes, REACHABLE)
-    leader = [False] * n
+def _label(n: int, seeds: List[np.ndarray], edges, addresses: Sequence[int]) -> bytes:
+    graph = _Graph(n, edges)
+    reached = bytearray(n)  # 1 once reached from a root or labelled
+    graph.reach(np.concatenate(seeds) if seeds else np.zeros(0, np.int64), reached)
+    classes = bytearray(REACHABLE if r else UNREFERENCED for r in reached)
+    leader = bytearray(n)
     for head in sorted((i for i in range(n) if not reached[i]), key=addresses.__getitem__):
         if reached[head]:
             continue
-        reached[head] = leader[head] = True
+        reached[head] = leader[head] = 1
         # Everything the new head reaches is indirect, earlier heads included:
         # a head pointed at from outside its own cycle was not a head.
-        stack = list(successors[head])
+        stack = graph.successors_of(head)
         while stack:
             block = stack.pop()
             if block == head or (reached[block] and not leader[block]):
                 continue
-            reached[block], leader[block] = True, False
+            reached[block], leader[block] = 1, 0
             classes[block] = INDIRECTLY_LOST
-            stack.extend(successors[block])
+            stack.extend(graph.successors_of(block))
     return bytes(classes)
 
 
-def _walk(starts: List[int], successors, reached: List[bool], classes: bytearray, label: int) -> None:
-    stack = list(starts)
-    while stack:
-        block = stack.pop()
-        if reached[block]:
-            continue
-        reached[block] = True
-        classes[block] = label
-        stack.extend(successors[block])
+class _Graph:
+    """Edges holder -> target, deduplicated, as compressed rows: the targets of
+    block b are targets[first[b]:first[b + 1]]."""
+
+    WIDE = 256  # a frontier this wide is expanded with numpy, a narrower one in Python
+
+    def __init__(self, n: int, edges):
+        width = max(n, 1)
+        keys = _distinct(np.concatenate([e[0] * width + e[1] for e in edges]) if edges else np.zeros(0, np.int64))
+        self.targets = keys % width
+        self.first = np.searchsorted(keys // width, np.arange(n + 1))
+        self._targets, self._first = self.targets.tolist(), self.first.tolist()
+
+    def successors_of(self, block: int) -> List[int]:
+        return self._targets[self._first[block]:self._first[block + 1]]
+
+    def reach(self, seeds: np.ndarray, reached: bytearray) -> None:
+        """Mark everything reachable from seeds. Wide frontiers (a random
+        graph) go level by level in numpy; narrow ones (a linked list, one
+        node per level) in Python, which has no per-level overhead."""
+        mask = np.frombuffer(reached, dtype=np.bool_) if len(reached) else np.zeros(0, np.bool_)
+        frontier = _distinct(seeds)
+        while len(frontier):
+            frontier = frontier[~mask[frontier]]
+            if len(frontier) >= self.WIDE:
+                mask[frontier] = True
+                starts, stops = self.first[frontier], self.first[frontier + 1]
+                frontier = _distinct(self.targets[_ranges(starts, stops)])
+            else:
+                frontier = np.array(self._walk(frontier.tolist(), reached), dtype=np.int64)
+
+    def _walk(self, stack: List[int], reached: bytearray) -> List[int]:
+        """Depth first until done, or until the stack grows wide (then numpy takes over)."""
+        while stack and len(stack) < 4 * self.WIDE:
+            block = stack.pop()
+            if reached[block]:
+                continue
+            reached[block] = 1
+            stack.extend(self.successors_of(block))
+        return stack
 
 
-def _successors(n: int, edges) -> List[List[int]]:
-    out: List[List[int]] = [[] for _ in range(n)]
-    if not edges:
-        return out
-    src = np.concatenate([e[0] for e in edges])
-    dst = np.concatenate([e[1] for e in edges])
-    pairs = np.unique(src * max(n, 1) + dst)  # one edge per (holder, target)
-    for s, d in zip((pairs // max(n, 1)).tolist(), (pairs % max(n, 1)).tolist()):
-        out[s].append(d)
-    return out
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique's hashing is slower on large integer arrays)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """The indexes start..stop-1 of every (start, stop), concatenated."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.arange(total, dtype=np.int64) + offsets

@@ -134,7 +134,8 @@ def _heads(allocations: Sequence[Allocation], indexes: List[int], classes: bytea
     by_stack: Dict[Tuple, List[Tuple[int, int, int]]] = {}
     for i in indexes:
         a = allocations[i]
-        by_stack.setdefault((a.stack, a.kind), []).append((i, classes[i], a.timestamp_ns))
+        key = (a.stack.pid, a.stack.stack_id, a.kind)  # plain ints hash faster than StackKey
+        by_stack.setdefault(key, []).append((i, classes[i], a.timestamp_ns))
     heads = {}
     for candidates in by_stack.values():
         for i in content.choose(candidates):
