@@ -63,10 +63,11 @@ def build(out_dir: str) -> str:
     return binary
 
 
-def wait_for(stream, needle: str) -> None:
+def wait_for(stream, needle: str) -> str:
+    """The first line of stream holding needle."""
     for line in stream:
         if needle in line:
-            return
+            return line
     raise RuntimeError(f"never saw {needle!r}")
 
 
