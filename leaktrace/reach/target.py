@@ -64,20 +64,25 @@ def _ptrace(request: int, tid: int, addr=None, data=None) -> int:
 
 
 class Frozen:
-    """Context manager: every thread of pid stopped; registers per thread."""
+    """Context manager: every thread of pid stopped; registers per thread.
+
+    A thread that does not stop within stop_timeout_s (a long uninterruptible
+    sleep) cannot be detached yet: it is left to release_late(), which each
+    later Frozen calls first; leaktrace's exit releases it in any case."""
 
     def __init__(self, pid: int, stop_timeout_s: float = STOP_TIMEOUT_S):
         self.pid = pid
         self.stop_timeout_s = stop_timeout_s
         self.registers: Dict[int, Tuple[int, ...]] = {}
         self.frozen_s = 0.0
-        self._signals: Dict[int, int] = {}  # tid -> signal to deliver at the detach
+        self._signals: Dict[int, int] = {}  # stopped tid -> signal to deliver at the detach
         self._ours = _parent_of(pid) == os.getpid()  # `run`: its exit is ours to reap
         self._started = 0.0
 
     def __enter__(self) -> "Frozen":
         if platform.machine() not in REGISTERS:
             raise ScanProblem(f"reachability scans are not supported on {platform.machine()}")
+        release_late()
         self._started = time.monotonic()
         try:
             self._stop_all()
@@ -103,9 +108,22 @@ class Frozen:
             if not new:
                 return
             seen.update(new)
-            stopping = [tid for tid in new if self._seize(tid)]
-            for tid in stopping:
-                self._wait_stop(tid)
+            stopping, refused = [], None
+            for tid in new:
+                try:
+                    if self._seize(tid):
+                        stopping.append(tid)
+                except ScanProblem as problem:
+                    refused = problem  # the threads seized so far still need their stop
+                    break
+            deadline = time.monotonic() + self.stop_timeout_s
+            late = [tid for tid in stopping if not self._wait_stop(tid, deadline)]
+            if late:
+                _LATE.update((tid, self._reaps(tid)) for tid in late)
+                raise ScanProblem(f"thread {late[0]} of PID {self.pid} did not stop within "
+                                  f"{self.stop_timeout_s:.0f} s (uninterruptible sleep?)")
+            if refused:
+                raise refused
 
     def _seize(self, tid: int) -> bool:
         error = _ptrace(PTRACE_SEIZE, tid)
@@ -114,36 +132,66 @@ class Frozen:
         if error:
             raise ScanProblem(f"cannot stop PID {self.pid} to read it consistently: "
                               f"{os.strerror(error)} (is a debugger attached?)")
-        self._signals[tid] = 0
         _ptrace(PTRACE_INTERRUPT, tid)
         return True
 
-    def _wait_stop(self, tid: int) -> None:
-        deadline = time.monotonic() + self.stop_timeout_s
+    def _reaps(self, tid: int) -> bool:
+        """May we reap tid's exit? Not our own child's: its parent code waits for it."""
+        return not (self._ours and tid == self.pid)
+
+    def _wait_stop(self, tid: int, deadline: float) -> bool:
+        """Wait for tid's stop (or exit); False if the deadline passed first."""
         while True:
-            # WNOWAIT: look before consuming, so the exit of our own child stays
-            # for its parent's waitpid (commands/run.py) to see.
-            info = os.waitid(os.P_PID, tid, os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG | WALL)
-            if info is not None:
-                break
+            stopped = _collect(tid, self._reaps(tid))
+            if stopped is not None:
+                if stopped >= 0:
+                    self._signals[tid] = stopped
+                return True
             if time.monotonic() > deadline:
-                raise ScanProblem(f"thread {tid} of PID {self.pid} did not stop within "
-                                  f"{self.stop_timeout_s:.0f} s (uninterruptible sleep?)")
+                return False
             time.sleep(0.0005)
-        if info.si_code != CLD_TRAPPED:
-            del self._signals[tid]  # exited
-            if not (self._ours and tid == self.pid):
-                os.waitpid(tid, WALL)
-            return
-        _, status = os.waitpid(tid, WALL)
-        if status >> 16 != PTRACE_EVENT_STOP and os.WIFSTOPPED(status):
-            self._signals[tid] = os.WSTOPSIG(status)  # a signal arrived: deliver it later
 
     def _resume_all(self) -> None:
         for tid, signal in self._signals.items():
             _ptrace(PTRACE_DETACH, tid, None, signal)
         self._signals = {}
         self.frozen_s = time.monotonic() - self._started
+
+
+# Threads seized that had not stopped when given up on: tid -> may reap its exit.
+_LATE: Dict[int, bool] = {}
+
+
+def release_late() -> None:
+    """Detach the threads earlier scans gave up on, once they have stopped."""
+    for tid, reaps in list(_LATE.items()):
+        try:
+            stopped = _collect(tid, reaps)
+        except ChildProcessError:
+            stopped = -1  # no longer ours to wait for
+        if stopped is None:
+            continue
+        if stopped >= 0:
+            _ptrace(PTRACE_DETACH, tid, None, stopped)
+        del _LATE[tid]
+
+
+def _collect(tid: int, reaps: bool):
+    """None while tid runs; -1 once it exited; else the signal to deliver at the
+    detach (0 for our own interrupt). Never blocks."""
+    # WNOWAIT: look before consuming, so the exit of our own child stays for
+    # its parent's waitpid (commands/run.py) to see.
+    info = os.waitid(os.P_PID, tid, os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG | WALL)
+    if info is None:
+        return None
+    if info.si_code != CLD_TRAPPED:
+        if reaps:
+            os.waitpid(tid, WALL)
+        return -1
+    _, status = os.waitpid(tid, WALL)
+    if status >> 16 != PTRACE_EVENT_STOP and os.WIFSTOPPED(status):
+        return os.WSTOPSIG(status)  # a signal arrived meanwhile: deliver it
+    return 0
 
 
 def _threads(pid: int) -> List[int]:
