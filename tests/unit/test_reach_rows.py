@@ -158,3 +158,15 @@ def test_table_shows_classes_and_content_samples():
     assert "content (2 samples, " in text
     assert "72 65 71 75 65 73 74 20 23 30 20 47 45 54 20 2f  request #0 GET /" in text
     assert "leaked/path....." in text
+
+
+def test_reachability_with_sampling_is_refused_before_anything_runs(capsys):
+    from leaktrace.cli import main
+
+    code = main(["run", "--reachability", "--sample-rate", "4096", "--", "/nonexistent/program"])
+    err = capsys.readouterr().err
+    assert code == 64 and err.count("\n") == 1
+    assert err.startswith("leaktrace: --reachability needs every allocation recorded, not samples; drop "
+                          "--sample-rate")
+    code = main(["attach", "-p", "1", "--reachability=later"])
+    assert code == 64 and "'later' is not one of 'final', 'each'" in capsys.readouterr().err
