@@ -72,7 +72,11 @@ class Scanner:
             budget -= sum(len(s.data) for s in copies[t.pid].segments)
         after = self.read_allocations()
         untracked = self.missing_blocks or any(snapshot.losses.get(k) for k in MISSING_BLOCKS)
-        classes, heads = judge_blocks(snapshot.allocations, after, copies, untracked)
+        try:
+            classes, heads = judge_blocks(snapshot.allocations, after, copies, untracked)
+        except MemoryError:  # the report matters more than its scan
+            classes, heads = bytes([NOT_CLASSIFIED]) * len(snapshot.allocations), {}
+            problems.append("not enough memory to classify what was read; lower --reachability-max-mb")
         reach = ReachScan(
             classes=classes, heads=heads,
             scanned_bytes=sum(len(s.data) for c in copies.values() for s in c.segments),
