@@ -25,6 +25,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from ..errors import LeaktraceError
+from ..targets import is_running
 from .memory import Segment
 from .regions import Region
 
@@ -129,6 +130,8 @@ class Frozen:
         error = _ptrace(PTRACE_SEIZE, tid)
         if error == errno.ESRCH:
             return False  # the thread exited meanwhile
+        if error and not is_running(self.pid):  # a zombie cannot be seized either
+            raise ScanProblem(f"PID {self.pid} exited before its memory was scanned")
         if error:
             raise ScanProblem(f"cannot stop PID {self.pid} to read it consistently: "
                               f"{os.strerror(error)} (is a debugger attached?)")

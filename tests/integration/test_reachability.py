@@ -60,9 +60,11 @@ def assert_scanned(report: Dict) -> None:
     assert reach["threads"] >= 1 and reach["scanned_bytes"] > 0 and reach["frozen_s"] > 0, reach
 
 
-@pytest.mark.parametrize("mode", ["attach", "run"])
+@pytest.mark.parametrize("mode", ["attach", "run", "run-jemalloc"])
 def test_classes_match_the_programs_truth_exactly(build, mode):
-    program = build("reach_classes.c")
+    """run-jemalloc: jemalloc's own metadata and free regions are not taken for references."""
+    program = (build("reach_classes.c", flags=("-ljemalloc",), name="reach_classes_jemalloc")
+               if mode == "run-jemalloc" else build("reach_classes.c"))
     if mode == "attach":
         _, reports, _ = trace_leaker([program], ["--reachability"])
     else:
