@@ -4,9 +4,10 @@
 # Source it; it defines functions and DEMO_* names and runs nothing.
 #
 # Two ways to get the mem-leak / mem-leak-fix images:
-#   demo_build_images       docker build of demo/Dockerfile (needs a registry: the VM)
-#   demo_import_image       docker import of a rootfs holding the host-built binary
-#                           and the libraries ldd lists (no registry needed: CI)
+#   demo_build_images       docker build of demo/Dockerfile (needs a registry)
+#   demo_import_image(s)    docker import of a rootfs holding the host-built binary
+#                           and the libraries ldd lists (no registry needed: CI,
+#                           and the VM when no registry answers)
 # Both put the binary at /app, as in the original report of this bug, so the
 # host has no file at the path the container's process maps.
 
@@ -17,6 +18,8 @@ DEMO_APPS=(mem-leak mem-leak-fix)
 DEMO_LABEL=org.leaktrace.demo
 DEMO_DOCKERD_PID=""
 DEMO_DOCKERD_ERROR=""
+# Per image; pulling the base images is most of it.
+DEMO_BUILD_TIMEOUT=20m
 
 demo_log() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -29,9 +32,21 @@ demo_build_app() {
 demo_build_images() {
   local app
   for app in "${DEMO_APPS[@]}"; do
-    docker build -q -f "$DEMO_REPO/demo/Dockerfile" --target "$app" \
-      --label "$DEMO_LABEL=dockerfile" -t "$app:latest" "$DEMO_REPO/demo" >/dev/null
+    timeout "$DEMO_BUILD_TIMEOUT" docker build -q -f "$DEMO_REPO/demo/Dockerfile" \
+      --target "$app" --label "$DEMO_LABEL=dockerfile" -t "$app:latest" "$DEMO_REPO/demo" \
+      >/dev/null || return
     demo_log "built image $app:latest from demo/Dockerfile"
+  done
+}
+
+# demo_import_images WORK_DIR: mem-leak:latest and mem-leak-fix:latest from
+# the apps built here (demo_import_image): no registry needed.
+demo_import_images() {
+  local app
+  demo_build_app "$1/bin"
+  for app in "${DEMO_APPS[@]}"; do
+    demo_import_image "$1/bin/$app" "$app:latest" "$1"
+    demo_log "imported image $app:latest (the app built here)"
   done
 }
 
@@ -125,6 +140,8 @@ demo_stop_dockerd() {
   [ -n "$DEMO_DOCKERD_PID" ] || return 0
   demo_stop "$DEMO_DOCKERD_PID"
   DEMO_DOCKERD_PID=""
+# Per image; pulling the base images is most of it.
+DEMO_BUILD_TIMEOUT=20m
 }
 
 # demo_container_pid NAME: the host PID of a running container's process.

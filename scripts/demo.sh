@@ -184,7 +184,9 @@ start_app() {
     app_pid=$!
     demo_log "started $1 as PID $app_pid"
   fi
-  until app_log_text "$1" | grep -q ': call 1 '; do
+  # Not grep -q: it exits at the first match, and a writer still writing
+  # (docker logs of a long log) dies of SIGPIPE, failing the pipeline.
+  until app_log_text "$1" | grep ': call 1 ' >/dev/null; do
     if [ "$waited" -ge 30 ] || ! demo_alive "$app_pid"; then
       demo_log "$1 did not start; its output:"
       app_log_text "$1" >&2

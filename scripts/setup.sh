@@ -30,7 +30,7 @@ packages=(python3-bpfcc libbpfcc bpfcc-tools python3-venv gcc g++ make binutils)
 # way (docker-ce) is used as it is.
 command -v dockerd >/dev/null || packages+=(docker.io)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(libjemalloc-dev musl-tools shellcheck vagrant redis-server redis-tools)
+  packages+=(libjemalloc-dev musl-tools shellcheck vagrant vagrant-libvirt redis-server redis-tools)
   # real consumers of the output formats: go tool pprof, protoc, headless Chromium
   packages+=(golang-go protobuf-compiler chromium)
   # the agent's tests: a real Prometheus server scrapes it
