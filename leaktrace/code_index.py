@@ -98,6 +98,42 @@ class CodeIndex:
             yield from _scan(_REL8, 1, self.read(stream, reached, hi - reached), reached)
 
 
+def _named_symbol(elf: ELFFile, name: str):
+    """The first defined code symbol called name, .symtab before .dynsym, as
+    _build_index keeps it; the dynamic one through the GNU hash table when there is one."""
+    tables = [elf.get_section_by_name(".symtab")]
+    hashed = elf.get_section_by_name(".gnu.hash")
+    tables.append(hashed if hashed is not None else elf.get_section_by_name(".dynsym"))
+    for table in tables:
+        if table is None:
+            continue
+        found = [table.get_symbol(name)] if table is hashed else table.get_symbol_by_name(name)
+        for symbol in found or ():
+            if symbol is not None and symbol["st_shndx"] != "SHN_UNDEF" \
+                    and symbol["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC"):
+                return symbol
+    return None
+
+
+def function_code(path: str, name: str) -> Optional[Tuple[int, bytes]]:
+    """(vaddr, bytes) of the plain function `name` as index_elf finds it,
+    without indexing the file's branches; None if it is not a sized STT_FUNC
+    in an executable section. Raises OSError or ELFError."""
+    with open(path, "rb") as stream:
+        elf = ELFFile(stream)
+        symbol = _named_symbol(elf, name)
+        if symbol is None or symbol["st_info"]["type"] != "STT_FUNC" or symbol["st_size"] == 0:
+            return None
+        vaddr, size = symbol["st_value"], symbol["st_size"]
+        for section in elf.iter_sections():
+            start = section["sh_addr"]
+            if section["sh_flags"] & _SHF_EXECINSTR and section["sh_type"] != "SHT_NOBITS" \
+                    and start <= vaddr and vaddr + size <= start + section["sh_size"]:
+                stream.seek(section["sh_offset"] + vaddr - start)
+                return vaddr, stream.read(size)
+    return None
+
+
 # (st_dev, st_ino, st_size, st_mtime_ns) -> CodeIndex: one per file version, shared by
 # every function placed in it and every path that reaches it (/proc/PID/root/...).
 _indexes: Dict[Tuple[int, int, int, int], CodeIndex] = {}

@@ -242,6 +242,15 @@ def choose_offset(code: bytes, func_vaddr: int, arg_regs: Tuple[str, ...],
                              f"emulated ({_describe(kind_or_why)})")
 
 
+def confirmed(offset: int, code: bytes, func_vaddr: int, arg_regs: Tuple[str, ...],
+              kernel: Optional[Tuple[int, int]] = None) -> bool:
+    """Whether a remembered offset (a cache's) is right for the function's bytes
+    as they are now: 0, the entry itself, always is; any other offset must be
+    the very one choose_offset finds in these bytes. Entries from elsewhere in
+    the file, which it does not recheck, could only have kept the probe at 0."""
+    return offset == 0 or choose_offset(code, func_vaddr, arg_regs, kernel).offset == offset
+
+
 def place_probe(elf_path: str, func_name: str, arg_regs: Tuple[str, ...],
                 kernel: Optional[Tuple[int, int]] = None) -> Placement:
     """choose_offset for the function func_name defined in the ELF file at

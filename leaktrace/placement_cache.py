@@ -3,10 +3,16 @@
 Indexing every branch of libc for placement.place_probe takes about half a
 second, a third of a warm attach; the answer only changes with the file, the
 kernel's emulation (its major.minor) or the placement rules. So answers are
-stored per file version (device, inode, size, mtime) under the cache directory
-(LEAKTRACE_CACHE_DIR, else $XDG_CACHE_HOME/leaktrace), in a JSON file whose name
-also hashes the rules' own source, so an upgraded leaktrace never reuses an old
-decision. Cache trouble (read-only home, torn or foreign file) only costs a
+stored per file version (device, inode, size, mtime) in the cache's
+placement/ directory (leaktrace/cache.py: a directory only this user can
+write), in a JSON file whose name also hashes the rules' own source, so an
+upgraded leaktrace never reuses an old decision.
+
+A remembered offset is still never trusted: before it is used, the
+function's bytes are read from the file as it is now and the offset must be
+the entry or exactly the one choose_offset finds in them (placement.confirmed),
+so a planted or stale entry can never put a probe inside an instruction.
+Cache trouble (read-only home, torn, foreign or wrong file) only costs a
 recomputation.
 """
 from __future__ import annotations
@@ -14,19 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from . import code_index, placement
-from .placement import MAX_SKIP_BYTES, Placement, kernel_version, place_probe
-from .unwind.tables import cache_dir as unwind_cache_dir
+from elftools.common.exceptions import ELFError
+
+from . import cache, code_index, placement
+from .code_index import function_code
+from .placement import MAX_SKIP_BYTES, Placement, confirmed, kernel_version, place_probe
 
 _rules_digest: Optional[str] = None
-
-
-def cache_dir() -> Path:
-    return unwind_cache_dir().parent / "placement"
 
 
 def _rules() -> str:
@@ -40,48 +43,54 @@ def _rules() -> str:
     return _rules_digest
 
 
-def cache_file(elf_path: str) -> Path:
-    """Where the decisions for this version of the file live (raises OSError)."""
+def cache_file(elf_path: str) -> Optional[Path]:
+    """Where the decisions for this version of the file live; None without a
+    trusted cache directory (raises OSError when the file cannot be read)."""
     info = os.stat(elf_path)
     identity = f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{kernel_version()}:{_rules()}"
-    return cache_dir() / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".json")
+    directory = cache.directory("placement")
+    if directory is None:
+        return None
+    return directory / (hashlib.sha256(identity.encode()).hexdigest()[:32] + ".json")
 
 
 def _read(file: Path) -> Dict[str, Tuple[int, str]]:
     try:
-        stored = json.loads(file.read_text())
-    except (OSError, ValueError):
+        stored = json.loads(cache.read_bytes(file) or b"{}")
+    except ValueError:
         return {}
     if not isinstance(stored, dict):
         return {}
-    # Only well-formed entries: an offset outside the window would split an instruction.
     return {key: (value[0], value[1]) for key, value in stored.items()
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
             and 0 <= value[0] <= MAX_SKIP_BYTES and isinstance(value[1], str)}
 
 
-def _write(file: Path, decisions: Dict[str, Tuple[int, str]]) -> None:
+def _still_right(elf_path: str, func_name: str, arg_regs: Tuple[str, ...], offset: int) -> bool:
+    """placement.confirmed on the function's bytes as they are now."""
+    if offset == 0:
+        return True
     try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=file.parent, delete=False) as out:
-            json.dump({key: list(value) for key, value in decisions.items()}, out)
-        os.replace(out.name, file)
-    except OSError:
-        pass
+        found = function_code(elf_path, func_name)
+    except (OSError, ELFError):
+        return False
+    return found is not None and confirmed(offset, found[1], found[0], arg_regs)
 
 
 def placement_for(elf_path: str, func_name: str, arg_regs: Tuple[str, ...]) -> Placement:
     """place_probe for this kernel, answered from the cache when this file
-    version was seen before. Raises what place_probe raises."""
+    version was seen before and the answer still holds. Raises what place_probe raises."""
     try:
         file = cache_file(elf_path)
     except OSError:
+        file = None
+    if file is None:
         return place_probe(elf_path, func_name, arg_regs)
     key = f"{func_name} {','.join(arg_regs)}"
     decisions = _read(file)
-    if key in decisions:
+    if key in decisions and _still_right(elf_path, func_name, arg_regs, decisions[key][0]):
         return Placement(*decisions[key])
     decided = place_probe(elf_path, func_name, arg_regs)
     decisions[key] = (decided.offset, decided.reason)
-    _write(file, decisions)
+    cache.write_bytes(file, json.dumps({k: list(v) for k, v in decisions.items()}).encode())
     return decided

@@ -6,18 +6,22 @@ and tracepoint programs do not depend on kernel struct layouts, so the
 distribution's default headers work: a whole tree under /usr/src (Ubuntu's
 linux-headers-X-generic, Fedora's kernels/X) as it is, or the split Debian
 layout (linux-headers-X-common + linux-headers-X-amd64) merged into a tree of
-symlinks in a cache directory. Either is passed to bcc as BCC_KERNEL_SOURCE,
+symlinks in the cache's kernel-headers/ directory (leaktrace/cache.py). Either is passed to bcc as BCC_KERNEL_SOURCE,
 with one line on stderr saying which.
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import platform
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .. import cache
 from ..errors import EnvironmentProblem
 
 _ARCH_SUFFIX = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -30,15 +34,6 @@ def headers_package_hint() -> str:
         f"install kernel headers: apt-get install linux-headers-{release} "
         f"(or linux-headers-{arch} / linux-headers-generic), or run scripts/setup.sh"
     )
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("LEAKTRACE_CACHE_DIR")
-    if base:
-        return Path(base)
-    if os.geteuid() == 0:
-        return Path("/var/cache/leaktrace")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "leaktrace"
 
 
 def _source_root() -> str:
@@ -72,20 +67,42 @@ def find_whole_headers() -> Optional[str]:
     return None
 
 
-def _merge_tree(sources: tuple, dest: Path) -> None:
-    """Symlink every file of each source into dest; later sources win."""
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+def _merge_into(sources: list, target: Path) -> None:
+    """target holds every entry of the sources (later ones win): a directory that
+    several sources have is merged; anything else is one symlink to its source."""
+    target.mkdir()
+    entries: dict = {}
     for source in sources:
-        for dirpath, dirnames, filenames in os.walk(source):
-            rel = os.path.relpath(dirpath, source)
-            target_dir = tmp / rel
-            target_dir.mkdir(parents=True, exist_ok=True)
-            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-                link = target_dir / name
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(os.path.realpath(os.path.join(dirpath, name)))
+        with os.scandir(source) as listing:
+            for entry in listing:
+                entries.setdefault(entry.name, []).append(entry)
+    for name, found in entries.items():
+        if len(found) > 1 and all(e.is_dir(follow_symlinks=False) for e in found):
+            _merge_into([e.path for e in found], target / name)
+        else:
+            (target / name).symlink_to(os.path.realpath(found[-1].path))
+
+
+def _merge_tree(sources: tuple, dest: Path) -> None:
+    """A merged tree of sources at dest, made aside and renamed into place
+    (Debian's pair needs about 60 entries, not one per header)."""
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    _merge_into(list(sources), tmp)
     os.replace(tmp, dest)
+
+
+def _merged_tree(pair: tuple) -> Path:
+    """The merged tree of pair, kept in the cache, or for this run only when
+    there is no trusted cache (compiling as root must never read a tree others
+    could have planted)."""
+    directory = cache.directory("kernel-headers")
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="leaktrace-headers-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    merged = directory / os.path.basename(pair[1])
+    if not merged.is_dir():
+        _merge_tree(pair, merged)
+    return merged
 
 
 def ensure_kernel_source(announce=lambda msg: print(msg, file=sys.stderr)) -> Optional[str]:
@@ -109,10 +126,7 @@ def ensure_kernel_source(announce=lambda msg: print(msg, file=sys.stderr)) -> Op
                 f"(/lib/modules/{platform.release()}/build is missing)",
                 hint=headers_package_hint(),
             )
-        merged = cache_dir() / "kernel-headers" / os.path.basename(pair[1])
-        if not merged.is_dir():
-            merged.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _merge_tree(pair, merged)
+        merged = _merged_tree(pair)
         whole = str(merged)
         found = f"{os.path.basename(pair[1])} (merged in {merged})"
     announce(f"leaktrace: no headers for kernel {platform.release()}; compiling against {found}")

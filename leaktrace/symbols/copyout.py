@@ -8,8 +8,8 @@ a stripped binary's debug file (/usr/lib/debug/.build-id/..., then the
 .gnu_debuglink candidates) the same way, accepted only when its build-id or
 CRC matches. Failures raise CopyOutError with a one-line message.
 
-The cache (cache_dir()/containers, mode 0700, files 0600: copies are never
-executable and never run) is keyed by build-id; an index maps (container,
+The cache (containers/ in leaktrace/cache.py's directory, mode 0700, files
+0600: copies are never executable and never run) is keyed by build-id; an index maps (container,
 path, device:inode the process mapped) to the build-id, so a later run finds
 a module without running docker at all. `docker cp CONTAINER:PATH -` writes
 a tar stream that is read here member by member: a symlink in it is
@@ -30,9 +30,9 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from .. import cache as leaktrace_cache
 from ..containers import daemon_unreachable, docker_command, docker_failure
 from ..errors import LeaktraceError
-from ..probes.headers import cache_dir
 from .debuginfo import build_id_path, debuglink_candidates, file_crc32
 from .elf import ElfError, ElfSymbols, open_elf
 
@@ -49,14 +49,11 @@ class CopyOutError(LeaktraceError):
 
 def private_dir(path: Path) -> Path:
     """Create path (0700) or check an existing one is ours and private."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = os.lstat(path)
-    if not path.is_dir() or path.is_symlink() or info.st_uid != os.geteuid():
-        raise CopyOutError(f"cache directory {path} is not a private directory of this user",
-                           hint="remove it, or point LEAKTRACE_CACHE_DIR elsewhere")
-    if info.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
+    try:
+        return leaktrace_cache.private_dir(path)
+    except (leaktrace_cache.Untrusted, OSError) as exc:
+        raise CopyOutError(f"cache directory {path} is not a private directory of this user ({exc})",
+                           hint="remove it, or point LEAKTRACE_CACHE_DIR elsewhere") from None
 
 
 class DockerCopy:
@@ -65,7 +62,8 @@ class DockerCopy:
     def __init__(self, container_id: str, mode: str = "auto", cache: Optional[Path] = None):
         self.container_id = container_id
         self.mode = mode
-        self.cache = Path(cache) if cache is not None else cache_dir() / "containers"
+        self.cache = Path(cache) if cache is not None else leaktrace_cache.root_dir() / "containers"
+        self._checked = cache is not None  # the default's parents are checked once, on first use
         self.copies = 0  # docker cp runs so far
         self.unusable = ""  # why docker cannot be used, once known
 
@@ -136,6 +134,11 @@ class DockerCopy:
 
     def _dir(self, *parts: str) -> Path:
         """A private directory under the cache (the cache itself made private first)."""
+        if not self._checked:
+            if leaktrace_cache.directory("containers") is None:
+                raise CopyOutError(f"no trusted cache directory for copies ({self.cache})",
+                                   hint="see the warning above, or point LEAKTRACE_CACHE_DIR elsewhere")
+            self._checked = True
         directory = private_dir(self.cache)
         for part in parts:
             directory = private_dir(directory / part)
@@ -265,14 +268,8 @@ def _matches(binary: ElfSymbols, candidate: str) -> bool:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+    return (leaktrace_cache.read_bytes(path) or b"").decode(errors="replace").strip()
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(name, path)
+    leaktrace_cache.write_bytes(path, text.encode())

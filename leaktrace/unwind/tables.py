@@ -6,16 +6,16 @@ struct unwind_row (bpf/unwind.h) for every address the binary's .eh_frame
 the file's own virtual addresses, so one table serves every process that
 maps the binary, wherever it is loaded. A gap between two functions gets a
 ROW_NONE row, so an address there is never unwound with a neighbour's rule.
-Tables are cached in memory for the run and on disk under the build-id
-(LEAKTRACE_CACHE_DIR, else $XDG_CACHE_HOME/leaktrace/unwind): parsing
-libc's .eh_frame takes about half a second, loading a cached table a
-millisecond. A binary without usable CFI raises TableUnavailable.
+Tables are cached in memory for the run and on disk under the build-id (the
+cache's unwind/ directory, leaktrace/cache.py): parsing libc's .eh_frame
+takes about half a second, loading a cached table a millisecond. A table
+read back must be whole, sorted, of known row kinds and inside the binary's
+executable segments (valid_rows), or it is rebuilt from the file. A binary
+without usable CFI raises TableUnavailable.
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -23,13 +23,16 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 
+from .. import cache
 from ..errors import LeaktraceError
-from .cfi import RBP, ROW_NONE, CfiError, encode, is_signal_frame, rules_of
+from .cfi import RBP, ROW_NONE, ROW_SIGNAL, CfiError, encode, is_signal_frame, rules_of
 
 ROW = struct.Struct("<IhBb")  # struct unwind_row: pc, cfa_off, kind, rbp_slot
 CACHE_MAGIC = b"LTUW2\0"
 HEADER = struct.Struct("<6sIB")  # magic, row count, uses frame pointers
 MAX_PC = 1 << 32
+MAX_ROWS = 1 << 24  # a cached table longer than this is not one build_rows made
+PF_X = 0x1
 # A function of at least this many bytes that keeps frame pointers moves its CFA to rbp.
 FP_FUNCTION_BYTES = 32
 FP_SHARE = 0.5
@@ -125,34 +128,47 @@ def read_table(path: str) -> UnwindTable:
         raise TableUnavailable(f"{path}: unreadable CFI ({type(exc).__name__}: {exc})") from None
 
 
-def cache_dir() -> Path:
-    explicit = os.environ.get("LEAKTRACE_CACHE_DIR")
-    if explicit:
-        return Path(explicit) / "unwind"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "leaktrace" / "unwind"
-
-
-def _load_cached(file: Path) -> Optional[UnwindTable]:
+def _text_range(path: str) -> Optional[Tuple[int, int]]:
+    """[lowest, highest] address of the binary's executable segments, from its program headers."""
     try:
-        data = file.read_bytes()
-        magic, count, frame_pointers = HEADER.unpack_from(data)
-    except (OSError, struct.error):
+        with open(path, "rb") as stream:
+            spans = [(seg["p_vaddr"], seg["p_vaddr"] + seg["p_memsz"])
+                     for seg in ELFFile(stream).iter_segments()
+                     if seg["p_type"] == "PT_LOAD" and seg["p_flags"] & PF_X]
+    except Exception:  # pyelftools raises many types on damaged files
+        return None
+    return (min(s for s, _ in spans), max(e for _, e in spans)) if spans else None
+
+
+def valid_rows(rows: bytes, text: Optional[Tuple[int, int]]) -> bool:
+    """Rows as build_rows makes them: whole, in address order, of known kinds,
+    and inside the binary's code (its end included: the last function's end row)."""
+    if len(rows) % ROW.size or len(rows) > MAX_ROWS * ROW.size or text is None:
+        return False
+    previous = -1
+    for pc, _, kind, _ in ROW.iter_unpack(rows):
+        if pc < previous or kind > ROW_SIGNAL or not text[0] <= pc <= text[1]:
+            return False
+        previous = pc
+    return True
+
+
+def _load_cached(file: Path, path: str) -> Optional[UnwindTable]:
+    data = cache.read_bytes(file)
+    try:
+        magic, count, frame_pointers = HEADER.unpack_from(data or b"")
+    except struct.error:
         return None
     rows = data[HEADER.size:]
     if magic != CACHE_MAGIC or len(rows) != count * ROW.size:
         return None  # another version, or a torn write: rebuild
+    if not valid_rows(rows, _text_range(path)):
+        return None  # not this binary's table (planted, or a build-id reused): rebuild
     return UnwindTable(rows, bool(frame_pointers))
 
 
 def _store_cached(file: Path, table: UnwindTable) -> None:
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=file.parent, delete=False) as out:
-            out.write(HEADER.pack(CACHE_MAGIC, table.count, table.frame_pointers) + table.rows)
-        os.replace(out.name, file)
-    except OSError:
-        pass  # a read-only home only costs the next run a re-parse
+    cache.write_bytes(file, HEADER.pack(CACHE_MAGIC, table.count, table.frame_pointers) + table.rows)
 
 
 _memory: Dict[str, UnwindTable] = {}
@@ -163,8 +179,9 @@ def table_for(path: str, build_id: Optional[str]) -> UnwindTable:
     key = build_id or f"file:{path}"
     if key in _memory:
         return _memory[key]
-    file = cache_dir() / f"{build_id}.rows" if build_id else None
-    table = _load_cached(file) if file else None
+    directory = cache.directory("unwind") if build_id else None
+    file = directory / f"{build_id}.rows" if directory else None
+    table = _load_cached(file, path) if file else None
     if table is None:
         table = read_table(path)
         if file:

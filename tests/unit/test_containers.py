@@ -192,11 +192,15 @@ def test_garbage_stream_is_a_copy_error(tmp_path):
         DockerCopy(DOCKER_ID, cache=tmp_path / "cache")._extract(garbage, "/app")
 
 
-def test_cache_directory_is_made_private(tmp_path):
+def test_cache_directory_is_made_private_unless_others_could_write_it(tmp_path):
+    readable = tmp_path / "readable"
+    readable.mkdir(mode=0o755)
+    assert stat.S_IMODE(private_dir(readable).stat().st_mode) == 0o700
     loose = tmp_path / "loose"
-    loose.mkdir(mode=0o777)
+    loose.mkdir()
     os.chmod(loose, 0o777)
-    assert stat.S_IMODE(private_dir(loose).stat().st_mode) == 0o700
+    with pytest.raises(CopyOutError, match="writable by other users"):
+        private_dir(loose)
 
 
 def test_symlinked_cache_directory_is_refused(tmp_path):
