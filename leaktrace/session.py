@@ -131,8 +131,8 @@ class Session:
             signal.signal(signal.SIGTERM, old_term)
 
 
-def stderr_line(message: str, stream: TextIO = sys.stderr) -> None:
-    print(message, file=stream, flush=True)
+def stderr_line(message: str, stream: Optional[TextIO] = None) -> None:
+    print(message, file=stream or sys.stderr, flush=True)
 
 
 def describe_error(error: LeaktraceError) -> str:

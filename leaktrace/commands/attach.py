@@ -163,6 +163,7 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     if opts["dump_bpf"]:
         options.dump_bpf(probe.dump())
         return
+    options.check_outputs(opts)
     pids = list(dict.fromkeys([*pids, *container_pids(container_name, all_processes)]))
     if not pids:
         raise UsageError("no process to trace",

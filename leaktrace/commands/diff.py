@@ -12,12 +12,14 @@ from typing import List, Optional, Tuple
 import click
 from tabulate import tabulate
 
+from .. import output_files
 from ..compare import Change, compare, to_dict
 from ..errors import UsageError
 from ..model import Report, ReportRow
 from ..recording import read_recording, select
 from ..report.frames import row_title
 from ..report.table import format_bytes, printable
+from ..session import stderr_line
 from .output import open_output
 
 
@@ -38,7 +40,10 @@ def parse_point(text: str) -> Tuple[str, Optional[float]]:
 
 def load_point(text: str) -> Report:
     path, at = parse_point(text)
-    return select(read_recording(path).reports, at)[-1]
+    saved = read_recording(path)
+    for note in saved.notes():
+        stderr_line(f"leaktrace: warning: {note}")
+    return select(saved.reports, at)[-1]
 
 
 def _signed(n: int) -> str:
@@ -74,6 +79,8 @@ def diff(before: str, after: str, output_format: str, output: Optional[str]) -> 
     Stacks are matched by their symbolized frames, not addresses, so two runs
     of one program compare. Largest byte change first.
     """
+    if output:
+        output_files.check(output, "-o", replace=True)
     a, b = load_point(before), load_point(after)
     changes = compare(a, b)
     with open_output(output, False, output_format) as out:

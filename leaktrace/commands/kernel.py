@@ -126,6 +126,7 @@ def kernel(group_by, kinds, caches, pids, comms, full_stacks, **opts):
         probe.detect(tracefs)
         options.dump_bpf(probe.dump())
         return
+    options.check_outputs(opts)
     features.check_privileges()
     check_caches(caches, slabs.slab_caches())
     probe = KernelProbe(config, replace(filters, caches=resolve_merged(caches)), full_stacks)

@@ -4,19 +4,19 @@ One name from CLI to config to BPF: --min-size <-> min_size <-> MIN_SIZE.
 """
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, TextIO
 
 import click
 
+from .. import output_files
 from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, ProbeConfig,
                       ReportConfig, RunConfig)
 from ..errors import UsageError
 from ..model import Report
 from ..recording import RecordingWriter
-from ..report import REPORTERS, get_reporter, render_reports
+from ..report import REPORTERS, get_reporter, is_binary, render_reports
 
 FORMATS = tuple(REPORTERS)
 REACH_WHEN = ("final", "each")
@@ -152,21 +152,30 @@ def run_config(opts: dict, pids=()) -> RunConfig:
 STREAMING_FORMATS = ("table", "json")
 
 
+def check_outputs(opts: dict) -> None:
+    """Refuse a bad --format/-o/--record combination or path before any probe is attached."""
+    name = opts["output_format"]
+    if name not in STREAMING_FORMATS and not opts["output"]:
+        raise UsageError(f"--format {name} writes one file per report, not a stream",
+                         hint=f"add -o FILE (rewritten at every interval), or --record FILE "
+                              f"and `leaktrace report FILE --format {name}` later")
+    if opts["output"]:
+        output_files.check(opts["output"], "-o", replace=name not in STREAMING_FORMATS)
+    if opts.get("record"):
+        output_files.check(opts["record"], "--record")
+
+
 @contextmanager
 def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
     """A function that renders one report to --output or stdout, flushed.
-    Whole-file formats rewrite --output with the latest report each interval."""
+    Whole-file formats replace --output with the latest report each interval."""
+    check_outputs(opts)
     name = opts["output_format"]
     reporter = get_reporter(name, show_unwind=opts.get("show_unwind", False))
     if name not in STREAMING_FORMATS:
-        if not opts["output"]:
-            raise UsageError(f"--format {name} writes one file per report, not a stream",
-                             hint=f"add -o FILE (rewritten at every interval), or --record FILE "
-                                  f"and `leaktrace report FILE --format {name}` later")
-    if name not in STREAMING_FORMATS:
         yield _file_sink(reporter, opts["output"])
         return
-    out: TextIO = open(opts["output"], "a", encoding="utf-8") if opts["output"] else sys.stdout
+    out: TextIO = output_files.open_file(opts["output"], "-o", append=True) if opts["output"] else sys.stdout
     try:
         def render(report: Report) -> None:
             reporter.render(report, out)
@@ -196,11 +205,8 @@ def _file_sink(reporter, path: str) -> Callable[[Report], None]:
     def render(report: Report) -> None:
         # a plot draws the whole session; the others only the latest report
         reports[:] = reports + [report] if hasattr(reporter, "render_series") else [report]
-        partial = f"{path}.partial"
-        binary = getattr(reporter, "binary", False)
-        with (open(partial, "wb") if binary else open(partial, "w", encoding="utf-8")) as out:
-            render_reports(reporter, reports, out)
-        os.replace(partial, path)  # readers never see half a file
+        with output_files.replaced(path, "-o", binary=is_binary(reporter)) as out:
+            render_reports(reporter, reports, out)  # readers never see half a file
     return render
 
 

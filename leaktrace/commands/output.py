@@ -1,6 +1,7 @@
 """Where offline commands (report, diff) write: --output FILE or stdout.
 
 Binary formats (pprof) refuse a terminal: gzip bytes on a screen help nobody.
+A file is replaced whole once the output is complete (output_files.replaced).
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from typing import IO, Iterator, Optional
 
+from .. import output_files
 from ..errors import UsageError
 
 
@@ -19,9 +21,5 @@ def open_output(path: Optional[str], binary: bool, what: str) -> Iterator[IO]:
                              hint="write it to a file with -o FILE")
         yield sys.stdout.buffer if binary else sys.stdout
         return
-    try:
-        out = open(path, "wb") if binary else open(path, "w", encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}", hint="choose a writable path for -o") from None
-    with out:
+    with output_files.replaced(path, "-o", binary=binary) as out:
         yield out

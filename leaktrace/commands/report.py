@@ -11,6 +11,7 @@ from typing import Optional
 
 import click
 
+from .. import output_files
 from ..config import DEFAULT_TOP
 from ..errors import UsageError
 from ..recording import limited, read_recording, select
@@ -35,10 +36,11 @@ def report(recording: str, output_format: str, at_s: Optional[float], last: bool
     """Render a recording made with --record (or a --format json file) again."""
     if last and at_s is not None:
         raise UsageError("--at and --last both choose the interval", hint="pass one of them")
+    if output:
+        output_files.check(output, "-o", replace=True)
     saved = read_recording(recording)
-    if saved.truncated:
-        stderr_line(f"leaktrace: {recording}: the last interval was cut off while being written; "
-                    "showing the complete ones")
+    for note in saved.notes():
+        stderr_line(f"leaktrace: warning: {note}")
     reports = select(saved.reports, at_s)
     # Only the chosen interval is cut: a plot follows its stacks through every earlier one.
     reports = reports[:-1] + (limited(reports[-1], top),)

@@ -77,6 +77,7 @@ def run(command, **opts):
     if opts["dump_bpf"]:
         options.dump_bpf(probe.dump())
         return
+    options.check_outputs(opts)
     executable = shutil.which(command[0])
     if executable is None:
         raise UsageError(f"command not found: {command[0]}")

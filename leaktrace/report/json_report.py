@@ -37,6 +37,9 @@ def read_reports(lines: Iterable[str]) -> Iterator[Report]:
                 f"line {number} is not JSON: {e}",
                 hint="pass a file written by `leaktrace --format json`",
             ) from None
+        except RecursionError:  # the parser's depth bound (sys.getrecursionlimit())
+            raise UsageError(f"line {number} nests deeper than any report does: not a report",
+                             hint="pass a file written by `leaktrace --format json`") from None
         try:
             report = report_from_dict(document)
         except UsageError as e:

@@ -51,6 +51,21 @@ def test_a_recording_cut_mid_interval_keeps_the_complete_ones(tmp_path):
     assert saved.truncated and saved.reports == live_report()[:2]
 
 
+def test_a_damaged_member_is_called_corrupt_not_cut_off(tmp_path, capsys):
+    path = record(tmp_path / "a.rec", live_report())
+    data = bytearray(path.read_bytes())
+    members = [i for i in range(len(data) - 1) if data[i:i + 3] == b"\x1f\x8b\x08"]
+    third = members[3]  # header, report 1, report 2, report 3: damage report 3's deflate data
+    data[third + 20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    saved = read_recording(str(path))
+    assert saved.reports == live_report()[:2] and not saved.truncated
+    assert "gzip member 4 is damaged" in saved.damage
+    assert main(["report", str(path), "--format", "json"]) == 0
+    err = capsys.readouterr().err
+    assert "is corrupt" in err and "cut off" not in err
+
+
 WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
