@@ -5,37 +5,20 @@ hint, so the CLI can print it without a traceback.
 """
 from __future__ import annotations
 
+import ctypes
 import os
-import subprocess
 from typing import Optional
 
-from ..errors import PRIVILEGE_HINT, EnvironmentProblem, PermissionProblem
+from .. import privileges
+from ..errors import EnvironmentProblem
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-# Capability bits (linux/capability.h).
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
-
-
-def _effective_caps() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
 
 def check_privileges() -> None:
-    caps = _effective_caps()
-    has_admin = caps & (1 << CAP_SYS_ADMIN)
-    has_bpf = caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)
-    if os.geteuid() != 0 and not (has_admin or has_bpf):
-        raise PermissionProblem("tracing needs root or CAP_BPF and CAP_PERFMON", hint=PRIVILEGE_HINT)
+    """Raise PermissionProblem unless BPF programs can be loaded (root is not enough)."""
+    privileges.check_tracing()
+    privileges.check_bpf_syscall()
 
 
 def import_bcc():
@@ -58,22 +41,26 @@ def tracefs_path() -> Optional[str]:
     return None
 
 
+def _mount_tracefs(target: str) -> str:
+    """mount(2) tracefs at target; '' on success, else why not (one line)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tracefs", target.encode(), b"tracefs", 0, None) == 0:
+        return ""
+    return os.strerror(ctypes.get_errno())
+
+
 def ensure_tracefs() -> str:
     """Return the tracefs mount, mounting it when it is missing."""
     path = tracefs_path()
     if path:
         return path
-    mount = subprocess.run(
-        ["mount", "-t", "tracefs", "tracefs", TRACEFS_CANDIDATES[0]],
-        capture_output=True,
-        text=True,
-    )
+    failure = _mount_tracefs(TRACEFS_CANDIDATES[0])
     path = tracefs_path()
     if path:
         return path
     raise EnvironmentProblem(
-        "tracefs is not mounted and could not be mounted"
-        + (f" ({mount.stderr.strip()})" if mount.stderr.strip() else ""),
-        hint="mount -t tracefs tracefs /sys/kernel/tracing (in a container: "
+        f"tracefs is not mounted at {TRACEFS_CANDIDATES[0]} and mounting it failed"
+        + (f" ({failure})" if failure else ""),
+        hint="mount -t tracefs tracefs /sys/kernel/tracing as root (in a container: "
         "run with -v /sys/kernel/tracing:/sys/kernel/tracing)",
     )

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import ProbeLoadError
+from ..errors import PRIVILEGE_HINT, PermissionProblem, ProbeLoadError
 from . import features, headers
 
 
@@ -54,6 +54,10 @@ def _inline_includes(name: str, seen: set) -> str:
     return _LOCAL_INCLUDE.sub(paste, (bpf_dir() / name).read_text())
 
 
+# What bcc's exceptions say when the kernel answered EPERM.
+_REFUSED = ("Operation not permitted", "Need super-user privileges")
+
+
 def load(name: str, defines: Mapping[str, int]):
     """Compile bpf/<name> with bcc and return the bcc.BPF object."""
     bcc = features.import_bcc()
@@ -64,8 +68,10 @@ def load(name: str, defines: Mapping[str, int]):
         return bcc.BPF(src_file=str(path).encode(), cflags=cflags(defines))
     except Exception as exc:  # bcc raises bare Exception on compile/load errors
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, PermissionError) or "Operation not permitted" in str(exc):
-            features.check_privileges()
+        if isinstance(exc, PermissionError) or any(sign in str(exc) for sign in _REFUSED):
+            features.check_privileges()  # names a dropped capability or a blocked bpf()
+            raise PermissionProblem(f"the kernel refused to load {name}: {detail}",
+                                    hint=PRIVILEGE_HINT) from None
         raise ProbeLoadError(
             f"could not load {name}: {detail}",
             hint="rerun with --dump-bpf and include the output in a bug report; "

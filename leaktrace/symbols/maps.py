@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from ..errors import PRIVILEGE_HINT, PermissionProblem, TargetError
+from .. import privileges
+from ..errors import TargetError
 
 DELETED_SUFFIX = " (deleted)"
 
@@ -76,7 +77,7 @@ def read_maps(pid: int) -> List[MapEntry]:
             hint="it exited before its memory map was read; trace a running process",
         ) from None
     except PermissionError:
-        raise PermissionProblem(f"cannot read {path}", hint=PRIVILEGE_HINT) from None
+        raise privileges.denied(path, pid) from None
     except OSError as exc:
         raise TargetError(f"cannot read {path}: {exc.strerror}") from None
     if not text:
