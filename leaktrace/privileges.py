@@ -9,13 +9,12 @@ bcc prints its own multi-line errors.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import platform
 import struct
 
 from .errors import PRIVILEGE_HINT, PermissionProblem
+from .probes import syscall
 
 # linux/capability.h
 CAP_SYS_PTRACE = 19
@@ -29,8 +28,7 @@ _CAP_NAMES = ("chown", "dac_override", "dac_read_search", "fowner", "fsetid", "k
               "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write",
               "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
               "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore")
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
-_BPF_MAP_CREATE, _BPF_MAP_TYPE_ARRAY = 0, 2
+_BPF_MAP_TYPE_ARRAY = 2
 
 
 def capabilities(pid: object = "self", field: str = "CapEff") -> int:
@@ -67,23 +65,17 @@ def check_tracing() -> None:
 def check_bpf_syscall() -> None:
     """Create and close a one-entry BPF map: an EPERM here is a seccomp filter or
     an LSM refusing bpf() (capabilities were checked before)."""
-    number = _BPF_SYSCALL.get(platform.machine())
-    if number is None:
+    if not syscall.available():
         return  # bcc will say what fails on this architecture
-    attr = ctypes.create_string_buffer(struct.pack("=IIII", _BPF_MAP_TYPE_ARRAY, 4, 4, 1), 72)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    fd = libc.syscall(number, _BPF_MAP_CREATE, attr, len(attr))
-    if fd >= 0:
-        os.close(fd)
-        return
-    code = ctypes.get_errno()
-    if code in (errno.EPERM, errno.EACCES):
-        raise PermissionProblem(
-            f"the kernel refused the bpf() system call ({os.strerror(code)}) although this process "
-            "has the capabilities: a seccomp filter or a security module blocks it",
-            hint="inside a container run with --privileged (or a seccomp profile that allows bpf); "
-                 "check kernel.unprivileged_bpf_disabled and the LSM's policy")
+    try:
+        os.close(syscall.bpf(syscall.BPF_MAP_CREATE, struct.pack("=IIII", _BPF_MAP_TYPE_ARRAY, 4, 4, 1)))
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise PermissionProblem(
+                f"the kernel refused the bpf() system call ({exc.strerror}) although this process "
+                "has the capabilities: a seccomp filter or a security module blocks it",
+                hint="inside a container run with --privileged (or a seccomp profile that allows "
+                     "bpf); check kernel.unprivileged_bpf_disabled and the LSM's policy") from None
 
 
 def denied(path: str, pid: int) -> PermissionProblem:

@@ -9,10 +9,14 @@ GrowthTracker, which sees every interval, in either mode. With
 --reachability, `inspect` adds a scan of the targets' memory to the snapshot
 (at the final report, or at each); reach.rows.Judgement then folds it into
 the ranking, the verdicts and the rows.
-Stops on Ctrl-C/SIGTERM, when the targets are gone, after --duration, or
-after COUNT reports, and always prints a final report: nothing collected is
-lost. The probe, the symbol resolver and the reporter are passed in, so the
-loop knows nothing about user or kernel mode.
+Stops on Ctrl-C, SIGTERM or SIGHUP, when the targets are gone, after
+--duration, or after COUNT reports, and always prints a final report: nothing
+collected is lost. The final report reads the maps, then detaches every probe
+(probe.detach: fast, and no later signal can leave one in a target), and
+only then scans, symbolizes and renders. The probe, the symbol resolver and
+the reporter are passed in, so the loop knows nothing about user or kernel
+mode; `run` adds on_signal (forward the signal to its command) and finish
+(end the command before the final report).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from .reach.rows import Judgement
 from .symbolize import build_report
 
 POLL_MS = 100
+# Signals that stop the loop (each still gets a final report), and how the stop is told.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
 
 
 @dataclass
@@ -45,6 +51,8 @@ class Session:
     warnings: Callable[[], List[str]] = list
     record: Optional[Callable[[Report], None]] = None  # --record: every site, before render
     tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
+    on_signal: Callable[[int], None] = lambda signum: None  # a stop signal arrived
+    finish: Callable[[str], None] = lambda reason: None  # the loop ended; the final report follows
     growth: GrowthTracker = field(default_factory=GrowthTracker)
     # --reachability: adds a scan of the targets' memory to a snapshot, at the
     # final report or (inspect_each) at every report.
@@ -54,7 +62,8 @@ class Session:
     _stop_reason: str = field(default="", init=False)
 
     def _request_stop(self, signum, frame) -> None:
-        self.stop("interrupted")
+        self.stop(STOP_SIGNALS.get(signum, "interrupted"))
+        self.on_signal(signum)
 
     def stop(self, reason: str) -> None:
         """End the run at the next poll (with its final report); run() returns reason."""
@@ -64,6 +73,8 @@ class Session:
         scan = self.inspect is not None and (final or self.inspect_each or self._last_by_count())
         snapshot = self.probe.snapshot(self.targets(),
                                        with_allocations=self.report_config.show_allocs or scan)
+        if final:
+            self.probe.detach()  # everything is read: leave the targets before the slow part
         if scan:
             snapshot = self.inspect(snapshot)
         config = self.report_config
@@ -76,7 +87,8 @@ class Session:
             self.record(self._build(snapshot, result, warnings, judgement))
         report = self._build(snapshot, result.limited(config.top), warnings, judgement)
         self.render(report)
-        self.probe.prune()
+        if not final:
+            self.probe.prune()
         self.reports += 1
         return report
 
@@ -103,8 +115,7 @@ class Session:
 
     def run(self) -> str:
         """Report until a stop condition; returns why it stopped."""
-        old_int = signal.signal(signal.SIGINT, self._request_stop)
-        old_term = signal.signal(signal.SIGTERM, self._request_stop)
+        previous = {signum: signal.signal(signum, self._request_stop) for signum in STOP_SIGNALS}
         started = time.monotonic()
         next_report = started + self.run_config.interval_s
         reported_at = None
@@ -121,14 +132,15 @@ class Session:
                     continue
                 self.probe.poll(int(min(POLL_MS, (next_report - now) * 1000)) or 1)
                 self.tick()
+            self.finish(reason)
             # The last periodic report is the final one when COUNT ended the run.
             if reason != "count reached" or reported_at is None:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 self.report(final=True)
             return reason
         finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def stderr_line(message: str, stream: Optional[TextIO] = None) -> None:

@@ -37,7 +37,8 @@ from leaktrace.symbols.kallsyms import KernelSymbols
 
 # Session.run()'s reasons -> the agent's outcomes (policy.OUTCOMES)
 OUTCOME_OF = {"duration reached": "completed", "target exited": "target_exited",
-              "interrupted": "interrupted", "over_budget": "over_budget", "count reached": "completed"}
+              "interrupted": "interrupted", "terminated": "interrupted", "hung up": "interrupted",
+              "over_budget": "over_budget", "count reached": "completed"}
 KERNEL_KINDS_OF = {"vmalloc": ("vmalloc",), "percpu": ("percpu",)}
 
 

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Sequence, Tuple
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
-from . import features, slabs, source, tracepoints
+from . import features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
 
 SOURCE = "kernel_alloc.c"
@@ -251,7 +251,15 @@ class KernelProbe:
     def poll(self, timeout_ms: int) -> None:
         time.sleep(timeout_ms / 1000)
 
+    def detach(self) -> None:
+        """Leave the tracepoints (maps stay readable), through probes/release.py's helper."""
+        if self.bpf is not None:
+            release.release(self.bpf.tracepoint_fds.values())
+            self.bpf.tracepoint_fds.clear()
+
     def close(self) -> None:
         if self.bpf is not None:
+            self.detach()
             self.bpf.cleanup()
             self.bpf = None
+        release.wait()

@@ -7,9 +7,11 @@ This module and its siblings are the only code that touches bcc.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .. import privileges
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError, TargetError
@@ -17,7 +19,8 @@ from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from ..unwind import Unwinder, is_unwound
-from . import source
+from . import features, hooks, release, source
+from .hooks import UprobeHooks, gone
 
 SOURCE = "user_alloc.c"
 
@@ -119,6 +122,19 @@ def emulated_offset(path: str, function: str) -> int:
         return 0
 
 
+def attach_error(exc: Exception, function: str, path: str, pid: int) -> LeaktraceError:
+    """What an attach failure really means: the target left, root may not read it, or a load error."""
+    text = str(exc)
+    if "No such process" in text or "ESRCH" in text or gone(exc):
+        return TargetError(f"process {pid} exited while probes were attached")
+    if not os.access(f"/proc/{pid}/root", os.R_OK):
+        return privileges.denied(f"/proc/{pid}/root", pid)
+    if isinstance(exc, OSError):  # a BPF link, refused after links_usable() accepted the address
+        return ProbeLoadError(f"the kernel refused a uprobe link at {function} in {path} ({exc.strerror})",
+                              hint="another tool may have put a uprobe there since; stop it and retry")
+    return ProbeLoadError(f"could not attach to {function} in {path}: {text}")
+
+
 def monotonic_ns() -> int:
     """The clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -137,11 +153,13 @@ class UserProbe:
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
         self._trace_open = False  # --trace's perf buffer
+        self.hooks: Optional[UprobeHooks] = None  # set by load()
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
 
-    def load(self) -> None:
+    def load(self, links: Optional[bool] = None) -> None:
+        """Compile and load; links: whether uprobes will be BPF links (probes/hooks.py)."""
         if self.bpf is not None:
             return
         try:
@@ -149,6 +167,7 @@ class UserProbe:
         except ProbeLoadError:
             # Kernels before task storage for tracing programs: tid-keyed hash.
             self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
+        self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         if self.config.unwind != "fp":
             self._install_walker()
 
@@ -156,7 +175,7 @@ class UserProbe:
         """The CFI walker is one program every return probe tail-calls, so the
         verifier checks it once instead of once per hooked function."""
         try:
-            walker = self.bpf.load_func(b"unwind_walker", self.bpf.KPROBE)
+            walker = self.bpf.load_func(b"unwind_walker", self.bpf.KPROBE, attach_type=self.hooks.attach_type)
             self.bpf[b"walkers"][ctypes.c_int(0)] = ctypes.c_int(walker.fd)
         except Exception as exc:  # bcc raises bare Exception on verifier errors
             raise ProbeLoadError(f"could not load the stack walker: {str(exc).strip().splitlines()[-1:]}",
@@ -164,7 +183,9 @@ class UserProbe:
 
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
-        self.load()
+        if self.bpf is None:
+            bcc_bpf = features.import_bcc().BPF
+            self.load(hooks.links_usable(hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)))
         self._load_unwind_tables(pid)
         for path, functions in plan.objects().items():
             # One probe pair per address: aliases would fire twice per call.
@@ -188,15 +209,11 @@ class UserProbe:
         offset = self._placement(path, function)
         try:
             if enter:
-                self.bpf.attach_uprobe(name=path.encode(), sym=function.encode(), fn_name=enter.encode(),
-                                       pid=pid, sym_off=offset)
+                self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset)
             if exit_:
-                self.bpf.attach_uretprobe(name=path.encode(), sym=function.encode(), fn_name=exit_.encode(),
-                                          pid=pid)
+                self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True)
         except Exception as exc:  # bcc raises bare Exception
-            if "No such process" in str(exc) or "ESRCH" in str(exc):
-                raise TargetError(f"process {pid} exited while probes were attached") from None
-            raise ProbeLoadError(f"could not attach to {function} in {path}: {exc}") from None
+            raise attach_error(exc, function, path, pid) from None
         self.attached.append((pid, function, path, offset))
 
     # ---- reading -----------------------------------------------------------
@@ -302,7 +319,16 @@ class UserProbe:
         else:
             time.sleep(timeout_ms / 1000)
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Remove every uprobe from the targets (maps stay readable): handed to
+        a helper process, so no signal to leaktrace can leave one behind."""
         if self.bpf is not None:
+            release.release(self.hooks.take_fds())
+
+    def close(self) -> None:
+        """Detach, free the BPF objects and wait until the targets are clean."""
+        if self.bpf is not None:
+            self.detach()
             self.bpf.cleanup()
             self.bpf = None
+        release.wait()

@@ -1,5 +1,9 @@
-"""Session.report(): a recording gets every site, the rendered report its top N."""
+"""Session: a recording gets every site, the rendered report its top N; a stop
+signal ends the loop, and the final report reads, detaches, then renders."""
 from __future__ import annotations
+
+import os
+import signal
 
 from leaktrace.config import ReportConfig, RunConfig
 from leaktrace.model import Bucket, Frame, RawStack, Snapshot, StackKey
@@ -27,6 +31,9 @@ class StaticProbe:
     def prune(self):
         self.pruned += 1
 
+    def detach(self):
+        self.detached = True
+
 
 def resolve(key, raw):
     return tuple(Frame(addr=a, symbol=f"site_{key.stack_id}") for a in raw.addresses)
@@ -51,3 +58,30 @@ def test_without_a_recording_only_the_top_n_is_built():
                       run_config=RunConfig(), render=rendered.append, resolve=resolve)
     session.report()
     assert len(rendered[0].rows) == 3 and rendered[0].sites_total == 25
+
+
+def test_a_stop_signal_ends_the_loop_and_the_final_report_comes_after_finish_and_detach():
+    events = []
+
+    class Probe(StaticProbe):
+        def snapshot(self, targets, with_allocations=False):
+            events.append("snapshot")
+            return self.snap
+
+        def detach(self):
+            events.append("detach")
+
+        def poll(self, timeout_ms):
+            if not events:
+                os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would
+                events.append("signalled")
+
+    session = Session(probe=Probe(3), report_config=ReportConfig(top=3, older_than_ms=0),
+                      run_config=RunConfig(interval_s=60), resolve=resolve,
+                      render=lambda report: events.append("render"),
+                      on_signal=lambda signum: events.append(f"signal {signum}"),
+                      finish=lambda reason: events.append(f"finish {reason}"))
+    assert session.run() == "terminated"
+    assert events == [f"signal {signal.SIGTERM}", "signalled", "finish terminated",
+                      "snapshot", "detach", "render"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
