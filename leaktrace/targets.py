@@ -3,6 +3,7 @@ kernel thread, is it still running, what is it called."""
 from __future__ import annotations
 
 import os
+from typing import List
 
 from .errors import TargetError, UsageError
 
@@ -30,6 +31,22 @@ def exe(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         return ""
+
+
+def children(pid: int) -> List[int]:
+    """PIDs of the processes pid started (its threads' children files); [] once it is gone."""
+    found: List[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                found.extend(int(word) for word in listing.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def is_running(pid: int) -> bool:

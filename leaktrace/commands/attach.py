@@ -107,10 +107,11 @@ def open_trace_output(probe: UserProbe, opts: dict) -> None:
 
 
 def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols,
-                    from_start: bool = False) -> None:
-    """Announce, run the report loop, print the final report. from_start: the
-    probes saw every allocation of the targets (run), not only those since attach."""
-    inspect = options.reach_scanner(opts, probe.read_allocations, from_start)
+                    command=None) -> None:
+    """Announce, run the report loop, print the final report. command (`run`'s
+    Command): the probes saw every allocation of its process from the start; it
+    hears stop signals, is ended before the final report and adds its warnings."""
+    inspect = options.reach_scanner(opts, probe.read_allocations, from_start=command is not None)
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
@@ -125,6 +126,10 @@ def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: 
             targets=lambda: tuple(target_list), alive=alive, warnings=resolver.warnings,
             tick=resolver.refresh, inspect=inspect, inspect_each=opts.get("reachability") == "each",
         )
+        if command is not None:
+            session.on_signal, session.finish = command.forward, command.finish
+            session.warnings = lambda: resolver.warnings() + command.warnings()
+            session.tick = lambda: (resolver.refresh(), command.watch())
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")
 

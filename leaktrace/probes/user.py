@@ -30,7 +30,9 @@ COUNTERS = (
     "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
     "nested_mmaps", "replaced", "nested_calls",
 )
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "unknown_frees")
+# Counters that mean a figure undercounts. unknown_frees is not one: a free of a
+# block never seen allocated changes no total (see loss_notes).
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full")
 WEIGHT_SHIFT = 10
 FN_NAMES = {0: "free", 1: "malloc", 2: "calloc", 3: "realloc", 4: "reallocarray",
             5: "posix_memalign", 6: "aligned_alloc", 7: "memalign", 8: "valloc",
@@ -78,6 +80,12 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
         notes.append(f"{losses['bucket_map_full']} updates of the per-stack totals were lost: the "
                      f"totals map is full (--max-buckets {config.max_buckets}): too many distinct "
                      "stacks and ages; totals are lower bounds; raise --max-buckets")
+    if losses.get("unknown_frees") and config.sample_rate <= 1:
+        notes.append(f"{losses['unknown_frees']} frees of blocks never seen allocated, which change no "
+                     "figure: blocks allocated before leaktrace attached; glibc emptying an exiting "
+                     "thread's cache (tcache) with free(), i.e. blocks the program had freed already and "
+                     "the cache itself, allocated inside malloc; and munmaps of what a partial munmap "
+                     "already counted as freed (glibc trims each new arena's mapping so)")
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")
@@ -243,13 +251,11 @@ class UserProbe:
                 kind=USER_KINDS[key.kind], pid=key.tgid,
             ))
         counters = self.counters()
-        # Sampled: most frees are of allocations never recorded, not losses.
-        losses = LOSSES if self.config.sample_rate <= 1 else tuple(k for k in LOSSES if k != "unknown_frees")
         return Snapshot(
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
-            events={k: v for k, v in counters.items() if k not in losses},
-            losses={k: counters[k] for k in losses}, targets=tuple(targets),
+            events={k: v for k, v in counters.items() if k not in LOSSES},
+            losses={k: counters[k] for k in LOSSES}, targets=tuple(targets),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())

@@ -107,4 +107,4 @@ def test_each_allocation_is_counted_once(build):
     assert int(calls[1]) == 9 * COUNT_CALLS
     assert events["nested_calls"] >= 2 * COUNT_CALLS, events  # at least one per realloc(NULL)/reallocarray
     assert (events["allocs"], events["frees"]) == (int(calls[1]), int(calls[2])), events
-    assert (events["replaced"], events["failed_allocs"], losses["unknown_frees"]) == (0, 0, 0), (events, losses)
+    assert (events["replaced"], events["failed_allocs"], events["unknown_frees"]) == (0, 0, 0), (events, losses)
