@@ -56,9 +56,10 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
         click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
                      show_default=True, help="Report format; json writes one document per line."),
         click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
-                     help="Write reports to FILE instead of stdout."),
+                     help="Write reports to FILE instead of stdout (created 0600; never through "
+                          "a symlink or into another user's file)."),
         click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-                     help="Also save every interval's report to FILE (gzipped JSON lines) "
+                     help="Also save every interval's report to FILE (gzipped JSON lines, 0600) "
                           "for `leaktrace report` and `leaktrace diff`."),
         click.option("--show-allocs", is_flag=True, help="List the addresses and sizes of outstanding allocations."),
         click.option("--max-allocs", type=click.IntRange(min=1024), default=1 << 20, show_default=True,
