@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 HELPER_NAME = b"lt-detach"
 WAIT_S = 60  # a detach never takes this long; past it, leaktrace exits anyway

@@ -5,7 +5,6 @@ when leaktrace is killed), says when the command started processes it does
 not trace, and explains, without alarm, the frees glibc makes when a thread
 exits."""
 import json
-import os
 import signal
 import subprocess
 import time
