@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import compile_c
+from harness import LeakyProcess, compile_c
 
 GUARDED_MARKERS = ("privileged", "docker")
 DOCKERD_ARGS = ("--iptables=false", "--bridge=none", "--storage-driver=vfs")
@@ -87,6 +87,13 @@ def build(tmp_path_factory):
 
     _build.dir = out_dir
     return _build
+
+
+@pytest.fixture
+def idle_target(build):
+    """A live process that never allocates until told: a valid PID to attach to."""
+    with LeakyProcess([build("fibonacci.c")]) as target:
+        yield target
 
 
 # ---- Docker --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ probes are live.
 from __future__ import annotations
 
 import json
+import pwd
 import re
 import signal
 import subprocess
@@ -239,6 +240,11 @@ def run_leaktrace(args: Sequence[str], env: Optional[dict] = None, prefix: Seque
     cmd = [*prefix, *entry, *[str(a) for a in args]]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+# An unprivileged user for the tests of what other users can do.
+NOBODY = pwd.getpwnam("nobody")
+AS_NOBODY = ("setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups")
 
 
 # Age filter the tests pass, and how long they let allocations age past it

@@ -19,11 +19,6 @@ from harness import (
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture
-def idle_target(build):
-    """A live process that never allocates until told: a valid PID to attach to."""
-    with LeakyProcess([build("fibonacci.c")]) as target:
-        yield target
 
 
 def reaped_pid() -> int:

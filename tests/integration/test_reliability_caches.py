@@ -11,7 +11,6 @@ every free is seen, and the planted files stay as planted.
 """
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -20,15 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, Tracer
+from harness import AS_NOBODY, NOBODY, REPO, Tracer
 
 pytestmark = pytest.mark.privileged
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 ROUNDS = 2
 REAL_FREES_PER_ROUND = 1000  # alloc_rounds.c: 5 frees x 200 calls
-NOBODY = pwd.getpwnam("nobody")
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups"]
 
 PLANT = """
 import json, struct, sys

@@ -8,7 +8,6 @@ pointing at a root-only file. Root's leaktrace must refuse the link (one line,
 exit 64, nothing attached) or write around it, and the root-only file must
 keep its bytes. Reports and recordings are created 0600."""
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -18,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import LeakyProcess, Tracer, assert_clean_error, run_leaktrace
+from harness import AS_NOBODY, NOBODY, LeakyProcess, Tracer, assert_clean_error, run_leaktrace
 
 pytestmark = pytest.mark.privileged
 
-NOBODY = pwd.getpwnam("nobody")
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups"]
 SECRET = "root only\n"
 
 
@@ -48,10 +45,6 @@ def plant_link(link: Path, target: Path) -> None:
     assert link.is_symlink() and link.lstat().st_uid == NOBODY.pw_uid
 
 
-@pytest.fixture
-def idle_target(build):
-    with LeakyProcess([build("fibonacci.c")]) as target:
-        yield target
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import LeakyProcess, assert_clean_error, leaktrace_command, run_leaktrace
+from harness import assert_clean_error, leaktrace_command, run_leaktrace
 
 pytestmark = pytest.mark.privileged
 
@@ -26,10 +26,6 @@ def run_in_shell(command: list) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def idle_target(build):
-    with LeakyProcess([build("fibonacci.c")]) as target:
-        yield target
 
 
 @pytest.mark.parametrize("mode", ["attach", "kernel"])

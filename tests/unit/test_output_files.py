@@ -50,7 +50,7 @@ def test_whole_file_output_ignores_a_planted_partial(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flame.svg", "flame.svg.partial", "victim"]
 
 
-def test_whole_file_output_replaces_a_link_at_the_path_only_by_check(tmp_path):
+def test_whole_file_output_refuses_a_link_at_the_path(tmp_path):
     # replaced() refuses a link at the path itself: a rename would not write
     # through it, but a user who made the link expects it to be followed.
     (tmp_path / "real.svg").write_text("old")
