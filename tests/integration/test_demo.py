@@ -192,7 +192,8 @@ def test_ctrl_c_keeps_the_final_report_and_leaves_nothing_behind(docker, tmp_pat
     status, context = interrupt_demo(["--no-setup", "--docker", "--out", str(tmp_path)],
                                      one_report_in, env=NO_MEMLEAK)
     assert status == 130, context
-    assert "leaktrace: stopped (interrupted)" in context, context
+    # The demo stops leaktrace with SIGTERM (or the terminal's SIGINT reaches it first).
+    assert re.search(r"leaktrace: stopped \((interrupted|terminated)\)", context), context
     report = final_report(tmp_path, "mem-leak")
     assert stack_with(report, "fibonacci") is not None, context
     assert calls_logged(tmp_path, "mem-leak"), "the container's log was not kept"

@@ -150,3 +150,31 @@ def test_no_headers_at_all_is_an_error_naming_the_package(no_kernel_build_dir, c
         headers.ensure_kernel_source()
     assert "linux-headers" in error.value.hint
     assert capsys.readouterr().err == ""
+
+
+def test_merged_tree_links_whole_directories_and_later_sources_win(tmp_path):
+    common, arch = tmp_path / "common", tmp_path / "arch"
+    (common / "include" / "linux").mkdir(parents=True)
+    (common / "include" / "linux" / "kconfig.h").write_text("common")
+    (common / "include" / "shared.h").write_text("common")
+    (arch / "include" / "generated").mkdir(parents=True)
+    (arch / "include" / "generated" / "autoconf.h").write_text("arch")
+    (arch / "include" / "shared.h").write_text("arch")
+    merged = tmp_path / "merged"
+    headers._merge_tree((str(common), str(arch)), merged)
+    assert (merged / "include").is_dir() and not (merged / "include").is_symlink()  # in both: merged
+    assert (merged / "include" / "linux").is_symlink()  # in one: one link, not one per header
+    assert (merged / "include" / "linux" / "kconfig.h").read_text() == "common"
+    assert (merged / "include" / "generated" / "autoconf.h").read_text() == "arch"
+    assert (merged / "include" / "shared.h").read_text() == "arch"
+
+
+def test_without_a_trusted_cache_the_tree_is_made_for_this_run(no_kernel_build_dir, monkeypatch):
+    debian_layout(no_kernel_build_dir / "src")
+    cache_dir = no_kernel_build_dir / "cache"
+    cache_dir.mkdir()
+    os.chmod(cache_dir, 0o777)  # others could plant headers root would compile against
+    monkeypatch.setattr(headers.cache, "_warned", False)
+    used = headers.ensure_kernel_source(announce=lambda message: None)
+    assert not used.startswith(str(cache_dir)), used
+    assert os.path.isfile(os.path.join(used, "include", "linux", "kconfig.h"))

@@ -209,3 +209,29 @@ def symbol_address(binary: Path, name: str) -> int:
         if len(fields) == 3 and fields[2] == name:
             return int(fields[0], 16)
     raise AssertionError(f"{name} not in {binary}")
+
+
+def planted_table(tmp_path, key: str, rows: bytes):
+    (tmp_path / "unwind").mkdir(exist_ok=True, mode=0o700)
+    count = len(rows) // tables.ROW.size
+    (tmp_path / "unwind" / f"{key}.rows").write_bytes(tables.HEADER.pack(tables.CACHE_MAGIC, count, 1) + rows)
+
+
+@pytest.mark.parametrize("rows", [
+    b"".join(tables.ROW.pack(pc, 8, cfi.ROW_CFA_RSP, 0) for pc in (0x40, 0x20, 0x30)),  # unsorted
+    tables.ROW.pack(0x7FFF_FFFF, 8, cfi.ROW_CFA_RSP, 0),  # outside the binary's code
+    tables.ROW.pack(0x2000, 8, 9, 0),  # a row kind the walker does not know
+])
+def test_a_planted_table_is_rebuilt_from_the_file(tmp_path, monkeypatch, rows):
+    need(LIBC)
+    monkeypatch.setenv("LEAKTRACE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tables, "_memory", {})
+    planted_table(tmp_path, "beef", rows)
+    table = tables.table_for(LIBC, "beef")
+    assert table == tables.read_table(LIBC) and table.count > 1000
+
+
+def test_a_fresh_table_passes_its_own_checks():
+    need(LIBC)
+    table = tables.read_table(LIBC)
+    assert tables.valid_rows(table.rows, tables._text_range(LIBC))

@@ -8,6 +8,7 @@ from leaktrace.allocator import HEAP_FUNCTIONS, MMAP_FUNCTIONS, HookPlan
 from leaktrace.cli import cli
 from leaktrace.commands import options
 from leaktrace.config import ProbeConfig
+from leaktrace.probes.hooks import UprobeHooks
 from leaktrace.probes.user import UserProbe, distinct_entry_points, function_address, loss_notes
 
 ALIASES_C = r"""
@@ -63,6 +64,7 @@ def test_attach_hooks_memalign_and_aligned_alloc_once_when_they_share_an_address
     probe = UserProbe(ProbeConfig(unwind="fp"), placements=lambda path, fn: 0,
                       addresses=lambda path, fn: addresses[fn])
     probe.bpf = RecordingBPF()
+    probe.hooks = UprobeHooks(probe.bpf, links=False)  # bcc's perf-event calls, recorded
     plan = HookPlan(pid=42, allocator_path="/libc.so.6", allocator_name="glibc",
                     host_paths=tuple((fn, "/libc.so.6") for fn in functions))
     probe.attach(plan, 42)
