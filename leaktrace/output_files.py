@@ -2,7 +2,9 @@
 
 leaktrace often runs as root in directories other users can write (/tmp), so
 an output path is never trusted to be what it looks like:
-  - a symbolic link at the path is refused (O_NOFOLLOW), whoever planted it;
+  - a symbolic link at the path is refused (O_NOFOLLOW), whoever planted it
+    (/dev/stdout, /dev/stderr and /dev/fd/N name leaktrace's own descriptors
+    and are written as they are);
   - an existing regular file is written only if it is ours and has no other
     hard link, and a FIFO or device only if it belongs to us or root, so a
     planted file, link or FIFO never receives a report or gets overwritten;
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
 
 from .errors import UsageError
 
+_DESCRIPTOR = re.compile(r"(/dev/stdout|/dev/stderr)|/(?:dev|proc/self)/fd/(\d+)")
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TRUSTED_OWNERS = {0}
 
@@ -48,9 +52,25 @@ def _refusal(info: os.stat_result) -> str:
     return ""
 
 
+def own_descriptor(path: str) -> Optional[int]:
+    """The fd a path names in leaktrace's own process (/dev/stdout, /dev/fd/N,
+    /proc/self/fd/N): already ours, so written as it is."""
+    match = _DESCRIPTOR.fullmatch(path)
+    if match is None:
+        return None
+    number = int(match.group(2)) if match.group(2) else (1 if match.group(1) == "/dev/stdout" else 2)
+    try:
+        os.fstat(number)
+    except OSError:
+        return None
+    return number
+
+
 def check(path: str, what: str = "-o", replace: bool = False) -> None:
     """Raise UsageError now if path could not receive output later.
     With replace, an existing regular file is replaced whoever owns it."""
+    if own_descriptor(path) is not None:
+        return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise _fail(path, f"no directory {directory}", what)
@@ -73,6 +93,9 @@ def check(path: str, what: str = "-o", replace: bool = False) -> None:
 
 def open_file(path: str, what: str = "-o", append: bool = False, binary: bool = False) -> IO:
     """path opened for writing in place: appended to, or emptied first."""
+    descriptor = own_descriptor(path)
+    if descriptor is not None:
+        return os.fdopen(os.dup(descriptor), "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
     try:
         fd = os.open(path, _OPEN_FLAGS | (os.O_APPEND if append else 0), 0o600)
     except OSError as exc:
@@ -102,7 +125,7 @@ def replaced(path: str, what: str = "-o", binary: bool = False) -> Iterator[IO]:
     A FIFO or device (e.g. /dev/null) is written in place: renaming would replace it."""
     check(path, what, replace=True)
     try:
-        special = not stat.S_ISREG(os.lstat(path).st_mode)
+        special = own_descriptor(path) is not None or not stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         special = False
     if special:

@@ -115,3 +115,18 @@ def test_check_names_a_missing_directory(tmp_path):
     with pytest.raises(UsageError, match="is a directory"):
         output_files.check(str(tmp_path))
     output_files.check(str(tmp_path / "new.json"))  # a new file in a writable directory is fine
+
+
+def test_own_descriptors_are_written_as_they_are(tmp_path):
+    read, write = os.pipe()
+    try:
+        with output_files.open_file(f"/dev/fd/{write}", append=True) as out:
+            out.write("through our own fd\n")
+        with output_files.replaced(f"/proc/self/fd/{write}") as out:
+            out.write("and again\n")
+        os.close(write)
+        assert os.read(read, 100) == b"through our own fd\nand again\n"
+    finally:
+        os.close(read)
+    assert output_files.own_descriptor("/dev/stdout") == 1
+    assert output_files.own_descriptor("/dev/fd/999") is None  # not open: a plain path
