@@ -10,7 +10,7 @@ attaches, waits for the probes, sends SIGINT and times until leaktrace's
 exit status is collected (the detach helper included: leaktrace waits for it).
 
 Run as root from the repository: .venv/bin/python bench/shutdown_bench.py
-(options: --rounds N)
+(options: --rounds N, --leaktrace PATH)
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def build(out_dir: str) -> str:
     return binary
 
 
-def one_shutdown(pid: int) -> float:
-    tracer = subprocess.Popen([str(REPO / ".venv" / "bin" / "leaktrace"), "attach", "-p", str(pid)],
+def one_shutdown(leaktrace: str, pid: int) -> float:
+    tracer = subprocess.Popen([leaktrace, "attach", "-p", str(pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in tracer.stderr:
         if line.startswith("leaktrace: tracing"):
@@ -55,6 +55,8 @@ def one_shutdown(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--leaktrace", default=str(REPO / ".venv" / "bin" / "leaktrace"),
+                        help="the leaktrace to time (e.g. another checkout's, side by side)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         binary = build(work)
@@ -62,9 +64,9 @@ def main() -> int:
         private.mkdir()
         shutil.copy2(LIBC, private / "libc.so.6")
         for label, env in (("system libc", None), ("private libc copy", {**os.environ, "LD_LIBRARY_PATH": str(private)})):
-            target = subprocess.Popen([binary], stdin=subprocess.PIPE, env=env)
+            target = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
             try:
-                times = [one_shutdown(target.pid) for _ in range(args.rounds)]
+                times = [one_shutdown(args.leaktrace, target.pid) for _ in range(args.rounds)]
             finally:
                 target.kill()
                 target.wait()
