@@ -27,6 +27,8 @@ import os
 import struct
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .. import privileges
+from ..errors import LeaktraceError, ProbeLoadError, TargetError
 from . import release, syscall
 
 BPF_PROG_TYPE_KPROBE = 2
@@ -105,6 +107,19 @@ def links_usable(addresses: Dict[bytes, List[int]]) -> bool:
     finally:
         release.release(links)
         os.close(prog_fd)
+
+
+def attach_error(exc: Exception, function: str, path: str, pid: int) -> LeaktraceError:
+    """What an attach failure really means: the target left, root may not read it, or a load error."""
+    text = str(exc)
+    if "No such process" in text or "ESRCH" in text or gone(exc):
+        return TargetError(f"process {pid} exited while probes were attached")
+    if not os.access(f"/proc/{pid}/root", os.R_OK):
+        return privileges.denied(f"/proc/{pid}/root", pid)
+    if isinstance(exc, OSError):  # a BPF link, refused after links_usable() accepted the address
+        return ProbeLoadError(f"the kernel refused a uprobe link at {function} in {path} ({exc.strerror})",
+                              hint="another tool may have put a uprobe there since; stop it and retry")
+    return ProbeLoadError(f"could not attach to {function} in {path}: {text}")
 
 
 def gone(error: Exception) -> bool:

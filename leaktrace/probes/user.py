@@ -7,20 +7,18 @@ This module and its siblings are the only code that touches bcc.
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .. import privileges
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
-from ..errors import LeaktraceError, ProbeLoadError, TargetError
+from ..errors import LeaktraceError, ProbeLoadError
 from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from ..unwind import Unwinder, is_unwound
 from . import features, hooks, release, source
-from .hooks import UprobeHooks, gone
+from .hooks import UprobeHooks, attach_error
 
 SOURCE = "user_alloc.c"
 
@@ -128,19 +126,6 @@ def emulated_offset(path: str, function: str) -> int:
         return placement_for(path, function, ARG_REGS[function]).offset
     except LeaktraceError:
         return 0
-
-
-def attach_error(exc: Exception, function: str, path: str, pid: int) -> LeaktraceError:
-    """What an attach failure really means: the target left, root may not read it, or a load error."""
-    text = str(exc)
-    if "No such process" in text or "ESRCH" in text or gone(exc):
-        return TargetError(f"process {pid} exited while probes were attached")
-    if not os.access(f"/proc/{pid}/root", os.R_OK):
-        return privileges.denied(f"/proc/{pid}/root", pid)
-    if isinstance(exc, OSError):  # a BPF link, refused after links_usable() accepted the address
-        return ProbeLoadError(f"the kernel refused a uprobe link at {function} in {path} ({exc.strerror})",
-                              hint="another tool may have put a uprobe there since; stop it and retry")
-    return ProbeLoadError(f"could not attach to {function} in {path}: {text}")
 
 
 def monotonic_ns() -> int:
