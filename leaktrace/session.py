@@ -16,7 +16,8 @@ collected is lost. The final report reads the maps, then detaches every probe
 only then scans, symbolizes and renders. The probe, the symbol resolver and
 the reporter are passed in, so the loop knows nothing about user or kernel
 mode; `run` adds on_signal (forward the signal to its command) and finish
-(end the command before the final report).
+(end the command, still traced, before the final report, or after it when
+the final report scans the command's memory).
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class Session:
     record: Optional[Callable[[Report], None]] = None  # --record: every site, before render
     tick: Callable[[], None] = lambda: None  # called between polls (symbol refresh)
     on_signal: Callable[[int], None] = lambda signum: None  # a stop signal arrived
-    finish: Callable[[str], None] = lambda reason: None  # the loop ended; the final report follows
+    # run: end the command once the loop ended, before the final report (after
+    # it with --reachability, whose final scan reads the command's memory).
+    finish: Optional[Callable[[str], None]] = None
     growth: GrowthTracker = field(default_factory=GrowthTracker)
     # --reachability: adds a scan of the targets' memory to a snapshot, at the
     # final report or (inspect_each) at every report.
@@ -69,11 +72,11 @@ class Session:
         """End the run at the next poll (with its final report); run() returns reason."""
         self._stop_reason = reason
 
-    def report(self, final: bool = False) -> Report:
+    def report(self, final: bool = False, detach: bool = False) -> Report:
         scan = self.inspect is not None and (final or self.inspect_each or self._last_by_count())
         snapshot = self.probe.snapshot(self.targets(),
                                        with_allocations=self.report_config.show_allocs or scan)
-        if final:
+        if detach:
             self.probe.detach()  # everything is read: leave the targets before the slow part
         if scan:
             snapshot = self.inspect(snapshot)
@@ -132,11 +135,15 @@ class Session:
                     continue
                 self.probe.poll(int(min(POLL_MS, (next_report - now) * 1000)) or 1)
                 self.tick()
-            self.finish(reason)
+            scan_first = self.finish is not None and self.inspect is not None
+            if self.finish and not scan_first:
+                self.finish(reason)
             # The last periodic report is the final one when COUNT ended the run.
             if reason != "count reached" or reported_at is None:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.report(final=True)
+                self.report(final=True, detach=not scan_first)
+            if scan_first:  # still traced while it ends; probe.close() detaches after
+                self.finish(reason)
             return reason
         finally:
             for signum, handler in previous.items():

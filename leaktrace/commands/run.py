@@ -12,8 +12,8 @@ with the command's status (128+N when signal N ended it); SIGTERM and SIGHUP
 are passed on to it; when leaktrace stops first (Ctrl-C, --duration, COUNT)
 the command is ended (SIGTERM, then SIGKILL) while still traced, and if
 leaktrace itself is killed the kernel kills the command (PR_SET_PDEATHSIG).
-So the command never runs on untraced, and the final report always comes
-after it is gone. Processes the command starts are not traced: the report
+So the command never runs on untraced, and the final report comes after it is
+gone (just before, with --reachability: the scan reads its memory). Processes the command starts are not traced: the report
 names them.
 """
 from __future__ import annotations

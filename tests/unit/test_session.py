@@ -60,28 +60,52 @@ def test_without_a_recording_only_the_top_n_is_built():
     assert len(rendered[0].rows) == 3 and rendered[0].sites_total == 25
 
 
+class SignalledProbe(StaticProbe):
+    """Sends itself SIGTERM at the first poll; logs what the session does."""
+
+    def __init__(self, stacks: int, events: list):
+        super().__init__(stacks)
+        self.events = events
+
+    def snapshot(self, targets, with_allocations=False):
+        self.events.append("snapshot")
+        return self.snap
+
+    def detach(self):
+        self.events.append("detach")
+
+    def poll(self, timeout_ms):
+        if not self.events:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would
+            self.events.append("signalled")
+
+
+def signalled_session(events: list, **hooks) -> Session:
+    return Session(probe=SignalledProbe(3, events), report_config=ReportConfig(top=3, older_than_ms=0),
+                   run_config=RunConfig(interval_s=60), resolve=resolve,
+                   render=lambda report: events.append("render"),
+                   on_signal=lambda signum: events.append(f"signal {signum}"),
+                   finish=lambda reason: events.append(f"finish {reason}"), **hooks)
+
+
 def test_a_stop_signal_ends_the_loop_and_the_final_report_comes_after_finish_and_detach():
     events = []
-
-    class Probe(StaticProbe):
-        def snapshot(self, targets, with_allocations=False):
-            events.append("snapshot")
-            return self.snap
-
-        def detach(self):
-            events.append("detach")
-
-        def poll(self, timeout_ms):
-            if not events:
-                os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would
-                events.append("signalled")
-
-    session = Session(probe=Probe(3), report_config=ReportConfig(top=3, older_than_ms=0),
-                      run_config=RunConfig(interval_s=60), resolve=resolve,
-                      render=lambda report: events.append("render"),
-                      on_signal=lambda signum: events.append(f"signal {signum}"),
-                      finish=lambda reason: events.append(f"finish {reason}"))
+    session = signalled_session(events)
     assert session.run() == "terminated"
     assert events == [f"signal {signal.SIGTERM}", "signalled", "finish terminated",
                       "snapshot", "detach", "render"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_a_final_scan_reads_the_command_before_it_is_ended_still_traced():
+    events = []
+
+    def inspect(snapshot):
+        events.append("scan")
+        return snapshot
+
+    session = signalled_session(events, inspect=inspect)
+    assert session.run() == "terminated"
+    # No detach here: probe.close() detaches once the command is gone.
+    assert events == [f"signal {signal.SIGTERM}", "signalled", "snapshot", "scan", "render",
+                      "finish terminated"]
