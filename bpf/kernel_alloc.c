@@ -12,15 +12,18 @@
  *   buckets       outstanding bytes/count per (process, cgroup, cache, stack, age
  *                 bucket, kind); a report reads these totals, never `allocs`
  *   stack_traces  deduplicated kernel stacks
- *   site_stacks   the stack first seen per (allocation site, process): walking a
- *                 kernel stack from a tracepoint costs microseconds (it first
- *                 unwinds the tracing machinery), so by default each call site
- *                 of a process is walked once and its later allocations reuse
- *                 that stack; FULL_STACKS=1 walks every allocation
+ *   path_stacks   the stack of each path, by the hash of its return addresses
+ *                 (kernel_paths.h): walking a kernel stack from a tracepoint
+ *                 costs over a microsecond, so each path is walked once and its
+ *                 later allocations are named by the chain read off the stack,
+ *                 with one in KPATH_CHECK_EVERY checked against a walk;
+ *                 FULL_STACKS=1 walks every allocation
+ *   kframe_rules  where each return address's caller sits on the stack
  *   counters      events and every loss, per CPU
  */
 #include <uapi/linux/ptrace.h>
 #include "kernel_common.h"
+#include "kernel_paths.h"
 
 /* ---- settings (fixed before load) ---------------------------------------- */
 #ifndef MIN_SIZE
@@ -59,8 +62,11 @@
 #ifndef FULL_STACKS
 #define FULL_STACKS 0
 #endif
-#ifndef MAX_SITES
-#define MAX_SITES 16384
+#ifndef MAX_PATHS
+#define MAX_PATHS 16384
+#endif
+#ifndef KPATH_CHECK_EVERY
+#define KPATH_CHECK_EVERY 1024 /* read paths per check against a walk (power of two); 0 = never */
 #endif
 #ifndef PAGE_SIZE_BYTES
 #define PAGE_SIZE_BYTES 4096
@@ -78,8 +84,14 @@ struct kstack { u64 ip[STACK_DEPTH]; };
 BPF_TABLE("stacktrace", int, struct kstack, stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_KCOUNTERS);
 #if !FULL_STACKS
-struct site_key { u64 site; u32 tgid; u32 kind; };
-BPF_TABLE("lru_hash", struct site_key, s32, site_stacks, MAX_SITES);
+BPF_TABLE("lru_hash", u64, s32, path_stacks, MAX_PATHS);
+BPF_ARRAY(kframe_rules, struct kframe_rule, KPATH_RULES);
+BPF_PERCPU_ARRAY(kpath_scratches, struct kpath_scratch, 1);
+static __always_inline struct kframe_rule *kframe_rule_entry(u64 ip)
+{
+	u32 index = (ip * 0x9E3779B97F4A7C15ULL) >> 32 & (KPATH_RULES - 1);
+	return kframe_rules.lookup(&index);
+}
 #endif
 #if FILTER_PIDS
 BPF_HASH(wanted_pids, u32, u8, 1024);
@@ -144,24 +156,49 @@ static __always_inline void bucket_add(struct kbucket_key *key, s64 bytes, s64 o
 	__sync_fetch_and_add(&totals->count, objects);
 }
 
-/* The stack of this allocation, or of the first one from the same site in
- * this process; site 0 (no call site known) always walks. */
-static __always_inline s32 stack_of(void *ctx, u64 site, u32 tgid, u32 kind)
+#if !FULL_STACKS
+/* The stack id of a path seen for the first time (or checked): walk it, and
+ * learn its frames so that the next allocation on it is read, not walked. */
+static __always_inline s32 walk_path(void *ctx, struct kpath_scratch *s, u64 path, u64 site, s32 *known)
 {
-#if !FULL_STACKS
-	struct site_key key = { .site = site, .tgid = tgid, .kind = kind };
-	if (site) {
-		s32 *known = site_stacks.lookup(&key);
-		if (known)
-			return *known;
-	}
-#endif
 	s32 id = stack_traces.get_stackid(ctx, 0);
-#if !FULL_STACKS
-	if (site && id >= 0)
-		site_stacks.update(&key, &id);
-#endif
+	count(K_STACK_WALKS);
+	if (id < 0 || !s)
+		return id;
+	if (known) {
+		count(K_STACK_CHECKS);
+		if (*known == id)
+			return id;
+		count(K_STACK_MISMATCHES);
+	}
+	if (!path) {
+		long got = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
+		kpath_learn(s, got > 0 ? (u32)got >> 3 : 0);
+		path = kpath_hash(s, site);
+	}
+	if (path)
+		path_stacks.update(&path, &id);
 	return id;
+}
+#endif
+
+/* The stack of this allocation: read off the stack when its path was seen
+ * before, walked otherwise (always with FULL_STACKS). */
+static __always_inline s32 stack_of(void *ctx, u64 site)
+{
+#if FULL_STACKS
+	return stack_traces.get_stackid(ctx, 0);
+#else
+	u32 zero = 0;
+	struct kpath_scratch *s = kpath_scratches.lookup(&zero);
+	u64 path = s && kpath_copy(ctx, s) ? kpath_hash(s, site) : 0;
+	s32 *known = path ? path_stacks.lookup(&path) : NULL;
+	if (!known)
+		return walk_path(ctx, s, path, site, NULL);
+	if (KPATH_CHECK_EVERY && ++s->checks % KPATH_CHECK_EVERY == 0)
+		return walk_path(ctx, s, path, site, known);
+	return *known;
+#endif
 }
 
 /* Forget a recorded allocation; 0 when it was never recorded. */
@@ -189,7 +226,7 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, stru
 	info->bucket.tgid = tgid;
 	info->bucket.cgroup_id = bpf_get_current_cgroup_id();
 	info->bucket.epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
-	info->bucket.stack_id = stack_of(ctx, site, tgid, info->bucket.kind);
+	info->bucket.stack_id = stack_of(ctx, site);
 	if (info->bucket.stack_id < 0)
 		count(K_STACK_FAILED);
 	struct kalloc_key key = { .addr = addr, .space = space };
@@ -312,9 +349,7 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
 	struct kalloc_info info = { .size = (u64)PAGE_SIZE_BYTES << args->order };
 	info.bucket.kind = KIND_PAGE;
 	info.bucket.cache_class = args->order;
-	/* No call site here: the gfp flags and order tell page users apart. */
-	u64 site = ((u64)args->gfp_flags << 8 | args->order) + 1;
-	return record(args, SPACE_PAGE, args->pfn, site, &info);
+	return record(args, SPACE_PAGE, args->pfn, 0, &info); /* no call site here */
 }
 #endif
 #if HAVE_PAGE_FREE

@@ -39,6 +39,9 @@ enum kcounter {
 	K_STACK_FAILED,     /* stack not collected */
 	K_BUCKET_MAP_FULL,  /* totals lost: `buckets` full */
 	K_REPLACED,         /* address recorded twice: its free was missed */
+	K_STACK_WALKS,      /* stacks walked: a path's first allocation, or unreadable */
+	K_STACK_CHECKS,     /* read paths checked against a walk */
+	K_STACK_MISMATCHES, /* ... that named another stack */
 	N_KCOUNTERS,
 };
 

@@ -108,8 +108,9 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
               help="Only allocations made by this process (repeat for several).")
 @click.option("--comm", "comms", multiple=True, help="Only allocations made by tasks with this name.")
 @click.option("--full-stacks", is_flag=True,
-              help="Walk the stack of every allocation (exact, several times slower); by default "
-                   "each call site of a process is walked once and its stack reused.")
+              help="Walk the stack of every allocation (several times slower); by default each "
+                   "kernel path is walked once and later allocations on it are named by the "
+                   "return addresses read off the stack.")
 def kernel(group_by, kinds, caches, pids, comms, full_stacks, **opts):
     """Trace kernel allocations system-wide and report those still outstanding.
 

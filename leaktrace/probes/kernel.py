@@ -24,8 +24,9 @@ from .progstats import recursion_misses
 SOURCE = "kernel_alloc.c"
 # Order of `enum kcounter` in bpf/kernel_common.h.
 COUNTERS = ("allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
-            "stack_failed", "bucket_map_full", "replaced")
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full")
+            "stack_failed", "bucket_map_full", "replaced", "stack_walks", "stack_checks",
+            "stack_mismatches")
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "stack_mismatches")
 NOT_SLAB = {"page": "[page]", "percpu": "[percpu]", "vmalloc": "[vmalloc]"}
 # Free events: a miss there leaves an allocation looking outstanding.
 FREE_EVENTS = {spec.free for spec in tracepoints.KIND_EVENTS.values()}
@@ -49,13 +50,6 @@ def cache_label(kind: str, name: bytes, cache_class: int, kmalloc_type: int) -> 
     return NOT_SLAB.get(kind, f"[{kind}]")
 
 
-# Said in every report unless --full-stacks: a row's stack may not be the path
-# every one of its allocations took.
-STACK_PER_SITE_NOTE = ("kernel stacks are walked once per call site and process: allocations that "
-                       "reached a call site by another path are listed under its first stack "
-                       "(--full-stacks walks every allocation)")
-
-
 def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     """What each non-zero loss means for the figures, in words."""
     notes = []
@@ -70,6 +64,10 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
         notes.append(f"{losses['missed_frees']} frees were skipped by the kernel while another BPF "
                      "program ran on the same CPU: some objects may look outstanding until their "
                      "address is reused")
+    if losses.get("stack_mismatches"):
+        notes.append(f"{losses['stack_mismatches']} of {losses.get('stack_checks', 0)} allocations checked "
+                     "against a full stack walk had been read as another path: some rows may hold "
+                     "allocations of a neighbouring stack (--full-stacks walks every allocation)")
     if losses.get("replaced"):
         notes.append(f"{losses['replaced']} records were replaced when their address was allocated "
                      "again: those frees fired no tracepoint (kfree_rcu batches and bulk frees do "
@@ -122,7 +120,7 @@ class KernelProbe:
         defines.update(FILTER_PIDS=int(bool(self.filters.pids)),
                        FILTER_COMMS=int(bool(self.filters.comms)),
                        FILTER_CACHES=int(bool(self.filters.caches)),
-                       FULL_STACKS=int(self.full_stacks), MAX_SITES=self.config.max_stacks,
+                       FULL_STACKS=int(self.full_stacks), MAX_PATHS=self.config.max_stacks,
                        SELF_TGID=os.getpid(),
                        PAGE_SIZE_BYTES=os.sysconf("SC_PAGE_SIZE"), POSSIBLE_CPUS=possible_cpus())
         return defines
@@ -201,8 +199,7 @@ class KernelProbe:
             events={k: v for k, v in counters.items() if k not in LOSSES},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
-            notes=self.plan.notes + (() if self.full_stacks else (STACK_PER_SITE_NOTE,))
-            + loss_notes({**losses, **counters}, self.config),
+            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config),
         )
 
     @staticmethod
