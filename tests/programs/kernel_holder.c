@@ -4,6 +4,7 @@
  * Protocol (stdin/stdout, one line each): "go" -> allocate, print
  * "HELD count=N"; "release" -> give it back, print "RELEASED"; EOF -> exit.
  * Modes: pipes (N pipes held open), eventfd (N eventfds in one epoll),
+ * sockets (N connected pairs of unix stream sockets),
  * inotify (N watches on the files DIR/f0..f<N-1>, which must exist),
  * negdentry (stat() of N missing paths DIR/m<i>: negative dentries, released
  * by whoever removes DIR). */
@@ -13,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +30,8 @@ static void hold(const char *mode, int n, const char *dir)
 	for (int i = 0; i < n; i++) {
 		if (!strcmp(mode, "pipes")) {
 			if (pipe(&fds[2 * i])) { perror("pipe"); exit(1); }
+		} else if (!strcmp(mode, "sockets")) {
+			if (socketpair(AF_UNIX, SOCK_STREAM, 0, &fds[2 * i])) { perror("socketpair"); exit(1); }
 		} else if (!strcmp(mode, "eventfd")) {
 			struct epoll_event event = { .events = EPOLLIN, .data.fd = i };
 			fds[i] = eventfd(0, 0);
@@ -44,7 +48,7 @@ static void hold(const char *mode, int n, const char *dir)
 
 static void release(const char *mode, int n)
 {
-	int per = !strcmp(mode, "pipes") ? 2 : !strcmp(mode, "eventfd") ? 1 : 0;
+	int per = !strcmp(mode, "pipes") || !strcmp(mode, "sockets") ? 2 : !strcmp(mode, "eventfd") ? 1 : 0;
 	for (int i = 0; i < n * per; i++)
 		close(fds[i]);
 	if (extra_fd >= 0)
@@ -55,7 +59,7 @@ int main(int argc, char **argv)
 {
 	char line[64];
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s pipes|eventfd|inotify|negdentry N [DIR]\n", argv[0]);
+		fprintf(stderr, "usage: %s pipes|sockets|eventfd|inotify|negdentry N [DIR]\n", argv[0]);
 		return 2;
 	}
 	int n = atoi(argv[2]);
