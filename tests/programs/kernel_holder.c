@@ -4,7 +4,9 @@
  * Protocol (stdin/stdout, one line each): "go" -> allocate, print
  * "HELD count=N"; "release" -> give it back, print "RELEASED"; EOF -> exit.
  * Modes: pipes (N pipes held open), eventfd (N eventfds in one epoll),
- * sockets (N connected pairs of unix stream sockets),
+ * pipedata (N pipes with one byte written into each: the pipe's first
+ * pipe_buffer then points at anon_pipe_buf_ops), sockets (N connected pairs
+ * of unix stream sockets),
  * inotify (N watches on the files DIR/f0..f<N-1>, which must exist),
  * negdentry (stat() of N missing paths DIR/m<i>: negative dentries, released
  * by whoever removes DIR). */
@@ -28,8 +30,9 @@ static void hold(const char *mode, int n, const char *dir)
 	if (!strcmp(mode, "eventfd") || !strcmp(mode, "inotify"))
 		extra_fd = !strcmp(mode, "eventfd") ? epoll_create1(0) : inotify_init1(0);
 	for (int i = 0; i < n; i++) {
-		if (!strcmp(mode, "pipes")) {
+		if (!strcmp(mode, "pipes") || !strcmp(mode, "pipedata")) {
 			if (pipe(&fds[2 * i])) { perror("pipe"); exit(1); }
+			if (!strcmp(mode, "pipedata") && write(fds[2 * i + 1], "x", 1) != 1) { perror("write"); exit(1); }
 		} else if (!strcmp(mode, "sockets")) {
 			if (socketpair(AF_UNIX, SOCK_STREAM, 0, &fds[2 * i])) { perror("socketpair"); exit(1); }
 		} else if (!strcmp(mode, "eventfd")) {
@@ -48,7 +51,7 @@ static void hold(const char *mode, int n, const char *dir)
 
 static void release(const char *mode, int n)
 {
-	int per = !strcmp(mode, "pipes") || !strcmp(mode, "sockets") ? 2 : !strcmp(mode, "eventfd") ? 1 : 0;
+	int per = !strcmp(mode, "pipes") || !strcmp(mode, "pipedata") || !strcmp(mode, "sockets") ? 2 : !strcmp(mode, "eventfd") ? 1 : 0;
 	for (int i = 0; i < n * per; i++)
 		close(fds[i]);
 	if (extra_fd >= 0)
@@ -59,7 +62,7 @@ int main(int argc, char **argv)
 {
 	char line[64];
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s pipes|sockets|eventfd|inotify|negdentry N [DIR]\n", argv[0]);
+		fprintf(stderr, "usage: %s pipes|pipedata|sockets|eventfd|inotify|negdentry N [DIR]\n", argv[0]);
 		return 2;
 	}
 	int n = atoi(argv[2]);
