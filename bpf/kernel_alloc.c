@@ -20,6 +20,8 @@
  *                 FULL_STACKS=1 walks every allocation
  *   kframe_rules  where each return address's caller sits on the stack
  *   counters      events and every loss, per CPU
+ *   content_requests, content_heads   objects whose first bytes to read, and
+ *                 those bytes (read_contents, at the end)
  */
 #include <uapi/linux/ptrace.h>
 #include "kernel_common.h"
@@ -67,6 +69,9 @@
 #endif
 #ifndef KPATH_CHECK_EVERY
 #define KPATH_CHECK_EVERY 1024 /* read paths per check against a walk (power of two); 0 = never */
+#endif
+#ifndef READ_CONTENTS
+#define READ_CONTENTS 1 /* read_contents(): first bytes of recorded objects, on demand */
 #endif
 #ifndef PAGE_SIZE_BYTES
 #define PAGE_SIZE_BYTES 4096
@@ -390,4 +395,61 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 #endif
 #if HAVE_VMAP_FREE
 TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush) { return forget(SPACE_VMALLOC, args->va_start); }
+#endif
+
+/* ---- object contents, read on demand ------------------------------------- */
+#if READ_CONTENTS
+/* leaktrace fills content_requests with addresses of objects it recorded,
+ * then calls getppid(): this program, attached only then, copies the first
+ * bytes of each object that is still recorded as outstanding (never any
+ * other address) into content_heads, at most the object's size. A request
+ * in SPACE_KERNEL_DATA reads a table the objects point at, only inside the
+ * kernel's read-only and data sections (kernel_data: bounds from kallsyms). */
+#define SPACE_KERNEL_DATA 255
+struct kernel_range { u64 start; u64 end; };
+BPF_ARRAY(content_requests, struct kalloc_key, CONTENT_BATCH);
+BPF_ARRAY(content_heads, struct content_head, CONTENT_BATCH);
+BPF_ARRAY(kernel_data, struct kernel_range, 1);
+
+/* Bytes that may be read at key->addr: 0 when it is not a recorded
+ * outstanding object nor inside the kernel's data. */
+static __always_inline u32 readable(struct kalloc_key *key)
+{
+	if (key->space == SPACE_KERNEL_DATA) {
+		u32 zero = 0;
+		struct kernel_range *data = kernel_data.lookup(&zero);
+		int inside = data && key->addr >= data->start && key->addr + CONTENT_BYTES <= data->end;
+		return inside ? CONTENT_BYTES : 0;
+	}
+	if (!key->addr || key->space != SPACE_SLAB)
+		return 0;
+	struct kalloc_info *info = allocs.lookup(key);
+	if (!info)
+		return 0; /* freed since, or never recorded: not read */
+	return info->size < CONTENT_BYTES ? info->size : CONTENT_BYTES;
+}
+
+static __always_inline void read_content(u32 index)
+{
+	struct kalloc_key *key = content_requests.lookup(&index);
+	struct content_head *head = content_heads.lookup(&index);
+	if (!key || !head)
+		return;
+	head->len = 0;
+	u32 len = readable(key);
+	asm volatile("" : "+r"(len));
+	if (len == 0 || len > CONTENT_BYTES)
+		return;
+	if (bpf_probe_read_kernel(head->bytes, len, (void *)key->addr) == 0)
+		head->len = len;
+}
+
+int read_contents(void *ctx)
+{
+	if (bpf_get_current_pid_tgid() >> 32 != SELF_TGID)
+		return 0;
+	for (u32 i = 0; i < CONTENT_BATCH; i++)
+		read_content(i);
+	return 0;
+}
 #endif

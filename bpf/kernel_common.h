@@ -77,4 +77,14 @@ struct kalloc_info {
 	struct kbucket_key bucket;
 };
 
+/* First bytes of recorded objects, read on demand (read_contents). */
+#define CONTENT_BYTES 64 /* power of two */
+#define CONTENT_BATCH 64 /* objects per request */
+
+struct content_head {
+	u32 len; /* bytes read: 0 when the object was not outstanding or unreadable */
+	u32 pad;
+	u8 bytes[CONTENT_BYTES];
+};
+
 #endif

@@ -95,6 +95,7 @@ class Allocation:
     timestamp_ns: int
     stack: StackKey
     kind: str = "heap"
+    cache: str = ""  # kernel mode: the slab cache (as in Bucket.cache)
 
 
 # Reachability classes (leaktrace/reach), in the order of their codes in ReachScan.classes.
@@ -190,12 +191,35 @@ class Frame:
 
 @dataclass(frozen=True)
 class ContentSample:
-    """The first bytes of one outstanding block (--reachability)."""
+    """The first bytes of one outstanding block (--reachability, kernel contents)."""
 
     address: int
     size: int
     head: bytes
-    reach: str  # its class: one of REACH_CLASSES
+    reach: str = ""  # its class: one of REACH_CLASSES ("" in kernel mode)
+
+
+@dataclass(frozen=True)
+class KernelPointer:
+    """A word of sampled kernel objects that is the address of a kernel symbol."""
+
+    offset: int  # of the word in the object
+    address: int  # the word
+    symbol: str  # `name` or `name+0xoff`
+    objects: int  # sampled objects holding it there
+    # Not a function: the functions that the table it points at starts with
+    # (an ops table is known by its methods when kallsyms lists no data symbols).
+    holds: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RowContents:
+    """Kernel mode: what a row's outstanding objects hold (samples of their first bytes)."""
+
+    sampled: int  # objects read
+    samples: Tuple[ContentSample, ...]  # the first few of them
+    similarity: Optional[float]  # how alike the sampled heads are, 0..1; None under 2
+    pointers: Tuple[KernelPointer, ...]  # most objects first
 
 
 @dataclass(frozen=True)
@@ -250,6 +274,7 @@ class ReportRow:
     verdict: str = ""
     verdict_reason: str = ""
     reach: Optional[RowReach] = None  # --reachability, when this report scanned
+    contents: Optional[RowContents] = None  # kernel mode, when this report read contents
 
 
 @dataclass(frozen=True)

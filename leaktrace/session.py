@@ -8,16 +8,17 @@ Sites are ranked and judged (leak, growing, stable) by the session's
 GrowthTracker, which sees every interval, in either mode. With
 --reachability, `inspect` adds a scan of the targets' memory to the snapshot
 (at the final report, or at each); reach.rows.Judgement then folds it into
-the ranking, the verdicts and the rows.
+the ranking, the verdicts and the rows. In kernel mode, `evidence` reads
+what the shown sites' objects hold (at the final report) and the rows carry it.
 Stops on Ctrl-C, SIGTERM or SIGHUP, when the targets are gone, after
 --duration, or after COUNT reports, and always prints a final report: nothing
-collected is lost. The final report reads the maps, then detaches every probe
-(probe.detach: fast, and no later signal can leave one in a target), and
-only then scans, symbolizes and renders. The probe, the symbol resolver and
-the reporter are passed in, so the loop knows nothing about user or kernel
-mode; `run` adds on_signal (forward the signal to its command) and finish
-(end the command, still traced, before the final report, or after it when
-the final report scans the command's memory).
+collected is lost. The final report reads the maps (and the objects' contents),
+then detaches every probe (probe.detach: fast, and no later signal can leave
+one in a target), and only then scans, symbolizes and renders. The probe, the
+symbol resolver and the reporter are passed in, so the loop knows nothing
+about user or kernel mode; `run` adds on_signal (forward the signal to its
+command) and finish (end the command, still traced, before the final report,
+or after it when the final report scans the command's memory).
 """
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
+from .evidence import annotate as annotate_contents
 from .growth import GrowthTracker
-from .model import Report, Snapshot
+from .model import Report, RowContents, Site, Snapshot
 from .reach.rows import Judgement
 from .symbolize import build_report
 
@@ -61,6 +63,8 @@ class Session:
     # final report or (inspect_each) at every report.
     inspect: Optional[Callable[[Snapshot], Snapshot]] = None
     inspect_each: bool = False
+    # Kernel mode: what the objects of the given sites hold, at the final report.
+    evidence: Optional[Callable[[Snapshot, Sequence[Site]], Dict[Tuple, RowContents]]] = None
     reports: int = 0
     _stop_reason: str = field(default="", init=False)
 
@@ -74,9 +78,10 @@ class Session:
 
     def report(self, final: bool = False, detach: bool = False) -> Report:
         scan = self.inspect is not None and (final or self.inspect_each or self._last_by_count())
+        read = self.evidence is not None and (final or self._last_by_count())
         snapshot = self.probe.snapshot(self.targets(),
-                                       with_allocations=self.report_config.show_allocs or scan)
-        if detach:
+                                       with_allocations=self.report_config.show_allocs or scan or read)
+        if detach and not read:
             self.probe.detach()  # everything is read: leave the targets before the slow part
         if scan:
             snapshot = self.inspect(snapshot)
@@ -86,18 +91,23 @@ class Session:
         result = aggregate(snapshot, replace(config, top=0) if self.record else config,
                            rank=judgement.rank)
         warnings = tuple(self.warnings())
+        shown = result.limited(config.top)
+        contents = self.evidence(snapshot, shown.sites) if read else {}
+        if detach and read:
+            self.probe.detach()  # the objects' contents were the last thing read
         if self.record:  # first: a broken pipe on stdout loses nothing recorded
-            self.record(self._build(snapshot, result, warnings, judgement))
-        report = self._build(snapshot, result.limited(config.top), warnings, judgement)
+            self.record(self._build(snapshot, result, warnings, judgement, contents))
+        report = self._build(snapshot, shown, warnings, judgement, contents)
         self.render(report)
         if not final:
             self.probe.prune()
         self.reports += 1
         return report
 
-    def _build(self, snapshot, result, warnings: tuple, judgement: Judgement) -> Report:
+    def _build(self, snapshot, result, warnings: tuple, judgement: Judgement, contents) -> Report:
         report = build_report(snapshot, result, self.resolve, self.report_config, warnings)
-        return judgement.annotate(self.growth.annotate(report, result.sites), result.sites)
+        report = judgement.annotate(self.growth.annotate(report, result.sites), result.sites)
+        return annotate_contents(report, result.sites, contents) if contents else report
 
     def _last_by_count(self) -> bool:
         count = self.run_config.count

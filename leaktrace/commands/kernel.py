@@ -19,8 +19,9 @@ from ..errors import UsageError
 from ..model import KERNEL_KINDS, Report
 from ..probes import features, slabs
 from ..probes.kernel import KernelFilters, KernelProbe
+from ..probes.kernel_contents import ContentReader, data_bounds
 from ..session import Session, stderr_line
-from ..symbols.kallsyms import KernelSymbols
+from ..symbols.kallsyms import POINTER_TYPES, KernelSymbols
 from . import options
 
 GROUPS = ("stack", "cache", "process", "cgroup")
@@ -111,7 +112,10 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
               help="Walk the stack of every allocation (several times slower); by default each "
                    "kernel path is walked once and later allocations on it are named by the "
                    "return addresses read off the stack.")
-def kernel(group_by, kinds, caches, pids, comms, full_stacks, **opts):
+@click.option("--no-content", "no_content", is_flag=True,
+              help="Do not read the first bytes of the top sites' outstanding objects (by default "
+                   "the final report shows samples and the kernel symbols they point at).")
+def kernel(group_by, kinds, caches, pids, comms, full_stacks, no_content, **opts):
     """Trace kernel allocations system-wide and report those still outstanding.
 
     Prints a report every INTERVAL seconds (default 5) until Ctrl-C,
@@ -134,16 +138,27 @@ def kernel(group_by, kinds, caches, pids, comms, full_stacks, **opts):
     probe.detect(tracefs)
     try:
         probe.attach()
-        trace(probe, group_by, opts)
+        trace(probe, group_by, opts, content=not no_content)
     finally:
         probe.close()
 
 
-def trace(probe: KernelProbe, group_by: str, opts: dict) -> None:
+def content_reader(probe: KernelProbe, symbols: KernelSymbols, warnings: list):
+    """session.evidence: what the shown sites' objects hold; None when off."""
+    pointed = KernelSymbols(types=POINTER_TYPES)
+    reader = ContentReader(probe.bpf)
+    if not reader.attach(data_bounds(pointed)):
+        warnings.append(reader.problem)
+        return None
+    return lambda snapshot, sites: reader.contents(snapshot, sites, pointed.name, symbols)
+
+
+def trace(probe: KernelProbe, group_by: str, opts: dict, content: bool = True) -> None:
     """Announce, run the report loop, print the final report."""
     symbols = KernelSymbols()
     warnings = [] if not symbols.hidden else [
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
+    evidence = content_reader(probe, symbols, warnings) if content else None
     cgroup_paths = CgroupPaths()
     announce(probe, probe.filters)
     def relabeled(sink):
@@ -153,7 +168,7 @@ def trace(probe: KernelProbe, group_by: str, opts: dict) -> None:
         session = Session(
             probe=probe, report_config=options.report_config(opts, group_by=group_by),
             run_config=options.run_config(opts), render=relabeled(render), record=relabeled(record),
-            resolve=symbols.resolve, warnings=lambda: warnings,
+            resolve=symbols.resolve, warnings=lambda: warnings, evidence=evidence,
         )
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

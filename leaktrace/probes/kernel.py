@@ -50,6 +50,11 @@ def cache_label(kind: str, name: bytes, cache_class: int, kmalloc_type: int) -> 
     return NOT_SLAB.get(kind, f"[{kind}]")
 
 
+def bucket_cache(key) -> str:
+    """cache_label() of a kbucket_key."""
+    return cache_label(KERNEL_KINDS[key.kind], bytes(key.cache), key.cache_class, key.kmalloc_type)
+
+
 def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     """What each non-zero loss means for the figures, in words."""
     notes = []
@@ -231,7 +236,7 @@ class KernelProbe:
         return tuple(
             Allocation(pid=info.bucket.tgid, address=key.addr, size=info.size,
                        timestamp_ns=info.timestamp_ns, stack=StackKey(0, info.bucket.stack_id),
-                       kind=KERNEL_KINDS[info.bucket.kind])
+                       kind=KERNEL_KINDS[info.bucket.kind], cache=bucket_cache(info.bucket))
             for key, info in self.bpf["allocs"].items())
 
     def prune(self) -> None:

@@ -24,17 +24,17 @@ def choose(candidates: Sequence[Tuple[int, int, int]]) -> List[int]:
     return [index for index, _, _ in ranked[:SAMPLE_BLOCKS]]
 
 
-def similarity(heads: Sequence[bytes]) -> Optional[float]:
-    """Mean, over byte positions, of the share of heads holding that position's
-    most common value; None for fewer than two heads."""
+def similarity(heads: Sequence[bytes], unit: int = 1) -> Optional[float]:
+    """Mean, over positions of `unit` bytes, of the share of heads holding that
+    position's most common value; None for fewer than two heads."""
     if len(heads) < 2:
         return None
     width = max(len(h) for h in heads)
     if width == 0:
         return 1.0
     shares = []
-    for position in range(width):
-        column = [h[position] for h in heads if position < len(h)]
+    for position in range(0, width, unit):
+        column = [h[position:position + unit] for h in heads if position < len(h)]
         if len(column) > 1:
             shares.append(Counter(column).most_common(1)[0][1] / len(column))
     return sum(shares) / len(shares) if shares else 1.0

@@ -16,10 +16,12 @@ from leaktrace.model import (
     Allocation,
     Container,
     ContentSample,
+    KernelPointer,
     Frame,
     ReachSummary,
     Report,
     ReportRow,
+    RowContents,
     RowReach,
     StackKey,
     Target,
@@ -123,6 +125,7 @@ def _row_to_dict(r: ReportRow) -> Dict[str, Any]:
         "history": list(r.history), "growth_bps": r.growth_bps,
         "verdict": r.verdict, "verdict_reason": r.verdict_reason,
         "reachability": _row_reach_to_dict(r.reach) if r.reach else None,
+        "contents": _contents_to_dict(r.contents) if r.contents else None,
     }
 
 
@@ -145,6 +148,8 @@ def _row_from_dict(d: Any) -> ReportRow:
         verdict_reason=f.get_str("verdict_reason") if "verdict_reason" in f.d else "",
         reach=_row_reach_from_dict(f.get_object("reachability"))
         if f.d.get("reachability") is not None else None,
+        contents=_contents_from_dict(f.get_object("contents"))
+        if f.d.get("contents") is not None else None,
     )
 
 
@@ -171,23 +176,54 @@ def _summary_from_dict(d: Any) -> ReachSummary:
                         problems=tuple(_warning(p) for p in f.get_list("problems")))
 
 
+def _sample_to_dict(s: ContentSample) -> Dict[str, Any]:
+    reach = {"class": s.reach} if s.reach else {}
+    return {"address": hex(s.address), "size": s.size, **reach, "hex": s.head.hex(),
+            "text": ascii_text(s.head)}
+
+
+def _sample_from_dict(d: Any) -> ContentSample:
+    f = _Fields(d, "content sample")
+    return ContentSample(address=f.get_hex("address"), size=f.get_int("size"),
+                         head=f.get_bytes_hex("hex"), reach=f.get_str("class") if "class" in f.d else "")
+
+
+def _similarity_from(f: "_Fields") -> Optional[float]:
+    similarity = f.get_optional("similarity", (int, float))
+    return float(similarity) if similarity is not None else None
+
+
 def _row_reach_to_dict(r: RowReach) -> Dict[str, Any]:
     return {**_classes_to_dict(r.bytes, r.counts), "similarity": r.similarity,
-            "samples": [{"address": hex(s.address), "size": s.size, "class": s.reach,
-                         "hex": s.head.hex(), "text": ascii_text(s.head)} for s in r.samples]}
+            "samples": [_sample_to_dict(s) for s in r.samples]}
 
 
 def _row_reach_from_dict(d: Any) -> RowReach:
     f = _Fields(d, "stack reachability")
     bytes_, counts = _classes_from(f)
-    samples = []
-    for item in f.get_list("samples"):
-        sf = _Fields(item, "content sample")
-        samples.append(ContentSample(address=sf.get_hex("address"), size=sf.get_int("size"),
-                                     head=sf.get_bytes_hex("hex"), reach=sf.get_str("class")))
-    similarity = f.get_optional("similarity", (int, float))
-    return RowReach(bytes=bytes_, counts=counts, samples=tuple(samples),
-                    similarity=float(similarity) if similarity is not None else None)
+    return RowReach(bytes=bytes_, counts=counts,
+                    samples=tuple(_sample_from_dict(item) for item in f.get_list("samples")),
+                    similarity=_similarity_from(f))
+
+
+def _contents_to_dict(c: RowContents) -> Dict[str, Any]:
+    return {"sampled": c.sampled, "similarity": c.similarity,
+            "samples": [_sample_to_dict(s) for s in c.samples],
+            "pointers": [{"offset": p.offset, "address": hex(p.address), "symbol": p.symbol,
+                          "objects": p.objects, "holds": list(p.holds)} for p in c.pointers]}
+
+
+def _contents_from_dict(d: Any) -> RowContents:
+    f = _Fields(d, "stack contents")
+    pointers = []
+    for item in f.get_list("pointers"):
+        pf = _Fields(item, "content pointer")
+        pointers.append(KernelPointer(offset=pf.get_int("offset"), address=pf.get_hex("address"),
+                                      symbol=pf.get_str("symbol"), objects=pf.get_int("objects"),
+                                      holds=tuple(pf.get_str_list("holds"))))
+    return RowContents(sampled=f.get_int("sampled"),
+                       samples=tuple(_sample_from_dict(item) for item in f.get_list("samples")),
+                       similarity=_similarity_from(f), pointers=tuple(pointers))
 
 
 def _frame_to_dict(fr: Frame) -> Dict[str, Any]:
@@ -206,7 +242,7 @@ def _frame_from_dict(d: Any) -> Frame:
 
 def _allocation_to_dict(a: Allocation) -> Dict[str, Any]:
     return {"pid": a.pid, "address": hex(a.address), "size": a.size,
-            "timestamp_ns": a.timestamp_ns, "kind": a.kind,
+            "timestamp_ns": a.timestamp_ns, "kind": a.kind, "cache": a.cache,
             "stack": {"pid": a.stack.pid, "stack_id": a.stack.stack_id}}
 
 
@@ -215,6 +251,7 @@ def _allocation_from_dict(d: Any) -> Allocation:
     stack = _Fields(f.get_object("stack"), "allocation stack")
     return Allocation(pid=f.get_int("pid"), address=f.get_hex("address"), size=f.get_int("size"),
                       timestamp_ns=f.get_int("timestamp_ns"), kind=f.get_str("kind"),
+                      cache=f.get_str("cache") if "cache" in f.d else "",
                       stack=StackKey(pid=stack.get_int("pid"), stack_id=stack.get_int("stack_id")))
 
 
@@ -258,6 +295,11 @@ class _Fields:
         values = self.get_list(key)
         items = _Fields({str(i): v for i, v in enumerate(values)}, f"{self.what} {key!r}")
         return [items.get_int(str(i)) for i in range(len(values))]
+
+    def get_str_list(self, key: str) -> List[str]:
+        values = self.get_list(key)
+        items = _Fields({str(i): v for i, v in enumerate(values)}, f"{self.what} {key!r}")
+        return [items.get_str(str(i)) for i in range(len(values))]
 
     def get_object(self, key: str) -> Dict[str, Any]:
         return self._get(key, (dict,), "an object")

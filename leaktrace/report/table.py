@@ -11,7 +11,8 @@ from typing import List, Sequence, TextIO
 
 from tabulate import tabulate
 
-from leaktrace.model import REACH_CLASSES, Frame, Report, ReportRow, RowReach, Target
+from leaktrace.model import (REACH_CLASSES, Frame, KernelPointer, Report, ReportRow, RowContents, RowReach,
+                             Target)
 from leaktrace.reach.content import hex_lines
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
@@ -101,6 +102,8 @@ class TableReporter:
                 lines.append(f"{FRAME_INDENT}{row.verdict or 'verdict'}: {printable(row.verdict_reason)}")
             if row.reach:
                 lines.extend(FRAME_INDENT + line for line in _reach_lines(row.reach))
+            if row.contents:
+                lines.append(FRAME_INDENT + _contents_line(row.contents))
             lines.extend(FRAME_INDENT + self._frame_text(f) for f in row.frames)
             for number, stack in enumerate(row.more_stacks, start=2):
                 lines.append(FRAME_INDENT + f"-- stack {number} --")
@@ -162,6 +165,26 @@ def _reach_lines(reach: RowReach) -> List[str]:
         for number, (hex_text, text) in enumerate(hex_lines(sample.head[:SAMPLE_SHOWN_BYTES])):
             lines.append(f"  {label if number == 0 else '':<30} {hex_text:<47}  {text}")
     return lines
+
+
+def _contents_line(contents: RowContents) -> str:
+    """Kernel objects: what they point at, else the start of one of them."""
+    alike = f", {contents.similarity:.0%} alike" if contents.similarity is not None else ""
+    text = f"contents ({_plural(contents.sampled, 'object')} read{alike}): "
+    if contents.pointers:
+        return text + "points at " + ", ".join(_pointer_text(p) for p in contents.pointers)
+    if contents.samples:
+        hex_text, ascii_part = hex_lines(contents.samples[0].head[:16])[0]
+        return text + f"{hex_text}  {ascii_part}"
+    return text + "nothing read"
+
+
+def _pointer_text(pointer: KernelPointer) -> str:
+    """`eventfd_fops at +8 (16)`; a table as the functions it holds."""
+    name = printable(pointer.symbol)
+    if pointer.holds:
+        name = "{" + ", ".join(printable(f) for f in pointer.holds[:3]) + (", ...}" if len(pointer.holds) > 3 else "}")
+    return f"{name} at +{pointer.offset} ({pointer.objects})"
 
 
 def _target_line(t: Target) -> str:

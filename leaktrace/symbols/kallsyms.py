@@ -16,16 +16,18 @@ from ..model import Frame, RawStack
 
 KALLSYMS = "/proc/kallsyms"
 TEXT_TYPES = frozenset("tTwW")
+# Text and data: what a pointer stored in a kernel object may name.
+POINTER_TYPES = TEXT_TYPES | frozenset("dDrRbB")
 MAX_SYMBOL_SIZE = 1 << 20
 KERNEL_MODULE = "kernel"
 
 
-def parse_kallsyms(text: str) -> Tuple[List[int], List[Tuple[str, str]]]:
-    """(sorted addresses, (name, module) per address) of the text symbols."""
+def parse_kallsyms(text: str, types: frozenset = TEXT_TYPES) -> Tuple[List[int], List[Tuple[str, str]]]:
+    """(sorted addresses, (name, module) per address) of the symbols of these types."""
     entries = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 3 or parts[1] not in TEXT_TYPES:
+        if len(parts) < 3 or parts[1] not in types:
             continue
         try:
             address = int(parts[0], 16)
@@ -38,8 +40,9 @@ def parse_kallsyms(text: str) -> Tuple[List[int], List[Tuple[str, str]]]:
 
 
 class KernelSymbols:
-    def __init__(self, path: str = KALLSYMS, text: Optional[str] = None):
+    def __init__(self, path: str = KALLSYMS, text: Optional[str] = None, types: frozenset = TEXT_TYPES):
         self.path = path
+        self.types = types
         self._text = text
         self._addresses: Optional[List[int]] = None
         self._names: List[Tuple[str, str]] = []
@@ -54,7 +57,7 @@ class KernelSymbols:
                     text = handle.read()
             except OSError:
                 text = ""
-        self._addresses, self._names = parse_kallsyms(text)
+        self._addresses, self._names = parse_kallsyms(text, self.types)
 
     @property
     def hidden(self) -> bool:
@@ -73,6 +76,28 @@ class KernelSymbols:
             return None
         name, module = self._names[index]
         return name, offset, module
+
+    def address_of(self, name: str) -> Optional[int]:
+        """Where the symbol `name` (of the loaded types) is, or None."""
+        self._load()
+        for address, (symbol, _) in zip(self._addresses, self._names):
+            if symbol == name:
+                return address
+        return None
+
+    def function_at(self, address: int) -> Optional[str]:
+        """The function starting exactly at address, or None."""
+        found = self.lookup(address)
+        return found[0] if found and found[1] == 0 else None
+
+    def name(self, address: int) -> Optional[str]:
+        """`symbol` or `symbol+0xoff` (a module's in brackets after it), or None."""
+        found = self.lookup(address)
+        if found is None:
+            return None
+        name, offset, module = found
+        text = f"{name}+0x{offset:x}" if offset else name
+        return text if module == KERNEL_MODULE else f"{text} [{module}]"
 
     def frame(self, address: int) -> Frame:
         found = self.lookup(address)

@@ -372,3 +372,56 @@ def test_event_storm_fills_the_map_and_keeps_running(holder_binary):
         reports = tracer.stop()
     assert tracer.returncode == 0, tracer.describe()
     assert reports[-1]["losses"]["alloc_map_full"] >= report["losses"]["alloc_map_full"]
+
+
+# (mode, a function of the stack that makes the objects, what they point at:
+# the symbol, or a function of the table it points at when kallsyms lists no
+# variables (no CONFIG_KALLSYMS_ALL), function of a stack that must not).
+# A pipe with data in it has its first pipe_buffer's ops set to
+# anon_pipe_buf_ops; an eventfd's file has f_op = eventfd_fops.
+CONTENT_CASES = [
+    ("pipedata", "alloc_pipe_info", {"anon_pipe_buf_ops", "anon_pipe_buf_release"}, "expand_files"),
+    ("eventfd", "do_eventfd", {"eventfd_fops", "eventfd_read"}, "do_epoll_ctl"),
+]
+
+
+def points_at(row: Dict, names: set) -> int:
+    """Sampled objects of the row holding a pointer that names one of names."""
+    contents = row["contents"] or {"pointers": []}
+    return max((p["objects"] for p in contents["pointers"]
+                if names & ({p["symbol"]} | set(p["holds"]))), default=0)
+
+
+@pytest.mark.parametrize("mode, maker, names, other", CONTENT_CASES, ids=[c[0] for c in CONTENT_CASES])
+def test_final_report_resolves_what_the_objects_point_at(holder_binary, mode, maker, names, other):
+    holder = Holder(holder_binary, mode, 200)
+    with tracer_for("--pid", holder.pid, "--kind", "kmalloc,cache", "--top", 40) as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            wait_report(tracer, lambda r: count_for(r, holder.pid) >= 600)
+            final = tracer.stop()[-1]  # contents are read for the final report
+        finally:
+            holder.stop()
+    assert tracer.returncode == 0, tracer.describe()
+    rows = rows_of(final, holder.pid)
+    pointing = [r for r in rows if points_at(r, names)]
+    assert pointing, [(r["cache"], r["contents"]) for r in rows]
+    for row in pointing:
+        assert maker in symbols_of(row) and other not in symbols_of(row), symbols_of(row)
+        # Every object read from the row holds it (16 sampled of 200).
+        assert points_at(row, names) == row["contents"]["sampled"] == 16, row["contents"]
+        assert row["contents"]["samples"][0]["hex"]
+
+
+def test_no_content_reads_nothing(holder_binary):
+    holder = Holder(holder_binary, "pipedata", 50)
+    with tracer_for("--pid", holder.pid, "--no-content") as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            wait_report(tracer, lambda r: count_for(r, holder.pid) >= 150)
+            final = tracer.stop()[-1]
+        finally:
+            holder.stop()
+    assert rows_of(final, holder.pid) and all(r["contents"] is None for r in final["stacks"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from leaktrace.errors import UsageError
-from leaktrace.model import (Allocation, Container, ContentSample, Frame, ReachSummary, Report,
-                             ReportRow, RowReach, StackKey, Target)
+from leaktrace.model import (Allocation, Container, ContentSample, Frame, KernelPointer, ReachSummary,
+                             Report, ReportRow, RowContents, RowReach, StackKey, Target)
 from leaktrace.report.json_report import JsonReporter, read_reports
 from leaktrace.report.serialize import report_from_dict, report_to_dict
 from leaktrace.symbolize import MAX_ALLOCS_PER_SITE
@@ -47,11 +47,17 @@ USER = Report(
     warnings=("most stacks are only 1-2 frames deep", "naïve ✓"),
     group_by="stack", sample_rate=4096, older_than_ms=500, sites_total=97, taken_ns=11_234_567_890_123,
 )
+FILP_HEAD = bytes(16) + (0xFFFFFFFF8244F0C0).to_bytes(8, "little")  # f_op = eventfd_fops
 KERNEL = Report(
     mode="kernel", timestamp=1_714_000_100.0, elapsed_s=0.0, targets=(),
     totals={"bytes": 8192, "count": 2}, events={}, losses={},
     rows=(ReportRow(1, 8192, 2, 61.0, KERNEL_FRAMES, "cache", cache="dentry", cgroup="7781",
-                    bytes_older=(8192, 8192, 8192)),),
+                    bytes_older=(8192, 8192, 8192), contents=RowContents(
+                        sampled=2, similarity=0.75,
+                        samples=(ContentSample(0xFFFF888102F1C300, 192, FILP_HEAD),),
+                        pointers=(KernelPointer(16, 0xFFFFFFFF8244F0C0, "__start_rodata+0x4f0c0", 2,
+                                                holds=("eventfd_read", "eventfd_write")),))),),
+    allocations=(Allocation(7781, 0xFFFF888102F1C300, 192, 5, StackKey(0, 3), "cache", "filp"),),
     group_by="cache", older_than_ms=0, sites_total=1,
 )
 EMPTY = Report(mode="user", timestamp=0.0, elapsed_s=1.5, targets=(), totals={"bytes": 0, "count": 0},
