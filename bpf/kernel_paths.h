@@ -23,7 +23,10 @@
  * kernel continues the stack where a fault from user space ends it); a frame
  * whose size varies (the random stack offset of the syscall entry) ends the
  * chain when what follows is always the same outermost frame (KRULE_VAR), and
- * sends the allocation to a walk otherwise (KRULE_DEEP). Anything the rules
+ * sends the allocation to a walk otherwise (KRULE_DEEP). With the random
+ * stack offset, words below a return address may hold stale copies of the
+ * next one: a learned step is tried first, and one found by search replaces
+ * it only once it has been seen more often (`votes`). Anything the rules
  * cannot read (a frame never seen, interrupt stacks, chains deeper than
  * KPATH_MAX_FRAMES) is walked: never guessed.
  *
@@ -41,7 +44,7 @@
 #ifndef KPATH_RULES
 #define KPATH_RULES 16384 /* direct-mapped by return address; power of two */
 #endif
-#define KPATH_WORDS 256       /* stack words copied at most: 2 KiB; power of two */
+#define KPATH_WORDS 512       /* stack words copied at most: 4 KiB; power of two */
 #define KPATH_PIECE 64        /* words copied at a time; divides KPATH_WORDS */
 #ifndef KPATH_MAX_FRAMES
 #define KPATH_MAX_FRAMES 24 /* frames read per chain */
@@ -63,6 +66,8 @@ struct kframe_rule {
 	s32 delta;
 	u16 top;
 	u16 flags;
+	u32 votes; /* observations of delta, less those of another: a stale copy seen first is outvoted */
+	u32 pad;
 };
 
 struct kpath_scratch {
@@ -74,6 +79,8 @@ struct kpath_scratch {
 	u32 slot;               /* loop state, see above */
 	u32 found;
 	u32 checks;             /* hits since the last check against a walk */
+	u32 learn;              /* kpath_hash stopped at a frame a walk can teach */
+	u32 pad;
 };
 
 /* Accessors defined next to the maps in kernel_alloc.c. */
@@ -144,6 +151,7 @@ static __always_inline int kpath_copy(void *ctx, struct kpath_scratch *s)
 	s->base = saved.sp;
 	s->top = (saved.sp | (KPATH_STACK_SIZE - 1)) + 1;
 	s->count = 0;
+	s->learn = 0;
 	/* The handler's return address sits just above its frame. */
 	return kpath_more(s) && s->count > 1 && s->words[1] == saved.ip;
 }
@@ -176,13 +184,18 @@ static __always_inline u64 kpath_hash(struct kpath_scratch *s, u64 site)
 {
 	u64 hash = 0xcbf29ce484222325ULL;
 	KPATH_STATE(s->slot) = 1;
+	s->learn = 0;
 	for (int frame = 0; frame < KPATH_MAX_FRAMES; frame++) {
 		u32 slot = KPATH_STATE(s->slot);
 		if (!kpath_reach(s, slot))
 			return 0;
 		u64 ip = kpath_word(s, slot);
 		struct kframe_rule *rule = kframe_rule_of(ip);
-		if (!rule || rule->flags & KRULE_DEEP)
+		if (!rule || !(rule->flags & (KRULE_STEP | KRULE_LAST))) {
+			s->learn = 1;
+			return 0;
+		}
+		if (rule->flags & KRULE_DEEP)
 			return 0;
 		hash = kpath_mix(hash, ip);
 		u64 below_top = KPATH_STACK_SIZE - ((s->base + slot * 8) & (KPATH_STACK_SIZE - 1));
@@ -190,8 +203,10 @@ static __always_inline u64 kpath_hash(struct kpath_scratch *s, u64 site)
 			return hash | 1;
 		if (rule->flags & KRULE_VAR)
 			return rule->flags & KRULE_NEXT_LAST ? hash | 1 : 0;
-		if (!(rule->flags & KRULE_STEP))
+		if (!(rule->flags & KRULE_STEP)) {
+			s->learn = 1;
 			return 0;
+		}
 		slot += (u32)rule->delta >> 3;
 		if (rule->flags & KRULE_TWO)
 			slot = kpath_pick(s, slot, frame ? 0 : site);
@@ -211,6 +226,7 @@ static __always_inline void kframe_learn_step(struct kframe_rule *rule, u64 ip, 
 		rule->delta = delta;
 		rule->top = 0;
 		rule->flags = KRULE_STEP | (next_last ? KRULE_NEXT_LAST : 0);
+		rule->votes = 1;
 		return;
 	}
 	if (next != rule->next || !next_last)
@@ -219,19 +235,30 @@ static __always_inline void kframe_learn_step(struct kframe_rule *rule, u64 ip, 
 		rule->next = next;
 		rule->delta = delta;
 		rule->flags |= KRULE_STEP | (next_last ? KRULE_NEXT_LAST : 0);
+		rule->votes = 1;
 		return;
 	}
 	if (rule->flags & (KRULE_VAR | KRULE_DEEP))
 		return;
-	if (delta == rule->delta || (rule->flags & KRULE_TWO && delta == rule->delta + 8))
+	if (delta == rule->delta || (rule->flags & KRULE_TWO && delta == rule->delta + 8)) {
+		if (rule->votes < 1024)
+			rule->votes++;
 		return;
+	}
 	if (!(rule->flags & KRULE_TWO) && (delta == rule->delta + 8 || delta + 8 == rule->delta)) {
 		if (delta < rule->delta)
 			rule->delta = delta;
 		rule->flags |= KRULE_TWO;
 		return;
 	}
-	rule->flags |= rule->flags & KRULE_NEXT_LAST ? KRULE_VAR : KRULE_DEEP;
+	if (rule->flags & KRULE_NEXT_LAST) {
+		rule->flags |= KRULE_VAR; /* the random stack offset of the syscall entry */
+	} else if (rule->votes > 1) {
+		rule->votes--; /* most likely a stale copy of `next`, found below the real one */
+	} else {
+		rule->delta = delta;
+		rule->flags &= ~KRULE_TWO;
+	}
 }
 
 static __always_inline void kframe_learn_last(struct kframe_rule *rule, u64 ip, u64 below_top)
@@ -250,6 +277,22 @@ static __always_inline void kframe_learn_last(struct kframe_rule *rule, u64 ip, 
 	}
 }
 
+/* The slot the rule for ip says `next` is at, when it holds it: stale copies
+ * of a return address below the real one (left there by earlier calls, at
+ * other random stack offsets) must not win over a known step. */
+static __always_inline u32 kpath_predicted(struct kpath_scratch *s, struct kframe_rule *rule, u64 ip,
+					   u32 from, u64 next)
+{
+	if (rule->ip != ip || !(rule->flags & KRULE_STEP) || rule->flags & (KRULE_VAR | KRULE_DEEP))
+		return KPATH_NO_SLOT;
+	u32 slot = from + ((u32)rule->delta >> 3);
+	if (slot < s->count && kpath_word(s, slot) == next)
+		return slot;
+	if (rule->flags & KRULE_TWO && slot + 1 < s->count && kpath_word(s, slot + 1) == next)
+		return slot + 1;
+	return KPATH_NO_SLOT;
+}
+
 /* Find frame k of the walk above frame k - 1's slot and learn the step;
  * 0 when the chain of slots ends here. */
 static __always_inline int kpath_learn_frame(struct kpath_scratch *s, u32 k, u32 frames)
@@ -265,8 +308,8 @@ static __always_inline int kpath_learn_frame(struct kpath_scratch *s, u32 k, u32
 		return 0;
 	}
 	u64 next = kpath_ip(s, k);
-	KPATH_STATE(s->found) = KPATH_NO_SLOT;
-	for (u32 i = 1; i <= KPATH_SEARCH_WORDS; i++) {
+	KPATH_STATE(s->found) = kpath_predicted(s, rule, ip, from, next);
+	for (u32 i = 1; i <= KPATH_SEARCH_WORDS && KPATH_STATE(s->found) == KPATH_NO_SLOT; i++) {
 		if (from + i >= s->count)
 			break;
 		if (kpath_word(s, from + i) == next) {
