@@ -11,7 +11,8 @@ untraced ops/s over traced ops/s; the target is leaktrace's extra cost at
 most half of memleak's: (leaktrace - 1) <= (memleak - 1) / 2 per loop.
 
 Run as root from the repository: .venv/bin/python bench/kernel_syscalls.py
-Options: --seconds S per measurement, --repeat N (median kept), --skip-memleak.
+Options: --seconds S per measurement, --repeat N (median kept), --skip-memleak,
+--full-stacks (also leaktrace --full-stacks, which walks every stack as memleak does).
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-memleak", action="store_true")
+    parser.add_argument("--full-stacks", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: tracing needs it")
@@ -110,6 +112,10 @@ def main() -> int:
         results = {"untraced": measure_all(binary, args.seconds, args.repeat)}
         results["leaktrace"] = under([str(LEAKTRACE), "kernel", "3600", "--format", "json"],
                                      "leaktrace: tracing", env, binary, args.seconds, args.repeat)
+        if args.full_stacks:
+            results["--full-stacks"] = under([str(LEAKTRACE), "kernel", "3600", "--format", "json",
+                                              "--full-stacks"], "leaktrace: tracing", env, binary,
+                                             args.seconds, args.repeat)
         if not args.skip_memleak:
             results["memleak"] = under(["/usr/bin/python3", MEMLEAK, "3600"], "Attaching to kernel",
                                        env, binary, args.seconds, args.repeat)
@@ -129,6 +135,8 @@ def print_table(results: Dict[str, Dict[str, float]]) -> None:
             theirs = base[loop] / results["memleak"][loop]
             met = "yes" if ours - 1 <= (theirs - 1) / 2 else "NO"
             line += f"{results['memleak'][loop]:>15,.0f}{theirs:>9.2f}x  {met}"
+        if "--full-stacks" in results:
+            line += f"   --full-stacks {base[loop] / results['--full-stacks'][loop]:.2f}x"
         print(line)
     print("slowdown = untraced ops/s / traced ops/s (untraced: best of the runs before and after); "
           "target: leaktrace's extra cost <= half of memleak's")
