@@ -11,6 +11,7 @@ probes are live.
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import re
 import signal
@@ -25,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 # Frame pointers everywhere: the probes unwind with them.
 BASE_CFLAGS = ("-g", "-O0", "-fno-omit-frame-pointer", "-pthread")
+# Slow machines (the kernel matrix's emulated guests) stretch every wait.
+TIMEOUT_SCALE = float(os.environ.get("LEAKTRACE_TIMEOUT_SCALE", "1"))
 _RESULT_LINE = re.compile(r"^(SITE fn=(?P<fn>\S+)|LEAKED) bytes=(?P<bytes>\d+) count=(?P<count>\d+)$")
 
 
@@ -100,6 +103,7 @@ class LeakyProcess:
 
     def wait_leaked(self, timeout: float = 20) -> Dict:
         """{"bytes", "count", "sites": {function: {"bytes", "count"}}} as printed."""
+        timeout *= TIMEOUT_SCALE
         if self._out.wait_for(lambda l: l.startswith("LEAKED "), timeout) is None:
             raise AssertionError(f"{self.command[0]} printed no LEAKED line in {timeout}s; "
                                  f"exit={self.proc.poll()} stdout={self._out.text()!r} "
@@ -183,6 +187,7 @@ class Tracer:
         """Block until the probes are live (the `leaktrace: tracing` stderr line)."""
         # An internal error or traceback ends the wait at once, even if the
         # process lingers after printing it.
+        timeout *= TIMEOUT_SCALE
         line = self._err.wait_for(lambda l: l.startswith("leaktrace: tracing") or any(
             sign in l for sign in ("internal error", "Traceback")), timeout)
         if line is None or not line.startswith("leaktrace: tracing"):
@@ -206,6 +211,7 @@ class Tracer:
 
     def wait(self, timeout: float = 30) -> int:
         """Wait for leaktrace to exit by itself; returns its exit code."""
+        timeout *= TIMEOUT_SCALE
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -238,7 +244,7 @@ def run_leaktrace(args: Sequence[str], env: Optional[dict] = None, prefix: Seque
     """Run leaktrace to completion; python replaces the entry point (e.g. another venv)."""
     entry = list(python) + ["-m", "leaktrace"] if python else leaktrace_command()
     cmd = [*prefix, *entry, *[str(a) for a in args]]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout * TIMEOUT_SCALE,
                           stdin=subprocess.DEVNULL)
 
 
