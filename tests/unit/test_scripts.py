@@ -17,8 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURED = REPO / "tests" / "data" / "demo" / "docker"
-SHELL_SCRIPTS = sorted([*REPO.glob("scripts/*.sh"), *REPO.glob("deploy/*.sh"), REPO / "demo" / "lib.sh",
-                        *REPO.glob("vagrant/*.sh")])
+SHELL_SCRIPTS = sorted([*REPO.glob("scripts/*.sh"), *REPO.glob("deploy/*.sh"), *REPO.glob("tests/matrix/*.sh"),
+                        REPO / "demo" / "lib.sh", *REPO.glob("vagrant/*.sh")])
 CALL_LINE = re.compile(r"^(mem-leak(-fix)?): call (\d+) fibonacci\((\d+)\) = (\d+), "
                        r"leaked (\d+) KiB mono=(\d+\.\d+)$")
 

@@ -1,0 +1,60 @@
+"""The matrix's results as one table (checks x kernels) and its footnotes; pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+from tabulate import tabulate
+
+
+@dataclass
+class KernelRun:
+    """What one kernel's guest (or the host) gave back."""
+    series: str
+    release: str
+    how: str  # "kvm", "tcg" or "host": where the checks ran
+    headers: str  # "debian" (the kernel's own package) or "fallback"
+    results: Dict[str, Dict] = field(default_factory=dict)  # check -> its JSON record
+    problem: str = ""  # why checks have no result (boot failed, timed out)
+    seconds: float = 0.0
+
+    def result(self, check: str) -> Dict:
+        return self.results.get(check) or {
+            "check": check, "status": "FAIL", "seconds": 0, "warnings": [], "detail": "",
+            "summary": self.problem or "no result from the guest"}
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problem) or any(r["status"] == "FAIL" for r in self.results.values())
+
+
+def cell(record: Dict) -> str:
+    return f"{record['status']} {record['seconds']:.0f}s" if record["seconds"] else record["status"]
+
+
+def column_title(run: KernelRun) -> str:
+    return f"{run.series} ({run.how})"
+
+
+def render(runs: Sequence[KernelRun], checks: Sequence[str]) -> str:
+    """The table, then one line per kernel, then the reasons for every SKIP and FAIL."""
+    rows = [[check] + [cell(run.result(check)) for run in runs] for check in checks]
+    lines = [tabulate(rows, headers=["check"] + [column_title(r) for r in runs], tablefmt="simple",
+                      disable_numparse=True), ""]
+    for run in runs:
+        lines.append(f"{column_title(run)}: {run.release}, headers {run.headers}, "
+                     f"{run.seconds:.0f}s in all" + (f"; {run.problem}" if run.problem else ""))
+    notes = footnotes(runs, checks)
+    if notes:
+        lines += [""] + notes
+    return "\n".join(lines)
+
+
+def footnotes(runs: Sequence[KernelRun], checks: Sequence[str]) -> List[str]:
+    notes = []
+    for run in runs:
+        for check in checks:
+            record = run.result(check)
+            if record["status"] != "PASS":
+                notes.append(f"{column_title(run)} {check} {record['status']}: {record['summary'][:300]}")
+    return notes

@@ -1,0 +1,118 @@
+"""The kernel matrix's pure parts (tests/matrix): which Debian kernel a series
+means, module load order, the guest's command line and results, the table.
+The guests themselves run in tests/integration/test_kernel_matrix.py."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from matrix import initramfs, kernels
+from matrix.__main__ import problem_of
+from matrix.guest import GuestConfig, parse_results, qemu_command
+from matrix.table import KernelRun, render
+
+# Package names as `apt-cache search` listed them on 2026-12-07 (a sample).
+PACKAGES = [
+    "linux-image-5.10.0-30-cloud-amd64", "linux-image-5.10.0-32-cloud-amd64",
+    "linux-image-6.1.0-47-cloud-amd64", "linux-image-6.1.0-50-cloud-amd64",
+    "linux-image-6.12.43+deb12-cloud-amd64", "linux-image-6.12.117+deb13-cloud-amd64",
+    "linux-image-6.12.90+deb12.1-cloud-amd64", "linux-image-6.18.5+deb13-cloud-amd64",
+    "linux-image-6.18.15+deb13-cloud-amd64", "linux-image-6.19.14+deb13-cloud-amd64",
+    "linux-image-cloud-amd64", "linux-image-6.1.0-50-cloud-amd64-dbg", "linux-image-6.1.0-50-amd64",
+]
+
+
+@pytest.mark.parametrize("series, release", [
+    ("5.10", "5.10.0-32-cloud-amd64"), ("6.1", "6.1.0-50-cloud-amd64"),
+    ("6.12", "6.12.117+deb13-cloud-amd64"), ("6.18", "6.18.15+deb13-cloud-amd64"), ("4.19", None),
+])
+def test_newest_cloud_kernel_of_a_series(series, release):
+    assert kernels.newest_release(PACKAGES, series) == release
+
+
+def test_a_series_is_not_a_prefix_of_another():
+    assert kernels.in_series("6.1.0-50-cloud-amd64", "6.1")
+    assert not kernels.in_series("6.12.117+deb13-cloud-amd64", "6.1")
+    assert not kernels.in_series("6.18.15+deb13-cloud-amd64", "6.1")
+
+
+def test_common_headers_from_depends():
+    depends = ("Depends: linux-headers-6.1.0-50-common (= 6.1.176-1), linux-kbuild-6.1 (>= 6.1.176-1), "
+               "linux-compiler-gcc-12-x86")
+    assert kernels.common_headers(depends) == "linux-headers-6.1.0-50-common"
+    assert kernels.common_headers("Depends: linux-base (>= 4.12~), gcc-14") is None
+
+
+def test_private_sources_are_signed_by_debians_keyring():
+    lines = kernels.sources_list().splitlines()
+    assert len(lines) == len(kernels.SUITES)
+    assert all(line.startswith(f"deb [signed-by={kernels.KEYRING}] http") for line in lines)
+
+
+def test_modules_load_after_their_dependencies_and_built_ins_are_left_out():
+    depends = {"virtio_pci": ["virtio_pci_modern_dev", "virtio", "virtio_ring"],
+               "virtio_pci_modern_dev": [], "virtio": [], "virtio_ring": [],
+               "virtiofs": ["fuse", "virtio", "virtio_ring"], "fuse": [], "overlay": []}
+    order = initramfs.load_order(initramfs.WANTED, depends.__getitem__)
+    assert sorted(order) == sorted(depends)
+    assert all(order.index(dep) < order.index(mod) for mod, deps in depends.items() for dep in deps)
+    built_in = initramfs.load_order(initramfs.WANTED, depends.__getitem__, builtin={"fuse", "virtio"})
+    assert "fuse" not in built_in and "virtio" not in built_in and "virtiofs" in built_in
+
+
+def test_a_dependency_cycle_is_an_error():
+    with pytest.raises(ValueError, match="cycle"):
+        initramfs.load_order(["a"], {"a": ["b"], "b": ["a"]}.__getitem__)
+
+
+def test_module_names_and_depends_from_a_real_modinfo_section(tmp_path):
+    assert initramfs.module_name("kernel/drivers/virtio/virtio-pci.ko.xz") == "virtio_pci"
+    source = tmp_path / "mod.c"
+    source.write_text('__attribute__((section(".modinfo"), used)) static const char info[] = '
+                      '"license=GPL\\0depends=virtio,virtio-ring\\0vermagic=6.1";\n')
+    subprocess.run(["gcc", "-c", str(source), "-o", str(tmp_path / "mod.ko")], check=True)
+    image = initramfs.read_module(tmp_path / "mod.ko")
+    assert initramfs.module_depends(image) == ["virtio", "virtio_ring"]
+
+
+def kernel(tmp_path: Path) -> kernels.Kernel:
+    return kernels.Kernel("6.1", "6.1.0-50-cloud-amd64", tmp_path, True)
+
+
+def test_qemu_shares_the_host_root_and_reports_on_a_second_serial_port(tmp_path):
+    command = qemu_command(kernel(tmp_path), tmp_path / "initrd", tmp_path / "vfs.sock",
+                           tmp_path / "console.log", tmp_path / "results", "tcg", GuestConfig(Path("/repo")))
+    text = " ".join(command)
+    assert "-accel tcg" in text and "-no-reboot" in text and "panic=-1" in text
+    assert f"socket,id=vfs,path={tmp_path / 'vfs.sock'}" in text and "tag=host" in text
+    assert "share=on" in text  # vhost-user needs shared guest memory
+    serials = [command[i + 1] for i, word in enumerate(command) if word == "-serial"]
+    assert serials == [f"file:{tmp_path / 'console.log'}", f"file:{tmp_path / 'results'}"]
+
+
+def test_results_survive_serial_line_endings_and_cut_lines():
+    text = ('{"kernel": {"release": "6.1.0-50-cloud-amd64"}}\r\n'
+            '{"check": "run", "status": "PASS", "seconds": 160.0, "detail": "", "warnings": []}\r\n'
+            '{"check": "attach", "sta')
+    parsed = parse_results(text)
+    assert parsed["kernel"]["release"] == "6.1.0-50-cloud-amd64"
+    assert [r["check"] for r in parsed["checks"]] == ["run"] and not parsed["done"]
+    assert problem_of(dict(parsed, ended="poweroff"), "x\n[ 9.1] Kernel panic\n").endswith("Kernel panic")
+    assert problem_of(dict(parsed, ended="timeout"), "") == "guest timed out"
+    assert problem_of(dict(parsed, done=True, ended="poweroff"), "") == ""
+
+
+def test_table_has_a_column_per_kernel_and_reasons_below():
+    ok = KernelRun("6.1", "6.1.0-50-cloud-amd64", "tcg", "debian", {
+        "run": {"check": "run", "status": "PASS", "seconds": 160.2, "summary": "", "detail": "",
+                "warnings": []},
+        "kernel": {"check": "kernel", "status": "SKIP", "seconds": 1, "summary": "no slab names",
+                   "detail": "", "warnings": []}}, seconds=400)
+    broken = KernelRun("5.10", "5.10.0-32-cloud-amd64", "tcg", "debian", problem="guest timed out")
+    text = render([ok, broken], ["run", "kernel"])
+    header, rule, run_row, kernel_row = text.splitlines()[:4]
+    assert header.split() == ["check", "6.1", "(tcg)", "5.10", "(tcg)"]
+    assert run_row.split() == ["run", "PASS", "160s", "FAIL"]
+    assert "6.1 (tcg) kernel SKIP: no slab names" in text
+    assert "5.10 (tcg) run FAIL: guest timed out" in text
+    assert not ok.failed and broken.failed
