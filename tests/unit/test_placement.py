@@ -13,13 +13,16 @@ import pytest
 
 from leaktrace.code_index import index_elf
 from leaktrace.errors import TargetError, UsageError
-from leaktrace.placement import EMULATED, choose_offset, emulation_kind, kernel_version, place_probe
+from leaktrace.placement import (
+    EMULATED, choose_offset, describe_kernel, emulation_kind, kernel_version, place_probe, usable_kinds,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "placement"
 GLIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 MUSL = "/lib/x86_64-linux-musl/libc.so"
 NOW, NO_NOP_EMULATION, NO_PUSH_EMULATION, NO_EMULATION = (6, 18), (6, 1), (4, 14), (3, 10)
+NOP5_EMULATED = (6, 17)  # emulated as a nop, not yet optimised into a call
 MMAP_ARGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 
 
@@ -48,7 +51,8 @@ def rules(tmp_path_factory):
     ("call_first", NOW, 0, "entry `call"),
     ("call_first", NO_EMULATION, 0, "changes control flow"),
     ("indirect_jump", NOW, 0, "may jump anywhere"),
-    ("endbr_nop5", NOW, 4, "nop5"),
+    ("endbr_nop5", NOP5_EMULATED, 4, "nop5"),
+    ("endbr_nop5", NOW, 9, "to `push rbx`"),  # 6.18 optimises nop5: the red zone
     ("endbr_nop5", NO_NOP_EMULATION, 9, "to `push rbx`"),
     ("endbr_nop5", NO_PUSH_EMULATION, 0, "writes rsp"),
     ("entered_far", NOW, 0, "+3 is entered from outside"),
@@ -93,6 +97,20 @@ def test_emulation_kind(hexbytes, kind):
 
 def test_every_emulated_kind_names_its_kernel_version():
     assert all(e.since >= (3, 16) and e.source for e in EMULATED.values())
+
+
+@pytest.mark.parametrize("version, kinds", [
+    ((5, 10), ("branch", "nop", "push")), ((6, 1), ("branch", "nop", "push")),
+    ((6, 2), ("branch", "nop", "push", "nop2")),
+    ((6, 17), ("branch", "nop", "push", "nop2", "nopl", "nop5")),
+    ((6, 18), ("branch", "nop", "push", "nop2", "nopl")), ((7, 3), ("branch", "nop", "push", "nop2", "nopl")),
+])
+def test_what_placement_counts_on_per_kernel(version, kinds):
+    assert usable_kinds(version) == kinds
+    line = describe_kernel(version)
+    assert f"Linux {version[0]}.{version[1]} emulates ({', '.join(kinds)})" in line
+    assert ("never onto a nop5" in line) == (version >= (6, 18))
+    assert describe_kernel((3, 10)) == "entry probes kept at function entries"
 
 
 def test_kernel_version_parsing():
