@@ -138,6 +138,7 @@ class Snapshot:
     allocations: Tuple[Allocation, ...] = ()
     sample_rate: int = 0  # bytes per sample; 0 = every allocation recorded
     notes: Tuple[str, ...] = ()  # what the probes could not do (missing tracepoints, ...)
+    probes: Tuple[str, ...] = ()  # how they work on this kernel: choices made from its version and features
     reach: Optional[ReachScan] = None  # --reachability, at the reports that scanned
 
 
@@ -291,6 +292,7 @@ class Report:
     rows: Tuple[ReportRow, ...]
     allocations: Tuple[Allocation, ...] = ()
     warnings: Tuple[str, ...] = ()
+    probes: Tuple[str, ...] = ()  # Snapshot.probes: what the probes chose on this kernel
     group_by: str = "stack"
     sample_rate: int = 0
     older_than_ms: int = 0  # the age filter the rows passed

@@ -68,6 +68,7 @@ def build_report(
         rows=tuple(rows),
         allocations=_shown_allocations(snapshot, result.sites, config) if config.show_allocs else (),
         warnings=tuple(dict.fromkeys(notes)),  # once each, first mention first
+        probes=snapshot.probes,
         group_by=config.group_by,
         sample_rate=snapshot.sample_rate,
         older_than_ms=config.older_than_ms,

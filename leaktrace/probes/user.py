@@ -13,6 +13,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
+from ..placement import describe_kernel, kernel_version
 from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
@@ -62,6 +63,15 @@ ARG_REGS: Dict[str, Tuple[str, ...]] = {
     "pvalloc": ("rdi",), "free": ("rdi",), "mmap": ("rdi", "rsi", "rdx", "rcx"),
     "munmap": ("rdi",), "mremap": ("rdi", "rsi", "rdx"),
 }
+
+
+# Per-thread call state: task storage (bpf_task_storage_get and
+# bpf_get_current_task_btf from tracing programs) arrived in Linux 5.11; older
+# kernels get a tid-keyed hash (PENDING_HASH=1), which costs a hash insert and
+# delete per call and can fill up (pending_map_full).
+TASK_STORAGE_SINCE = (5, 11)
+CALL_STATE_TASK_STORAGE = "per-thread call state in BPF task storage"
+CALL_STATE_HASH = "per-thread call state in a thread-id hash"
 
 
 def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
@@ -147,6 +157,7 @@ class UserProbe:
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
         self._trace_open = False  # --trace's perf buffer
         self.hooks: Optional[UprobeHooks] = None  # set by load()
+        self.probes: List[str] = []  # what load() chose for this kernel, for the report header
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
@@ -155,12 +166,20 @@ class UserProbe:
         """Compile and load; links: whether uprobes will be BPF links (probes/hooks.py)."""
         if self.bpf is not None:
             return
-        try:
-            self.bpf = source.load(SOURCE, self.config.defines())
-        except ProbeLoadError:
-            # Kernels before task storage for tracing programs: tid-keyed hash.
+        version = kernel_version()
+        if version >= TASK_STORAGE_SINCE:
+            try:
+                self.bpf = source.load(SOURCE, self.config.defines())
+                self.probes = [CALL_STATE_TASK_STORAGE]
+            except ProbeLoadError as exc:  # a kernel built without it, or a verifier that refuses it
+                self.probes = [f"{CALL_STATE_HASH}: task storage did not load here ({exc.message})"]
+        else:
+            self.probes = [f"{CALL_STATE_HASH}: Linux {version[0]}.{version[1]} has no task storage "
+                           "for tracing programs (5.11+)"]
+        if self.bpf is None:
             self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
+        self.probes.append(describe_kernel(version))
         if self.config.unwind != "fp":
             self._install_walker()
 
@@ -244,7 +263,7 @@ class UserProbe:
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config),
+            + loss_notes(counters, self.config), probes=tuple(self.probes),
         )
 
     def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:

@@ -69,6 +69,7 @@ class TableReporter:
         when = datetime.fromtimestamp(report.timestamp).strftime("%Y-%m-%d %H:%M:%S")
         lines = [f"leaktrace {when}  {report.mode} mode, traced {format_age(report.elapsed_s)}"]
         lines.extend(f"target: {_target_line(t)}" for t in report.targets)
+        lines.extend(f"probes: {printable(p)}" for p in report.probes)
         if report.events:
             lines.append("events: " + _counters(report.events))
         if report.losses:

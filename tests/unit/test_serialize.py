@@ -45,6 +45,7 @@ USER = Report(
     allocations=(Allocation(4242, 0x7F3A00000000, 1 << 40, 11_000_000_000_000,
                             StackKey(4242, 17), "mmap"),),
     warnings=("most stacks are only 1-2 frames deep", "naïve ✓"),
+    probes=("per-thread call state in BPF task storage",),
     group_by="stack", sample_rate=4096, older_than_ms=500, sites_total=97, taken_ns=11_234_567_890_123,
 )
 FILP_HEAD = bytes(16) + (0xFFFFFFFF8244F0C0).to_bytes(8, "little")  # f_op = eventfd_fops
