@@ -330,6 +330,22 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc)
 	return cache_alloc(args, (u64)args->ptr, args->call_site, &info);
 }
 #endif
+#if CACHE_NAME_FROM_STRUCT
+/* Linux 6.1's kmem_cache_alloc has no `name` field, but its raw arguments are
+ * (call_site, ptr, struct kmem_cache *s, gfp_flags, node): read s->name and
+ * s->size at the offsets the kernel's BTF gives (user space passes them). */
+RAW_TRACEPOINT_PROBE(kmem_cache_alloc)
+{
+	const char *s = (const char *)ctx->args[2];
+	const char *name = NULL;
+	unsigned int size = 0;
+	bpf_probe_read_kernel(&size, sizeof(size), s + KMEM_CACHE_SIZE_OFFSET);
+	bpf_probe_read_kernel(&name, sizeof(name), s + KMEM_CACHE_NAME_OFFSET);
+	struct kalloc_info info = { .size = size };
+	bpf_probe_read_kernel_str(info.bucket.cache, CACHE_NAME_LEN, name);
+	return cache_alloc(ctx, ctx->args[1], ctx->args[0], &info);
+}
+#endif
 #if HAVE_CACHE_ALLOC_NODE
 TRACEPOINT_PROBE(kmem, kmem_cache_alloc_node)
 {

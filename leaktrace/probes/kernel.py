@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Sequence, Tuple
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
-from . import features, release, slabs, source, tracepoints
+from . import btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
 
 SOURCE = "kernel_alloc.c"
@@ -106,7 +106,8 @@ class KernelProbe:
 
     def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
         """Which kinds this kernel lets us trace; raises when none."""
-        self.plan = tracepoints.detect(self.filters.kinds, tracefs or features.ensure_tracefs())
+        self.plan = tracepoints.detect(self.filters.kinds, tracefs or features.ensure_tracefs(),
+                                       lambda: btf.kernel_member_offsets("kmem_cache", ("name", "size")))
         if not self.plan.kinds:
             wanted = ", ".join(self.filters.kinds)
             raise EnvironmentProblem(
@@ -173,7 +174,8 @@ class KernelProbe:
         """Events the kernel did not deliver (BPF recursion protection)."""
         allocs = frees = 0
         for (group, event) in self.plan.events:
-            function = self.bpf.funcs.get(f"tracepoint__{group}__{event}".encode())
+            function = (self.bpf.funcs.get(f"tracepoint__{group}__{event}".encode())
+                        or self.bpf.funcs.get(f"raw_tracepoint__{event}".encode()))
             misses = recursion_misses(function.fd) if function else None
             if misses is None:
                 continue
@@ -204,7 +206,7 @@ class KernelProbe:
             events={k: v for k, v in counters.items() if k not in LOSSES},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
-            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config),
+            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config), probes=self.plan.probes,
         )
 
     @staticmethod

@@ -6,15 +6,16 @@ kinds asked for, it decides what kernel_alloc.c compiles (one -D flag per
 handler and per optional field) and says, in plain words, what is traced and
 what this kernel cannot give. detect() is the only part that reads tracefs.
 Kernels differ: before 6.1 kmalloc_node and kmem_cache_alloc_node are
-separate events, the cache `name` field arrived in 6.0, percpu's bytes_alloc
-in 6.0, the vmalloc events in 5.19.
+separate events, the cache `name` field arrived in 6.2 (6.1's raw arguments
+carry the kmem_cache instead: read through offsets from the kernel's BTF),
+percpu's bytes_alloc in 6.0, the vmalloc events in 6.2.
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..model import KERNEL_KINDS
 
@@ -105,6 +106,7 @@ FIELD_DEFINES = {
 }
 
 Formats = Mapping[Tuple[str, str], Optional[EventFormat]]
+CacheLayout = Callable[[], Optional[Mapping[str, int]]]
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class TracingPlan:
     defines: Mapping[str, int]
     notes: Tuple[str, ...] = ()  # what is not available, in words
     missing: Tuple[str, ...] = field(default_factory=tuple)  # kinds asked for but untraceable
+    probes: Tuple[str, ...] = ()  # choices made for this kernel, for the report header
 
 
 def _kind_events(kind: str, formats: Formats) -> Tuple[list, Optional[str]]:
@@ -133,11 +136,14 @@ def _kind_events(kind: str, formats: Formats) -> Tuple[list, Optional[str]]:
     return allocs + [spec.free], None
 
 
-def plan_tracing(kinds: Sequence[str], formats: Formats) -> TracingPlan:
-    """Decide what to compile and attach for `kinds` given the formats found."""
+def plan_tracing(kinds: Sequence[str], formats: Formats,
+                 cache_layout: CacheLayout = lambda: None) -> TracingPlan:
+    """Decide what to compile and attach for `kinds` given the formats found.
+    cache_layout gives the byte offsets of struct kmem_cache's name and size
+    in the running kernel (from its BTF), or None; asked only when needed."""
     traced, events, notes, missing = [], [], [], []
     defines: Dict[str, int] = {define: 0 for define in HANDLER_DEFINES.values()}
-    defines.update({define: 0 for define in FIELD_DEFINES.values()})
+    defines.update({define: 0 for define in FIELD_DEFINES.values()}, CACHE_NAME_FROM_STRUCT=0)
     for kind in kinds:
         kind_events, problem = _kind_events(kind, formats)
         if problem:
@@ -152,9 +158,31 @@ def plan_tracing(kinds: Sequence[str], formats: Formats) -> TracingPlan:
         found = formats.get((group, event))
         defines[define] = int(found is not None and field_name in found.fields)
     if "cache" in traced and not defines["CACHE_NAME"]:
-        notes.append("kmem:kmem_cache_alloc has no `name` field on this kernel: slab "
-                     "caches are shown by object size")
-    return TracingPlan(tuple(traced), tuple(events), defines, tuple(notes), tuple(missing))
+        _name_caches_from_struct(formats, cache_layout, defines, notes)
+    probes = (CACHE_NAMES_FROM_STRUCT,) if defines["CACHE_NAME_FROM_STRUCT"] else ()
+    return TracingPlan(tuple(traced), tuple(events), defines, tuple(notes), tuple(missing), probes)
+
+
+CACHE_NAMES_FROM_STRUCT = ("slab cache names read from kmem:kmem_cache_alloc's kmem_cache argument "
+                           "(its format has no name field on this kernel)")
+
+
+def _name_caches_from_struct(formats: Formats, cache_layout: CacheLayout, defines: Dict[str, int],
+                             notes: list) -> None:
+    """No `name` field: 6.1's event (it has `node`, and its raw arguments carry
+    the kmem_cache) is read raw when the kernel's BTF says where the struct
+    keeps its name and size; older events carry no cache at all."""
+    cache_alloc = formats.get(("kmem", "kmem_cache_alloc"))
+    has_cache_arg = cache_alloc is not None and cache_alloc.has("node")
+    layout = cache_layout() if has_cache_arg else None
+    if layout:
+        defines.update(HAVE_CACHE_ALLOC=0, CACHE_NAME_FROM_STRUCT=1,
+                       KMEM_CACHE_NAME_OFFSET=layout["name"], KMEM_CACHE_SIZE_OFFSET=layout["size"])
+        return
+    why = ("kmem:kmem_cache_alloc has no `name` field on this kernel: slab caches are shown by "
+           "object size")
+    needs_btf = "; naming them needs the kernel's BTF (/sys/kernel/btf/vmlinux)"
+    notes.append(why + (needs_btf if has_cache_arg else ""))
 
 
 def read_formats(tracefs: str, kinds: Sequence[str] = KERNEL_KINDS) -> Dict[Tuple[str, str], Optional[EventFormat]]:
@@ -172,5 +200,5 @@ def read_formats(tracefs: str, kinds: Sequence[str] = KERNEL_KINDS) -> Dict[Tupl
     return formats
 
 
-def detect(kinds: Sequence[str], tracefs: str) -> TracingPlan:
-    return plan_tracing(kinds, read_formats(tracefs, kinds))
+def detect(kinds: Sequence[str], tracefs: str, cache_layout: CacheLayout = lambda: None) -> TracingPlan:
+    return plan_tracing(kinds, read_formats(tracefs, kinds), cache_layout)

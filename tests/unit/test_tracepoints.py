@@ -1,5 +1,6 @@
 """Tracepoint feature detection over captured format files: this kernel's
-(6.18) and an older layout (5.10: *_node events, no cache names, no vmalloc)."""
+(6.18), Debian 12's (6.1: no cache names, but the kmem_cache in the raw
+arguments) and an older layout (5.10: *_node events, no cache names, no vmalloc)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,8 @@ from leaktrace.probes import tracepoints
 DATA = Path(__file__).resolve().parent.parent / "data" / "tracepoints"
 NEW = str(DATA / "linux-6.18")
 OLD = str(DATA / "linux-5.10")
+DEBIAN_12 = str(DATA / "linux-6.1")
+LAYOUT = {"name": 96, "size": 24}  # struct kmem_cache, as a kernel's BTF would give it
 
 
 def read(tree: str, group: str, event: str) -> tracepoints.EventFormat:
@@ -61,6 +64,33 @@ def test_older_kernel_layout_adapts_and_says_what_is_missing():
     assert plan.defines["HAVE_VMAP_ALLOC"] == 0
     assert any("vmalloc:alloc_vmap_area does not exist" in n for n in plan.notes)
     assert any("no `name` field" in n for n in plan.notes)
+
+
+def test_debian_12_names_caches_from_the_raw_kmem_cache_argument():
+    plan = tracepoints.plan_tracing(KERNEL_KINDS, formats_of(DEBIAN_12), lambda: LAYOUT)
+    assert plan.kinds == ("kmalloc", "cache", "page", "percpu") and plan.missing == ("vmalloc",)
+    assert plan.defines["CACHE_NAME"] == 0 and plan.defines["HAVE_CACHE_ALLOC"] == 0
+    assert plan.defines["CACHE_NAME_FROM_STRUCT"] == 1
+    assert (plan.defines["KMEM_CACHE_NAME_OFFSET"], plan.defines["KMEM_CACHE_SIZE_OFFSET"]) == (96, 24)
+    assert plan.probes == (tracepoints.CACHE_NAMES_FROM_STRUCT,)
+    assert not any("name" in n for n in plan.notes)
+    assert ("kmem", "kmem_cache_alloc") in plan.events
+
+
+def test_without_btf_caches_go_by_size_and_the_note_says_why():
+    plan = tracepoints.plan_tracing(("cache",), formats_of(DEBIAN_12), lambda: None)
+    assert plan.defines["HAVE_CACHE_ALLOC"] == 1 and plan.defines["CACHE_NAME_FROM_STRUCT"] == 0
+    assert plan.notes == ("kmem:kmem_cache_alloc has no `name` field on this kernel: slab caches are "
+                          "shown by object size; naming them needs the kernel's BTF "
+                          "(/sys/kernel/btf/vmlinux)",) and plan.probes == ()
+
+
+def test_events_without_the_kmem_cache_never_ask_for_its_layout():
+    def layout():
+        raise AssertionError("5.10's event carries no kmem_cache: its layout is of no use")
+    plan = tracepoints.plan_tracing(("cache",), formats_of(OLD), layout)
+    assert plan.defines["CACHE_NAME_FROM_STRUCT"] == 0 and plan.defines["HAVE_CACHE_ALLOC"] == 1
+    assert plan.notes[0].endswith("shown by object size")
 
 
 def test_missing_free_event_disables_only_that_kind():
