@@ -25,7 +25,7 @@ from typing import List, Optional
 
 from . import checks, kernels
 from .guest import Guest, GuestConfig, parse_results
-from .table import KernelRun, render
+from .table import KernelRun, render, render_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_KERNELS = "5.10,6.1,6.12,6.18"
@@ -46,6 +46,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="auto: KVM, then TCG once KVM fails (default)")
     parser.add_argument("--check-timeout", type=float, help="seconds per check (default 300 KVM, 900 TCG)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--markdown", type=Path, help="also write the README's Supported kernels table here")
     parser.add_argument("--logs", type=Path, help="keep each guest's console and results under this directory")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--memory-mb", type=int, default=3072)
@@ -108,6 +109,7 @@ class Matrix:
                                              if "KVM" in line), "")
             else:
                 run.results = {r["check"]: r for r in results["checks"]}
+                run.facts = results["kernel"] or {}
                 run.problem = problem_of(results, guest.log("console.log"))
             guest.close(keep_logs=logs)
         return results
@@ -122,6 +124,7 @@ class Matrix:
                                "--timeout", str(timeout)], stdout=subprocess.PIPE, text=True, cwd=REPO)
         results = parse_results(done.stdout)
         run.results = {r["check"]: r for r in results["checks"]}
+        run.facts = results["kernel"] or {}
         run.seconds = time.monotonic() - started
         return run
 
@@ -150,9 +153,11 @@ def main(argv: List[str]) -> int:
         log("interrupted; guests stopped")
         return 130
     print(render(runs, args.check_names))
+    measured = time.strftime("%Y-%m-%d")
     if args.json:
-        args.json.write_text(json.dumps({"measured": time.strftime("%Y-%m-%d"),
-                                         "runs": [asdict(r) for r in runs]}, indent=1))
+        args.json.write_text(json.dumps({"measured": measured, "runs": [asdict(r) for r in runs]}, indent=1))
+    if args.markdown:
+        args.markdown.write_text(render_markdown(runs, args.check_names, measured) + "\n")
     return 1 if any(r.failed for r in runs) else 0
 
 

@@ -9,8 +9,9 @@ Each check drives leaktrace the way a user does and judges it by the test
 suite's ground truth (tests/harness.py: what the program itself says it
 leaked, bytes and counts within ±10%). It runs in its own process group, killed
 at --timeout. --results receives JSON lines: first {"kernel": {...}}, then one
-{"check", "status" (PASS/FAIL/SKIP), "seconds", "detail", "warnings"} per check,
-then {"done": true}. Human-readable progress goes to stderr.
+{"check", "status" (PASS/FAIL/SKIP), "seconds", "summary", "detail", "warnings",
+"probes"} per check (the last two from the report the check judged: what
+leaktrace said about this kernel), then {"done": true}. Progress goes to stderr.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: harness
 
@@ -53,7 +54,7 @@ def assert_site(report: Dict, function: str, expected: Dict) -> Dict:
 
 
 class Checks:
-    """One method per check; each returns the final report's warnings."""
+    """One method per check; each returns the final report it judged ({} if none)."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -61,7 +62,7 @@ class Checks:
     def build(self, src: str, flags=(), name=None) -> Path:
         return compile_c(src, self.workdir, flags, out_name=name)
 
-    def attach(self) -> List[str]:
+    def attach(self) -> Dict:
         """The demo app (scripts/demo.sh --check): fibonacci <- child, growth as logged."""
         out = self.workdir / "demo"
         done = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), "--no-setup", "--no-docker",
@@ -72,9 +73,9 @@ class Checks:
         final = json.loads((out / "mem-leak.reports.jsonl").read_text().splitlines()[-1])
         top = frame_symbols(final["stacks"][0])[:2]
         assert top == ["fibonacci", "child"], f"top stack {top}\n" + context
-        return final["warnings"]
+        return final
 
-    def run(self) -> List[str]:
+    def run(self) -> Dict:
         """`leaktrace run` sees the allocations of main's first microseconds."""
         with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, "--",
                      self.build("early_leak.c"), "1500"]) as tracer:
@@ -82,18 +83,18 @@ class Checks:
         leaked, reports = parse_leaked(tracer.other_output()), tracer.reports()
         assert reports, "no report when the command exited\n" + tracer.describe()
         assert_site(reports[-1], "early_leak", leaked["sites"]["early_leak"])
-        return reports[-1]["warnings"]
+        return reports[-1]
 
-    def jemalloc(self) -> List[str]:
+    def jemalloc(self) -> Dict:
         """A program linked with jemalloc: jemalloc is found and hooked."""
         program = self.build("fibonacci.c", ["-ljemalloc"], "fibonacci_jemalloc")
         leaked, reports, _ = trace_leaker([program, "40"])
         target = reports[-1]["targets"][0]
         assert "jemalloc" in target["allocator"] + target.get("allocator_name", ""), target
         assert_site(reports[-1], "fibonacci", leaked["sites"]["fibonacci"])
-        return reports[-1]["warnings"]
+        return reports[-1]
 
-    def cfi(self) -> List[str]:
+    def cfi(self) -> Dict:
         """strdup in a shared library, through Debian's libc (no frame pointers)."""
         lib = self.build("libcache.c", ["-shared", "-fPIC"], "libcache.so")
         program = self.build("uses_libcache.c", [f"-L{lib.parent}", "-lcache", f"-Wl,-rpath,{lib.parent}"])
@@ -104,18 +105,18 @@ class Checks:
         assert "strdup" in names[0] and names[1:4] == ["lib_cache_put", "store_names", "main"], names
         assert stack["frames"][1]["unwind"] == "cfi", stack["frames"][1]
         assert_site(reports[-1], "lib_cache_put", leaked["sites"]["lib_cache_put"])
-        return reports[-1]["warnings"]
+        return reports[-1]
 
-    def unwind_fp(self) -> List[str]:
+    def unwind_fp(self) -> Dict:
         """--unwind fp on a program built with frame pointers."""
         leaked, reports, _ = trace_leaker([self.build("fibonacci.c"), "30"], ["--unwind", "fp"])
         stack = stack_with(reports[-1], "fibonacci")
         assert stack is not None, describe_stacks(reports[-1])
         assert {f["unwind"] for f in stack["frames"]} == {"fp"}, stack["frames"]
         assert_site(reports[-1], "fibonacci", leaked["sites"]["fibonacci"])
-        return reports[-1]["warnings"]
+        return reports[-1]
 
-    def exit_report(self) -> List[str]:
+    def exit_report(self) -> Dict:
         """The target exits: leaktrace prints its final report and exits by itself."""
         with LeakyProcess([self.build("fibonacci.c"), "20"]) as leaker, Tracer(
                 ["attach", "-p", leaker.pid, "--format", "json", "--older-than", OLDER_THAN_MS]) as tracer:
@@ -128,9 +129,9 @@ class Checks:
         reports = tracer.reports()
         assert reports and "stopped (target exited)" in tracer.stderr, tracer.describe()
         assert_site(reports[-1], "fibonacci", leaked["sites"]["fibonacci"])
-        return reports[-1]["warnings"]
+        return reports[-1]
 
-    def kernel(self) -> List[str]:
+    def kernel(self) -> Dict:
         """Held pipes: attributed to the process and its stacks, two `filp`
         objects (the pipe's two files) per pipe; gone once closed."""
         pipes = 300
@@ -141,8 +142,13 @@ class Checks:
             try:
                 tracer.wait_tracing()
                 holder.say("go", "HELD")
-                held = kernel_test.wait_report(
-                    tracer, lambda r: kernel_test.count_for(r, holder.pid, filp) >= 2 * pipes, 30 * TIMEOUT_SCALE)
+                try:
+                    held = kernel_test.wait_report(
+                        tracer, lambda r: kernel_test.count_for(r, holder.pid, filp) >= 2 * pipes,
+                        30 * TIMEOUT_SCALE)
+                except AssertionError as exc:
+                    raise AssertionError(f"{2 * pipes} {filp} objects not seen; the process's rows: "
+                                         f"{holder_rows(tracer.reports()[-1], holder.pid)}") from exc
                 rows = kernel_test.rows_of(held, holder.pid)
                 assert {r["comm"] for r in rows} == {kernel_test.COMM}, rows
                 symbols = {s for r in rows for s in kernel_test.symbols_of(r)}
@@ -154,9 +160,9 @@ class Checks:
             finally:
                 holder.stop()
             tracer.stop()
-        return held["warnings"]
+        return held
 
-    def triage(self) -> List[str]:
+    def triage(self) -> Dict:
         """A heap grower is the top user_anon grower, verdict leak, at the rate
         its RssAnon grew meanwhile (±20%, as tests/integration/test_triage.py;
         measured, since a slow guest falls behind the nominal 8000 KiB/s)."""
@@ -170,7 +176,7 @@ class Checks:
         top = report["growers"]["user_anon"][0]
         assert (top["pid"], verdict["verdict"]) == (pid, "leak"), (top, verdict)
         assert_within(top["rate"], rate, 20, "grow_heap's rate (RssAnon growth during triage)")
-        return []
+        return {}
 
     @staticmethod
     def _triage_with(binary: Path):
@@ -188,6 +194,11 @@ class Checks:
         return program.pid, json.loads(done.stdout), rate
 
 
+def holder_rows(report: Dict, pid: int) -> str:
+    return "; ".join(f"{r['cache']}/{r['kind']} n={r['count']} {kernel_test.symbols_of(r)[:4]}"
+                     for r in kernel_test.rows_of(report, pid))
+
+
 def rss_anon(pid: int) -> int:
     """Bytes of resident anonymous memory, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -202,18 +213,19 @@ SMOKE = ("attach", "run", "jemalloc", "cfi", "kernel", "triage", "unwind_fp", "e
 def run_one(name: str) -> None:
     """Child side: run one check, print its result as one JSON line."""
     started = time.monotonic()
-    status, summary, detail, warnings = "PASS", "", "", []
+    status, summary, detail, report = "PASS", "", "", {}
     with tempfile.TemporaryDirectory(prefix=f"matrix-{name}.") as tmp:
         os.chmod(tmp, 0o755)
         try:
-            warnings = getattr(Checks(Path(tmp)), name)()
+            report = getattr(Checks(Path(tmp)), name)()
         except Skip as why:
             status, summary = "SKIP", str(why)
         except Exception as exc:  # an assertion or anything unexpected: the check failed
             status, detail = "FAIL", traceback.format_exc()[-4000:]
             summary = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     print(json.dumps({"check": name, "status": status, "seconds": round(time.monotonic() - started, 1),
-                      "summary": summary, "detail": detail, "warnings": warnings}))
+                      "summary": summary, "detail": detail, "warnings": report.get("warnings", []),
+                      "probes": report.get("probes", [])}))
 
 
 def failed(name: str, started: float, why: str) -> Dict:

@@ -1,9 +1,27 @@
-"""What the matrix records about the kernel a check ran on (one JSON object)."""
+"""What the matrix records about the kernel the checks ran on (one JSON
+object): its release, BTF, headers, and the format files of the allocation
+tracepoints leaktrace reads (saved as test data: tests/data/tracepoints)."""
 from __future__ import annotations
 
 import os
 import platform
 from typing import Dict
+
+from leaktrace.probes import features, tracepoints
+
+
+def tracepoint_formats() -> Dict[str, str]:
+    """"group/event" -> its format file, for every event leaktrace may attach."""
+    tracefs = features.tracefs_path()
+    found = {}
+    for spec in tracepoints.KIND_EVENTS.values():
+        for group, event in spec.allocs + (spec.free,):
+            try:
+                with open(os.path.join(tracefs or "/nonexistent", "events", group, event, "format")) as text:
+                    found[f"{group}/{event}"] = text.read()
+            except OSError:
+                continue
+    return found
 
 
 def collect() -> Dict:
@@ -12,4 +30,5 @@ def collect() -> Dict:
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "headers": os.path.isdir(f"/lib/modules/{platform.release()}/build/include"),
         "accel": os.environ.get("MATRIX_ACCEL", "host"),
+        "tracepoints": tracepoint_formats(),
     }

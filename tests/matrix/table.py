@@ -17,6 +17,7 @@ class KernelRun:
     results: Dict[str, Dict] = field(default_factory=dict)  # check -> its JSON record
     problem: str = ""  # why checks have no result (boot failed, timed out)
     seconds: float = 0.0
+    facts: Dict = field(default_factory=dict)  # kernel_facts.collect() in the guest
 
     def result(self, check: str) -> Dict:
         return self.results.get(check) or {
@@ -58,3 +59,29 @@ def footnotes(runs: Sequence[KernelRun], checks: Sequence[str]) -> List[str]:
             if record["status"] != "PASS":
                 notes.append(f"{column_title(run)} {check} {record['status']}: {record['summary'][:300]}")
     return notes
+
+
+def kernel_notes(run: KernelRun, key: str) -> List[str]:
+    """The report lines of `key` ("probes" or "warnings") the checks met on this
+    kernel, once each; warnings only where they are about the kernel."""
+    lines = [line for check in run.results.values() for line in check.get(key, [])]
+    if key == "warnings":
+        lines = [line for line in lines if "this kernel" in line or line.startswith("not traced:")]
+    return list(dict.fromkeys(lines))
+
+
+def render_markdown(runs: Sequence[KernelRun], checks: Sequence[str], measured: str) -> str:
+    """The README's "Supported kernels" table: per kernel, the checks that
+    passed, how the probes work there and what degrades, in the report's words."""
+    lines = [f"Measured {measured} with `scripts/kernel-matrix.sh` ({', '.join(checks)}).", "",
+             "| kernel | checks | report header `probes:` | report `warning:` (what degrades) |",
+             "|---|---|---|---|"]
+    for run in runs:
+        passed = sum(run.result(c)["status"] == "PASS" for c in checks)
+        failed = [c for c in checks if run.result(c)["status"] != "PASS"]
+        verdict = f"{passed}/{len(checks)} pass" + (f" (not: {', '.join(failed)})" if failed else "")
+        cells = [f"{run.series}: `{run.release}` ({run.how})", verdict,
+                 "; ".join(kernel_notes(run, "probes")) or "-",
+                 "; ".join(kernel_notes(run, "warnings")) or "none"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ import pytest
 from matrix import initramfs, kernels
 from matrix.__main__ import problem_of
 from matrix.guest import GuestConfig, parse_results, qemu_command
-from matrix.table import KernelRun, render
+from matrix.table import KernelRun, render, render_markdown
 
 # Package names as `apt-cache search` listed them on 2026-12-07 (a sample).
 PACKAGES = [
@@ -116,3 +116,19 @@ def test_table_has_a_column_per_kernel_and_reasons_below():
     assert "6.1 (tcg) kernel SKIP: no slab names" in text
     assert "5.10 (tcg) run FAIL: guest timed out" in text
     assert not ok.failed and broken.failed
+
+
+def test_readme_table_says_how_each_kernel_is_probed_and_what_degrades():
+    def passed(check, warnings=(), probes=()):
+        return {"check": check, "status": "PASS", "seconds": 9, "summary": "", "detail": "",
+                "warnings": list(warnings), "probes": list(probes)}
+    old = KernelRun("5.10", "5.10.0-32-cloud-amd64", "tcg", "debian", {
+        "run": passed("run", ["3 records were replaced"], ["per-thread call state in a thread-id hash"]),
+        "kernel": passed("kernel", ["not traced: vmalloc: tracepoint vmalloc:alloc_vmap_area does not "
+                                    "exist on this kernel"])})
+    text = render_markdown([old], ["run", "kernel", "cfi"], "2026-12-07")
+    assert text.startswith("Measured 2026-12-07 with `scripts/kernel-matrix.sh` (run, kernel, cfi).")
+    row = text.splitlines()[-1]
+    assert row.startswith("| 5.10: `5.10.0-32-cloud-amd64` (tcg) | 2/3 pass (not: cfi) | "
+                          "per-thread call state in a thread-id hash | not traced: vmalloc")
+    assert "replaced" not in row  # a count of this run, not a property of the kernel
