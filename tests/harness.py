@@ -101,6 +101,12 @@ class LeakyProcess:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
+    def wait_line(self, line: str, timeout: float = 10) -> None:
+        """Until the program prints exactly this line."""
+        if self._out.wait_for(lambda printed: printed == line, timeout * TIMEOUT_SCALE) is None:
+            raise AssertionError(f"{self.command[0]} did not print {line!r} in {timeout}s; "
+                                 f"stdout={self._out.text()!r} stderr={self._err.text()!r}")
+
     def wait_leaked(self, timeout: float = 20) -> Dict:
         """{"bytes", "count", "sites": {function: {"bytes", "count"}}} as printed."""
         timeout *= TIMEOUT_SCALE

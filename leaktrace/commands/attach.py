@@ -9,7 +9,7 @@ import click
 from .. import allocator, containers, targets
 from ..errors import LeaktraceError, UsageError
 from ..model import Target
-from ..probes import features
+from ..probes import features, uretprobe
 from ..probes.user import UserProbe
 from ..session import Session, stderr_line
 from ..symbols import ProcessSymbols
@@ -176,6 +176,7 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     for pid in pids:
         targets.check_traceable(pid)
     features.check_privileges()
+    uretprobe.check_targets(pids)
     plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
     resolver = UserSymbols(lines=opts["lines"], docker_cp=docker_cp)
     for pid in pids:

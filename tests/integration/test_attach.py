@@ -10,9 +10,10 @@ import uuid
 import pytest
 
 from harness import (
-    OLDER_THAN_MS, SETTLE_S, LeakyProcess, Tracer, assert_within, describe_stacks, leaked_under,
-    stack_with, stacks_with, trace, trace_leaker,
+    OLDER_THAN_MS, SETTLE_S, LeakyProcess, Tracer, assert_clean_error, assert_within, describe_stacks,
+    leaked_under, run_leaktrace, stack_with, stacks_with, trace, trace_leaker,
 )
+from leaktrace.probes import uretprobe
 
 pytestmark = pytest.mark.privileged
 
@@ -93,6 +94,22 @@ def test_cpp_new_leak_shows_the_demangled_method(build):
     method = next(s for s in symbols if s.startswith("Cache::insert"))
     assert method == "Cache::insert(std::string const&)", symbols
     assert not any(s.startswith("_Z") for s in symbols), f"mangled names left: {symbols}"
+
+
+def test_a_process_under_a_seccomp_filter_survives_its_return_probes(build):
+    # seccomp_leak.c kills itself on the uretprobe syscall, as a strict
+    # sandbox would: kernels that skip seccomp for it (or predate it) trace it;
+    # one that filters it (6.11 until the Feb 2025 fix) must be refused.
+    with LeakyProcess([build("seccomp_leak.c"), "20"]) as leaker:
+        leaker.wait_line("FILTERED")  # the filter is on before leaktrace attaches
+        if uretprobe.kernel_behaviour() == "filtered":
+            assert_clean_error(run_leaktrace(["attach", "-p", leaker.pid, "--duration", "1"]),
+                               "seccomp", f"process {leaker.pid}")
+            assert leaker.proc.poll() is None
+            return
+        leaked, reports, _ = trace(leaker)
+        assert leaker.stop() == 0, "the traced process was killed"
+    assert_site(reports[-1], "keep_block", leaked["sites"]["keep_block"])
 
 
 def test_statically_linked_executable(build):

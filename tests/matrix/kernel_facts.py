@@ -1,5 +1,6 @@
 """What the matrix records about the kernel the checks ran on (one JSON
-object): its release, BTF, headers, and the format files of the allocation
+object): its release, BTF, headers, how seccomp treats the uretprobe
+syscall (leaktrace/probes/uretprobe.py), and the format files of the allocation
 tracepoints leaktrace reads (saved as test data: tests/data/tracepoints)."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import platform
 from typing import Dict
 
-from leaktrace.probes import features, tracepoints
+from leaktrace.probes import features, tracepoints, uretprobe
 
 
 def tracepoint_formats() -> Dict[str, str]:
@@ -30,5 +31,6 @@ def collect() -> Dict:
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "headers": os.path.isdir(f"/lib/modules/{platform.release()}/build/include"),
         "accel": os.environ.get("MATRIX_ACCEL", "host"),
+        "uretprobe_seccomp": uretprobe.kernel_behaviour(),
         "tracepoints": tracepoint_formats(),
     }
