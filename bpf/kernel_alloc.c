@@ -281,10 +281,33 @@ static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 site, u64 bytes
 	return record(ctx, SPACE_SLAB, ptr, site, &info);
 }
 
+#if CACHE_NAME_FROM_PAGE
+/* Kernels before 6.1 say nothing of the cache: the object's slab page does.
+ * x86-64 virtual memmap, addresses and offsets from kallsyms and BTF
+ * (leaktrace/probes/cache_names.py); a failed read leaves the name empty. */
+static __always_inline void cache_name_of(u64 ptr, char *name)
+{
+	u64 base = 0, vmemmap = 0, head = 0, cache = 0;
+	const char *text = NULL;
+	bpf_probe_read_kernel(&base, sizeof(base), (void *)PAGE_OFFSET_BASE_ADDR);
+	bpf_probe_read_kernel(&vmemmap, sizeof(vmemmap), (void *)VMEMMAP_BASE_ADDR);
+	u64 page = vmemmap + ((ptr - base) / PAGE_SIZE_BYTES) * STRUCT_PAGE_SIZE;
+	bpf_probe_read_kernel(&head, sizeof(head), (void *)(page + PAGE_COMPOUND_HEAD_OFFSET));
+	if (head & 1)
+		page = head - 1;
+	bpf_probe_read_kernel(&cache, sizeof(cache), (void *)(page + PAGE_SLAB_CACHE_OFFSET));
+	bpf_probe_read_kernel(&text, sizeof(text), (void *)(cache + KMEM_CACHE_NAME_OFFSET));
+	bpf_probe_read_kernel_str(name, CACHE_NAME_LEN, text);
+}
+#endif
+
 static __always_inline int cache_alloc(void *ctx, u64 ptr, u64 site, struct kalloc_info *info)
 {
 	if (!ptr)
 		return 0;
+#if CACHE_NAME_FROM_PAGE
+	cache_name_of(ptr, info->bucket.cache);
+#endif
 	info->bucket.kind = KIND_CACHE;
 	info->bucket.cache_class = info->size;
 #if FILTER_CACHES

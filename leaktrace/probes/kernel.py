@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, Sequence, Tuple
@@ -18,6 +19,7 @@ from typing import Dict, Iterable, Sequence, Tuple
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
+from ..symbols import kallsyms
 from . import btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
 
@@ -94,6 +96,20 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     return total
 
 
+class RunningKernel:
+    """Struct layouts (BTF) and variable addresses (kallsyms) of this kernel,
+    for cache_names.plan()."""
+
+    def layout(self, struct_name: str, members: Sequence[str]):
+        return btf.kernel_member_offsets(struct_name, members)
+
+    def symbol(self, name: str):
+        return kallsyms.variable_address(name)
+
+    def machine(self) -> str:
+        return platform.machine()
+
+
 class KernelProbe:
     def __init__(self, config: ProbeConfig, filters: KernelFilters = KernelFilters(),
                  full_stacks: bool = False):
@@ -107,7 +123,7 @@ class KernelProbe:
     def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
         """Which kinds this kernel lets us trace; raises when none."""
         self.plan = tracepoints.detect(self.filters.kinds, tracefs or features.ensure_tracefs(),
-                                       lambda: btf.kernel_member_offsets("kmem_cache", ("name", "size")))
+                                       RunningKernel())
         if not self.plan.kinds:
             wanted = ", ".join(self.filters.kinds)
             raise EnvironmentProblem(

@@ -25,8 +25,14 @@ def bpf_dir() -> Path:
     raise ProbeLoadError("leaktrace's BPF sources are missing", hint="reinstall leaktrace")
 
 
+def literal(value: int) -> str:
+    """A C integer literal; kernel addresses in hex, which C reads as unsigned."""
+    value = int(value)
+    return f"{value:#x}" if value >= 1 << 63 else str(value)
+
+
 def cflags(defines: Mapping[str, int]) -> list:
-    return [f"-D{name}={int(value)}" for name, value in sorted(defines.items())] + [
+    return [f"-D{name}={literal(value)}" for name, value in sorted(defines.items())] + [
         f"-I{bpf_dir()}"
     ]
 
@@ -34,7 +40,7 @@ def cflags(defines: Mapping[str, int]) -> list:
 def dump(name: str, defines: Mapping[str, int]) -> str:
     """The program as bcc will compile it: settings first, then the source."""
     lines = [f"/* {name} compiled with: {' '.join(cflags(defines))} */"]
-    lines += [f"#define {key} {int(value)}" for key, value in sorted(defines.items())]
+    lines += [f"#define {key} {literal(value)}" for key, value in sorted(defines.items())]
     return "\n".join(lines) + "\n" + _inline_includes(name, set())
 
 

@@ -6,18 +6,19 @@ kinds asked for, it decides what kernel_alloc.c compiles (one -D flag per
 handler and per optional field) and says, in plain words, what is traced and
 what this kernel cannot give. detect() is the only part that reads tracefs.
 Kernels differ: before 6.1 kmalloc_node and kmem_cache_alloc_node are
-separate events, the cache `name` field arrived in 6.2 (6.1's raw arguments
-carry the kmem_cache instead: read through offsets from the kernel's BTF),
-percpu's bytes_alloc in 6.0, the vmalloc events in 6.2.
+separate events, the cache `name` field arrived in 6.2 (cache_names.py
+recovers names on older kernels), percpu's bytes_alloc in 6.0, the vmalloc
+events in 6.2.
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from ..model import KERNEL_KINDS
+from . import cache_names
 
 _FIELD = re.compile(
     r"^\s*field:(?P<decl>[^;]+);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<signed>\d);"
@@ -106,7 +107,6 @@ FIELD_DEFINES = {
 }
 
 Formats = Mapping[Tuple[str, str], Optional[EventFormat]]
-CacheLayout = Callable[[], Optional[Mapping[str, int]]]
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,12 @@ def _kind_events(kind: str, formats: Formats) -> Tuple[list, Optional[str]]:
 
 
 def plan_tracing(kinds: Sequence[str], formats: Formats,
-                 cache_layout: CacheLayout = lambda: None) -> TracingPlan:
-    """Decide what to compile and attach for `kinds` given the formats found.
-    cache_layout gives the byte offsets of struct kmem_cache's name and size
-    in the running kernel (from its BTF), or None; asked only when needed."""
+                 kernel: cache_names.RunningKernel = cache_names.UnknownKernel()) -> TracingPlan:
+    """Decide what to compile and attach for `kinds` given the formats found;
+    kernel (layouts, symbols) is asked only when caches need naming another way."""
     traced, events, notes, missing = [], [], [], []
     defines: Dict[str, int] = {define: 0 for define in HANDLER_DEFINES.values()}
-    defines.update({define: 0 for define in FIELD_DEFINES.values()}, CACHE_NAME_FROM_STRUCT=0)
+    defines.update({define: 0 for define in FIELD_DEFINES.values()}, **cache_names.OFF)
     for kind in kinds:
         kind_events, problem = _kind_events(kind, formats)
         if problem:
@@ -157,32 +156,13 @@ def plan_tracing(kinds: Sequence[str], formats: Formats,
     for (group, event, field_name), define in FIELD_DEFINES.items():
         found = formats.get((group, event))
         defines[define] = int(found is not None and field_name in found.fields)
+    probes = []
     if "cache" in traced and not defines["CACHE_NAME"]:
-        _name_caches_from_struct(formats, cache_layout, defines, notes)
-    probes = (CACHE_NAMES_FROM_STRUCT,) if defines["CACHE_NAME_FROM_STRUCT"] else ()
-    return TracingPlan(tuple(traced), tuple(events), defines, tuple(notes), tuple(missing), probes)
-
-
-CACHE_NAMES_FROM_STRUCT = ("slab cache names read from kmem:kmem_cache_alloc's kmem_cache argument "
-                           "(its format has no name field on this kernel)")
-
-
-def _name_caches_from_struct(formats: Formats, cache_layout: CacheLayout, defines: Dict[str, int],
-                             notes: list) -> None:
-    """No `name` field: 6.1's event (it has `node`, and its raw arguments carry
-    the kmem_cache) is read raw when the kernel's BTF says where the struct
-    keeps its name and size; older events carry no cache at all."""
-    cache_alloc = formats.get(("kmem", "kmem_cache_alloc"))
-    has_cache_arg = cache_alloc is not None and cache_alloc.has("node")
-    layout = cache_layout() if has_cache_arg else None
-    if layout:
-        defines.update(HAVE_CACHE_ALLOC=0, CACHE_NAME_FROM_STRUCT=1,
-                       KMEM_CACHE_NAME_OFFSET=layout["name"], KMEM_CACHE_SIZE_OFFSET=layout["size"])
-        return
-    why = ("kmem:kmem_cache_alloc has no `name` field on this kernel: slab caches are shown by "
-           "object size")
-    needs_btf = "; naming them needs the kernel's BTF (/sys/kernel/btf/vmlinux)"
-    notes.append(why + (needs_btf if has_cache_arg else ""))
+        naming = cache_names.plan(formats, kernel)
+        defines.update(naming.defines)
+        notes += [naming.note] if naming.note else []
+        probes += [naming.probe] if naming.probe else []
+    return TracingPlan(tuple(traced), tuple(events), defines, tuple(notes), tuple(missing), tuple(probes))
 
 
 def read_formats(tracefs: str, kinds: Sequence[str] = KERNEL_KINDS) -> Dict[Tuple[str, str], Optional[EventFormat]]:
@@ -200,5 +180,6 @@ def read_formats(tracefs: str, kinds: Sequence[str] = KERNEL_KINDS) -> Dict[Tupl
     return formats
 
 
-def detect(kinds: Sequence[str], tracefs: str, cache_layout: CacheLayout = lambda: None) -> TracingPlan:
-    return plan_tracing(kinds, read_formats(tracefs, kinds), cache_layout)
+def detect(kinds: Sequence[str], tracefs: str,
+           kernel: cache_names.RunningKernel = cache_names.UnknownKernel()) -> TracingPlan:
+    return plan_tracing(kinds, read_formats(tracefs, kinds), kernel)

@@ -39,6 +39,20 @@ def parse_kallsyms(text: str, types: frozenset = TEXT_TYPES) -> Tuple[List[int],
     return [e[0] for e in entries], [(e[1], e[2]) for e in entries]
 
 
+def variable_address(name: str, path: str = KALLSYMS) -> Optional[int]:
+    """Where the kernel variable `name` lives (kallsyms lists data symbols with
+    CONFIG_KALLSYMS_ALL); None when absent or hidden (0: kptr_restrict)."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == name and parts[1] in "dDbBrR":
+                    return int(parts[0], 16) or None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 class KernelSymbols:
     def __init__(self, path: str = KALLSYMS, text: Optional[str] = None, types: frozenset = TEXT_TYPES):
         self.path = path

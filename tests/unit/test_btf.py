@@ -7,7 +7,7 @@ import pytest
 
 from leaktrace.probes import btf
 
-INT, PTR, ARRAY, STRUCT, ENUM = 1, 2, 3, 4, 6
+INT, PTR, ARRAY, STRUCT, UNION, ENUM = 1, 2, 3, 4, 5, 6
 
 
 class Blob:
@@ -46,11 +46,25 @@ def sample() -> bytes:
     blob.add(STRUCT, "kmem_cache", 128,
              members(blob, ("cpu_slab", 0), ("flags", 64), ("size", 192), ("name", 768)), vlen=4)
     blob.add(STRUCT, "packed", 8, members(blob, ("bits", 3 << 24 | 5), ("whole", 32)), vlen=2, kind_flag=1)
+    # struct page's way: struct { unsigned long flags; union { struct { void *lru[2]; }; struct {
+    # unsigned long compound_head; }; struct { void *list[2]; void *slab_cache; }; }; }
+    # types so far: 1 INT, 2 ARRAY, 3 ENUM, 4-6 STRUCTs; the anonymous ones are 7-9, the union 10.
+    blob.add(STRUCT, "", 16, members(blob, ("lru", 0)), vlen=1)
+    blob.add(STRUCT, "", 8, members(blob, ("compound_head", 0)), vlen=1)
+    blob.add(STRUCT, "", 24, members(blob, ("list", 0), ("slab_cache", 128)), vlen=2)
+    blob.add(UNION, "", 24, b"".join(struct.pack("<III", 0, t, 0) for t in (7, 8, 9)), vlen=3)
+    blob.add(STRUCT, "page", 64, members(blob, ("flags", 0)) + struct.pack("<III", 0, 10, 64), vlen=2)
     return blob.build()
 
 
 def test_offsets_of_named_members_in_bytes(sample):
-    assert btf.member_offsets(sample, "kmem_cache", ["name", "size"]) == {"name": 96, "size": 24}
+    assert btf.member_offsets(sample, "kmem_cache", ["name", "size"]) == {"sizeof": 128, "name": 96,
+                                                                         "size": 24}
+
+
+def test_members_inside_anonymous_structs_and_unions(sample):
+    assert btf.member_offsets(sample, "page", ["flags", "compound_head", "slab_cache"]) == {
+        "sizeof": 64, "flags": 0, "compound_head": 8, "slab_cache": 24}
 
 
 def test_a_struct_or_member_that_is_not_there(sample):
@@ -61,7 +75,7 @@ def test_a_struct_or_member_that_is_not_there(sample):
 def test_bitfield_members_are_refused_whole_ones_read(sample):
     # kind_flag set: the offset's low 24 bits are the bit offset, the top 8 the bitfield size.
     assert btf.member_offsets(sample, "packed", ["bits"]) is None
-    assert btf.member_offsets(sample, "packed", ["whole"]) == {"whole": 4}
+    assert btf.member_offsets(sample, "packed", ["whole"]) == {"sizeof": 8, "whole": 4}
 
 
 def test_not_btf_is_an_error_and_a_missing_file_is_none(sample, tmp_path):
@@ -77,3 +91,5 @@ def test_this_kernels_task_struct():
     assert found["tgid"] == found["pid"] + 4  # pid_t pid; pid_t tgid; in every kernel since 2.6
     cache = btf.kernel_member_offsets("kmem_cache", ["name", "size"])
     assert cache and 0 < cache["size"] < cache["name"] < 512
+    page = btf.kernel_member_offsets("page", ["flags", "compound_head"])
+    assert page == {"sizeof": 64, "flags": 0, "compound_head": 8}  # x86-64, since 4.x

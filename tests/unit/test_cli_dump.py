@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from leaktrace.cli import main
-from leaktrace.probes import features, headers
+from leaktrace.probes import features, headers, source
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 LOCAL_INCLUDE = re.compile(r'^#include "[^"]+"$')
@@ -178,3 +178,8 @@ def test_without_a_trusted_cache_the_tree_is_made_for_this_run(no_kernel_build_d
     used = headers.ensure_kernel_source(announce=lambda message: None)
     assert not used.startswith(str(cache_dir)), used
     assert os.path.isfile(os.path.join(used, "include", "linux", "kconfig.h"))
+
+
+def test_kernel_addresses_become_hex_literals_c_reads_as_unsigned():
+    flags = source.cflags({"VMEMMAP_BASE_ADDR": 0xFFFFFFFF82A1C0B8, "MIN_SIZE": 16})
+    assert flags[:2] == ["-DMIN_SIZE=16", "-DVMEMMAP_BASE_ADDR=0xffffffff82a1c0b8"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from leaktrace.model import RawStack
-from leaktrace.symbols.kallsyms import KernelSymbols, parse_kallsyms
+from leaktrace.symbols.kallsyms import KernelSymbols, parse_kallsyms, variable_address
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kallsyms"
 
@@ -67,3 +67,14 @@ def test_live_kallsyms_resolves_a_known_function():
     address = next(int(line.split()[0], 16) for line in open("/proc/kallsyms")
                    if line.split()[2:3] == ["do_pipe2"])
     assert live.lookup(address + 4)[:2] == ("do_pipe2", 4)
+
+
+def test_variable_addresses_and_hidden_ones(tmp_path):
+    listed = tmp_path / "kallsyms"
+    listed.write_text("ffffffff82a1c0c8 D page_offset_base\nffffffff816c7a70 T alloc_pipe_info\n"
+                      "ffffffff82a1c0b8 D vmemmap_base\n")
+    assert variable_address("vmemmap_base", str(listed)) == 0xFFFFFFFF82A1C0B8
+    assert variable_address("alloc_pipe_info", str(listed)) is None  # a function, not a variable
+    assert variable_address("nope", str(listed)) is None
+    listed.write_text("0000000000000000 D page_offset_base\n")  # kptr_restrict
+    assert variable_address("page_offset_base", str(listed)) is None

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from leaktrace.model import KERNEL_KINDS
-from leaktrace.probes import tracepoints
+from leaktrace.probes import cache_names, tracepoints
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tracepoints"
 NEW = str(DATA / "linux-6.18")
 OLD = str(DATA / "linux-5.10")
 DEBIAN_12 = str(DATA / "linux-6.1")
-LAYOUT = {"name": 96, "size": 24}  # struct kmem_cache, as a kernel's BTF would give it
 
 
 def read(tree: str, group: str, event: str) -> tracepoints.EventFormat:
@@ -66,31 +65,75 @@ def test_older_kernel_layout_adapts_and_says_what_is_missing():
     assert any("no `name` field" in n for n in plan.notes)
 
 
+class FakeKernel:
+    """Layouts and symbols as a kernel's BTF and kallsyms would give them."""
+
+    def __init__(self, layouts=None, symbols=None, machine="x86_64"):
+        self.layouts, self.symbols, self._machine = layouts or {}, symbols or {}, machine
+        self.asked = []
+
+    def layout(self, struct_name, members):
+        self.asked.append(struct_name)
+        found = self.layouts.get(struct_name)
+        return {m: found[m] for m in ("sizeof", *members)} if found else None
+
+    def symbol(self, name):
+        return self.symbols.get(name)
+
+    def machine(self):
+        return self._machine
+
+
+KMEM_CACHE = {"sizeof": 8416, "name": 96, "size": 24}
+PAGE = {"sizeof": 64, "compound_head": 8, "slab_cache": 24}
+X86_VARIABLES = {"page_offset_base": 0xFFFFFFFF82A1C0C8, "vmemmap_base": 0xFFFFFFFF82A1C0B8}
+
+
 def test_debian_12_names_caches_from_the_raw_kmem_cache_argument():
-    plan = tracepoints.plan_tracing(KERNEL_KINDS, formats_of(DEBIAN_12), lambda: LAYOUT)
+    plan = tracepoints.plan_tracing(KERNEL_KINDS, formats_of(DEBIAN_12), FakeKernel({"kmem_cache": KMEM_CACHE}))
     assert plan.kinds == ("kmalloc", "cache", "page", "percpu") and plan.missing == ("vmalloc",)
     assert plan.defines["CACHE_NAME"] == 0 and plan.defines["HAVE_CACHE_ALLOC"] == 0
-    assert plan.defines["CACHE_NAME_FROM_STRUCT"] == 1
+    assert (plan.defines["CACHE_NAME_FROM_STRUCT"], plan.defines["CACHE_NAME_FROM_PAGE"]) == (1, 0)
     assert (plan.defines["KMEM_CACHE_NAME_OFFSET"], plan.defines["KMEM_CACHE_SIZE_OFFSET"]) == (96, 24)
-    assert plan.probes == (tracepoints.CACHE_NAMES_FROM_STRUCT,)
+    assert plan.probes == (cache_names.FROM_STRUCT,)
     assert not any("name" in n for n in plan.notes)
     assert ("kmem", "kmem_cache_alloc") in plan.events
 
 
 def test_without_btf_caches_go_by_size_and_the_note_says_why():
-    plan = tracepoints.plan_tracing(("cache",), formats_of(DEBIAN_12), lambda: None)
+    plan = tracepoints.plan_tracing(("cache",), formats_of(DEBIAN_12), FakeKernel())
     assert plan.defines["HAVE_CACHE_ALLOC"] == 1 and plan.defines["CACHE_NAME_FROM_STRUCT"] == 0
     assert plan.notes == ("kmem:kmem_cache_alloc has no `name` field on this kernel: slab caches are "
                           "shown by object size; naming them needs the kernel's BTF "
                           "(/sys/kernel/btf/vmlinux)",) and plan.probes == ()
 
 
-def test_events_without_the_kmem_cache_never_ask_for_its_layout():
-    def layout():
-        raise AssertionError("5.10's event carries no kmem_cache: its layout is of no use")
-    plan = tracepoints.plan_tracing(("cache",), formats_of(OLD), layout)
-    assert plan.defines["CACHE_NAME_FROM_STRUCT"] == 0 and plan.defines["HAVE_CACHE_ALLOC"] == 1
-    assert plan.notes[0].endswith("shown by object size")
+def test_before_6_1_the_objects_slab_page_names_the_cache():
+    kernel = FakeKernel({"kmem_cache": KMEM_CACHE, "page": PAGE}, X86_VARIABLES)
+    plan = tracepoints.plan_tracing(("cache",), formats_of(OLD), kernel)
+    assert plan.defines["HAVE_CACHE_ALLOC"] == 1 and plan.defines["HAVE_CACHE_ALLOC_NODE"] == 1
+    assert (plan.defines["CACHE_NAME_FROM_PAGE"], plan.defines["CACHE_NAME_FROM_STRUCT"]) == (1, 0)
+    assert plan.defines["PAGE_OFFSET_BASE_ADDR"] == X86_VARIABLES["page_offset_base"]
+    assert (plan.defines["STRUCT_PAGE_SIZE"], plan.defines["PAGE_COMPOUND_HEAD_OFFSET"],
+            plan.defines["PAGE_SLAB_CACHE_OFFSET"], plan.defines["KMEM_CACHE_NAME_OFFSET"]) == (64, 8, 24, 96)
+    assert plan.probes == (cache_names.FROM_PAGE,) and plan.notes == ()
+
+
+@pytest.mark.parametrize("kernel", [
+    FakeKernel({"kmem_cache": KMEM_CACHE, "page": PAGE}, {}),  # kallsyms hidden (not root)
+    FakeKernel({"kmem_cache": KMEM_CACHE}, X86_VARIABLES),  # 6.1+: no slab_cache in struct page
+    FakeKernel({"kmem_cache": KMEM_CACHE, "page": PAGE}, X86_VARIABLES, machine="aarch64"),
+], ids=["no-addresses", "no-slab-cache", "not-x86"])
+def test_without_the_page_walk_caches_go_by_size(kernel):
+    plan = tracepoints.plan_tracing(("cache",), formats_of(OLD), kernel)
+    assert plan.defines["CACHE_NAME_FROM_PAGE"] == 0 and plan.probes == ()
+    assert plan.notes == (cache_names.BY_SIZE + cache_names.NEEDS_PAGE,)
+
+
+def test_kernels_with_the_name_field_ask_nothing():
+    kernel = FakeKernel({"kmem_cache": KMEM_CACHE, "page": PAGE}, X86_VARIABLES)
+    plan = tracepoints.plan_tracing(KERNEL_KINDS, formats_of(NEW), kernel)
+    assert kernel.asked == [] and plan.probes == () and plan.defines["CACHE_NAME"] == 1
 
 
 def test_missing_free_event_disables_only_that_kind():
