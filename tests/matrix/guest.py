@@ -48,6 +48,7 @@ class GuestConfig:
     memory_mb: int = 3072
     cpus: int = 2
     tmpfs: str = "2G"
+    run: str = ""  # a shell command to run instead of the checks (debugging)
 
 
 def qemu_command(kernel: Kernel, initrd: Path, socket: Path, serial_log: Path, results: Path,
@@ -110,7 +111,7 @@ class Guest:
             "MATRIX_CHECKOUT": str(self.config.checkout), "MATRIX_KERNEL_ROOT": str(self.kernel.root),
             "MATRIX_CHECKS": self.config.checks, "MATRIX_CHECK_TIMEOUT": str(int(self.config.check_timeout)),
             "MATRIX_TMPFS": self.config.tmpfs, "MATRIX_ACCEL": self.accel,
-            "MATRIX_TIMEOUT_SCALE": "1" if self.accel == "kvm" else "10",
+            "MATRIX_TIMEOUT_SCALE": "1" if self.accel == "kvm" else "10", "MATRIX_RUN": self.config.run,
         }
         initrd = self.dir / "initramfs.cpio"
         initramfs.build(self.kernel.modules, settings, initrd)
