@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import checks, kernels
 from .guest import Guest, GuestConfig, parse_results
@@ -48,6 +48,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--markdown", type=Path, help="also write the README's Supported kernels table here")
     parser.add_argument("--logs", type=Path, help="keep each guest's console and results under this directory")
+    parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
+                        help="boot nothing: print the table (and --markdown) of earlier --json results")
     parser.add_argument("--run", default="", metavar="COMMAND",
                         help="run this shell command in each guest instead of the checks; its output "
                              "is the guest's console (see --logs)")
@@ -146,13 +148,23 @@ def problem_of(results: dict, console: str) -> str:
     return ""
 
 
+def saved_runs(paths: List[Path]) -> Tuple[List[KernelRun], str]:
+    """The runs of earlier --json files, and the date of the newest."""
+    documents = [json.loads(path.read_text()) for path in paths]
+    runs = [KernelRun(**run) for doc in documents for run in doc["runs"]]
+    return runs, max(doc["measured"] for doc in documents)
+
+
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: guests are stopped
     runs: List[KernelRun] = []
+    measured = time.strftime("%Y-%m-%d")
+    if args.saved:
+        runs, measured = saved_runs(args.saved)
     matrix = Matrix(args)
     try:
-        for series in args.kernel_list:
+        for series in [] if args.saved else args.kernel_list:
             runs.append(matrix.run_kernel(series))
     except KeyboardInterrupt:
         log("interrupted; guests stopped")
@@ -160,7 +172,6 @@ def main(argv: List[str]) -> int:
     if args.run:
         return 0
     print(render(runs, args.check_names))
-    measured = time.strftime("%Y-%m-%d")
     if args.json:
         args.json.write_text(json.dumps({"measured": measured, "runs": [asdict(r) for r in runs]}, indent=1))
     if args.markdown:

@@ -8,7 +8,9 @@ import os
 import platform
 from typing import Dict
 
+from leaktrace.model import KERNEL_KINDS
 from leaktrace.probes import features, tracepoints, uretprobe
+from leaktrace.probes.kernel import RunningKernel
 
 
 def tracepoint_formats() -> Dict[str, str]:
@@ -25,6 +27,15 @@ def tracepoint_formats() -> Dict[str, str]:
     return found
 
 
+def kernel_mode_plan() -> Dict:
+    """What `leaktrace kernel` would trace here, for every kind: its notes and choices."""
+    tracefs = features.tracefs_path()
+    if tracefs is None:
+        return {"notes": ["no tracefs"], "probes": []}
+    plan = tracepoints.detect(KERNEL_KINDS, tracefs, RunningKernel())
+    return {"notes": list(plan.notes), "probes": list(plan.probes)}
+
+
 def collect() -> Dict:
     return {
         "release": platform.release(),
@@ -32,5 +43,6 @@ def collect() -> Dict:
         "headers": os.path.isdir(f"/lib/modules/{platform.release()}/build/include"),
         "accel": os.environ.get("MATRIX_ACCEL", "host"),
         "uretprobe_seccomp": uretprobe.kernel_behaviour(),
+        "kernel_mode": kernel_mode_plan(),
         "tracepoints": tracepoint_formats(),
     }

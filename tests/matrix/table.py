@@ -57,14 +57,17 @@ def footnotes(runs: Sequence[KernelRun], checks: Sequence[str]) -> List[str]:
         for check in checks:
             record = run.result(check)
             if record["status"] != "PASS":
-                notes.append(f"{column_title(run)} {check} {record['status']}: {record['summary'][:300]}")
+                why = record.get("summary") or (record.get("detail", "").strip().splitlines() or [""])[-1]
+                notes.append(f"{column_title(run)} {check} {record['status']}: {why[:300]}")
     return notes
 
 
 def kernel_notes(run: KernelRun, key: str) -> List[str]:
     """The report lines of `key` ("probes" or "warnings") the checks met on this
-    kernel, once each; warnings only where they are about the kernel."""
+    kernel, then kernel mode's for every kind (kernel_facts), once each;
+    warnings only where they are about the kernel."""
     lines = [line for check in run.results.values() for line in check.get(key, [])]
+    lines += run.facts.get("kernel_mode", {}).get("probes" if key == "probes" else "notes", [])
     if key == "warnings":
         lines = [line for line in lines if "this kernel" in line or line.startswith("not traced:")]
     return list(dict.fromkeys(lines))

@@ -125,10 +125,15 @@ def test_readme_table_says_how_each_kernel_is_probed_and_what_degrades():
     old = KernelRun("5.10", "5.10.0-32-cloud-amd64", "tcg", "debian", {
         "run": passed("run", ["3 records were replaced"], ["per-thread call state in a thread-id hash"]),
         "kernel": passed("kernel", ["not traced: vmalloc: tracepoint vmalloc:alloc_vmap_area does not "
-                                    "exist on this kernel"])})
+                                    "exist on this kernel"])},
+        facts={"kernel_mode": {"probes": ["slab cache names read from each object's slab page"],
+                               "notes": ["not traced: vmalloc: tracepoint vmalloc:alloc_vmap_area does not "
+                                         "exist on this kernel", "percpu: sizes are per CPU"]}})
     text = render_markdown([old], ["run", "kernel", "cfi"], "2026-12-07")
     assert text.startswith("Measured 2026-12-07 with `scripts/kernel-matrix.sh` (run, kernel, cfi).")
     row = text.splitlines()[-1]
     assert row.startswith("| 5.10: `5.10.0-32-cloud-amd64` (tcg) | 2/3 pass (not: cfi) | "
-                          "per-thread call state in a thread-id hash | not traced: vmalloc")
-    assert "replaced" not in row  # a count of this run, not a property of the kernel
+                          "per-thread call state in a thread-id hash; slab cache names read from each "
+                          "object's slab page | not traced: vmalloc")
+    assert row.count("not traced: vmalloc") == 1  # the check's report and kernel mode's plan say it once
+    assert "replaced" not in row and "percpu" not in row  # not about this kernel
