@@ -339,8 +339,15 @@ TRACEPOINT_PROBE(kmem, kmalloc_node)
 	return kmalloc_alloc(args, (u64)args->ptr, args->call_site, args->bytes_alloc, GFP_OF(args));
 }
 #endif
+/* Slab frees are raw tracepoints. A tracepoint program is skipped while any
+ * other one runs on the CPU (bpf_prog_active), uncounted before 6.7, and RCU
+ * frees objects in batches from softirqs that interrupt the allocation
+ * handlers: whole batches went missing (600 filp of held pipes closed under
+ * 6.1: 103 still listed). A raw tracepoint is only kept from recursing into
+ * itself, and the kernel counts that (missed_frees). The pointer is the second
+ * raw argument of kfree and kmem_cache_free on every kernel. */
 #if HAVE_KFREE
-TRACEPOINT_PROBE(kmem, kfree) { return forget(SPACE_SLAB, (u64)args->ptr); }
+RAW_TRACEPOINT_PROBE(kfree) { return forget(SPACE_SLAB, ctx->args[1]); }
 #endif
 
 #if HAVE_CACHE_ALLOC
@@ -380,7 +387,7 @@ TRACEPOINT_PROBE(kmem, kmem_cache_alloc_node)
 }
 #endif
 #if HAVE_CACHE_FREE
-TRACEPOINT_PROBE(kmem, kmem_cache_free) { return forget(SPACE_SLAB, (u64)args->ptr); }
+RAW_TRACEPOINT_PROBE(kmem_cache_free) { return forget(SPACE_SLAB, ctx->args[1]); }
 #endif
 
 #if HAVE_PAGE_ALLOC
