@@ -83,7 +83,7 @@ def test_qemu_shares_the_host_root_and_reports_on_a_second_serial_port(tmp_path)
     command = qemu_command(kernel(tmp_path), tmp_path / "initrd", tmp_path / "vfs.sock",
                            tmp_path / "console.log", tmp_path / "results", "tcg", GuestConfig(Path("/repo")))
     text = " ".join(command)
-    assert "-accel tcg" in text and "-no-reboot" in text and "panic=-1" in text
+    assert "-accel tcg,thread=single" in text and "-no-reboot" in text and "panic=-1" in text
     assert f"socket,id=vfs,path={tmp_path / 'vfs.sock'}" in text and "tag=host" in text
     assert "share=on" in text  # vhost-user needs shared guest memory
     serials = [command[i + 1] for i, word in enumerate(command) if word == "-serial"]
