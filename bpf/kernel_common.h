@@ -42,6 +42,7 @@ enum kcounter {
 	K_STACK_WALKS,      /* stacks walked: a path's first allocation, or unreadable */
 	K_STACK_CHECKS,     /* read paths checked against a walk */
 	K_STACK_MISMATCHES, /* ... that named another stack */
+	K_NESTED_FREES,     /* frees the kernel skipped in the main handler, done by nested_<event> */
 	N_KCOUNTERS,
 };
 

@@ -14,10 +14,10 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 from ..config import ProbeConfig
-from ..errors import EnvironmentProblem
+from ..errors import EnvironmentProblem, ProbeLoadError
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
 from ..symbols import kallsyms
 from . import btf, features, release, slabs, source, tracepoints
@@ -27,7 +27,10 @@ SOURCE = "kernel_alloc.c"
 # Order of `enum kcounter` in bpf/kernel_common.h.
 COUNTERS = ("allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
             "stack_failed", "bucket_map_full", "replaced", "stack_walks", "stack_checks",
-            "stack_mismatches")
+            "stack_mismatches", "nested_frees")
+# Second programs on the slab free events (bpf/kernel_alloc.c): they run what
+# the kernel skips when a free interrupts a free on the same CPU.
+NESTED_FREES = {("kmem", "kfree"): "nested_kfree", ("kmem", "kmem_cache_free"): "nested_kmem_cache_free"}
 LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "stack_mismatches")
 NOT_SLAB = {"page": "[page]", "percpu": "[percpu]", "vmalloc": "[vmalloc]"}
 # Free events: a miss there leaves an allocation looking outstanding.
@@ -119,6 +122,7 @@ class KernelProbe:
         self.plan: tracepoints.TracingPlan = None
         self.bpf = None
         self.started_ns = 0
+        self._nested_fds: List[int] = []  # nested free programs' raw tracepoint links
 
     def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
         """Which kinds this kernel lets us trace; raises when none."""
@@ -155,6 +159,7 @@ class KernelProbe:
         With a filter on, nothing is recorded until its map is filled."""
         defines = self.defines()
         self.bpf = source.load(SOURCE, defines)
+        self._attach_nested_frees()
         self._fill_filters()
         self.started_ns = time.monotonic_ns()
 
@@ -186,8 +191,9 @@ class KernelProbe:
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
-    def missed(self) -> Dict[str, int]:
-        """Events the kernel did not deliver (BPF recursion protection)."""
+    def missed(self, nested_frees: int = 0) -> Dict[str, int]:
+        """Events the kernel did not deliver (BPF recursion protection), less
+        the frees the nested programs did instead."""
         allocs = frees = 0
         for (group, event) in self.plan.events:
             function = (self.bpf.funcs.get(f"tracepoint__{group}__{event}".encode())
@@ -199,7 +205,7 @@ class KernelProbe:
                 frees += misses
             else:
                 allocs += misses
-        return {"missed_allocs": allocs, "missed_frees": frees}
+        return {"missed_allocs": allocs, "missed_frees": max(0, frees - nested_frees)}
 
     def _read_buckets(self) -> list:
         table = self.bpf["buckets"]
@@ -215,7 +221,7 @@ class KernelProbe:
                    if value.count > 0]
         counters = self.counters()
         losses = {k: counters[k] for k in LOSSES}
-        losses.update(self.missed())
+        losses.update(self.missed(counters["nested_frees"]))
         return Snapshot(
             mode="kernel", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
@@ -274,8 +280,23 @@ class KernelProbe:
     def detach(self) -> None:
         """Leave the tracepoints (maps stay readable), through probes/release.py's helper."""
         if self.bpf is not None:
-            release.release(self.bpf.tracepoint_fds.values())
+            release.release([*self.bpf.tracepoint_fds.values(), *self.bpf.raw_tracepoint_fds.values(),
+                             *self._nested_fds])
             self.bpf.tracepoint_fds.clear()
+            self.bpf.raw_tracepoint_fds.clear()
+            self._nested_fds = []
+
+    def _attach_nested_frees(self) -> None:
+        """bcc keeps one program per raw tracepoint: the second is attached here."""
+        bcc = features.import_bcc()
+        for (group, event), function in NESTED_FREES.items():
+            if (group, event) not in self.plan.events:
+                continue
+            program = self.bpf.load_func(function.encode(), bcc.BPF.RAW_TRACEPOINT)
+            fd = bcc.libbcc.lib.bpf_attach_raw_tracepoint(program.fd, event.encode())
+            if fd < 0:
+                raise ProbeLoadError(f"could not attach {function} to the raw tracepoint {event}")
+            self._nested_fds.append(fd)
 
     def close(self) -> None:
         if self.bpf is not None:
