@@ -10,7 +10,8 @@
 #
 #   sudo scripts/kernel-matrix.sh [--kernels 5.10,6.1,6.12,6.18] [--checks smoke|NAME,...]
 #                                 [--json FILE] [--logs DIR] [--accel auto|kvm|tcg]
-#                                 [--check-timeout S] [--cpus N] [--memory-mb N] [--no-setup]
+#                                 [--check-timeout S] [--kernel-timeout S] [--cpus N] [--memory-mb N]
+#                                 [--no-setup]
 #
 # --kernels host runs the checks on the running kernel, without a guest.
 # Exit status: 0 when every check passed, 1 when one failed, 2 on bad options.

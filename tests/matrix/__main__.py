@@ -45,6 +45,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                         help="auto: KVM, then TCG once KVM fails (default)")
     parser.add_argument("--check-timeout", type=float, help="seconds per check (default 300 KVM, 900 TCG)")
+    parser.add_argument("--kernel-timeout", type=float,
+                        help="seconds per kernel, boot and every check (default: the boot's budget plus "
+                             "--check-timeout per check); checks not run by then are reported as such")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--markdown", type=Path, help="also write the README's Supported kernels table here")
     parser.add_argument("--logs", type=Path, help="keep each guest's console and results under this directory")
@@ -69,6 +72,11 @@ def first_accel(wanted: str) -> str:
     if wanted != "auto":
         return wanted
     return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+
+
+def kernel_budget(kernel_timeout: Optional[float], accel: str, check_timeout: float, checks: int) -> float:
+    """Seconds one guest may run, boot and checks: --kernel-timeout, else room for every check."""
+    return kernel_timeout or BOOT_BUDGET_S[accel] + check_timeout * checks
 
 
 class Matrix:
@@ -100,7 +108,7 @@ class Matrix:
 
     def boot(self, kernel: kernels.Kernel, accel: str, run: KernelRun) -> dict:
         config = self.config(accel)
-        budget = BOOT_BUDGET_S[accel] + config.check_timeout * len(self.args.check_names)
+        budget = kernel_budget(self.args.kernel_timeout, accel, config.check_timeout, len(self.args.check_names))
         log(f"{kernel.release}: booting under {accel} (at most {budget:.0f} s)")
 
         def progress(record):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from matrix import initramfs, kernels
-from matrix.__main__ import problem_of
+from matrix.__main__ import kernel_budget, problem_of
 from matrix.guest import GuestConfig, parse_results, qemu_command
 from matrix.table import KernelRun, render, render_markdown
 
@@ -100,6 +100,12 @@ def test_results_survive_serial_line_endings_and_cut_lines():
     assert problem_of(dict(parsed, ended="poweroff"), "x\n[ 9.1] Kernel panic\n").endswith("Kernel panic")
     assert problem_of(dict(parsed, ended="timeout"), "") == "guest timed out"
     assert problem_of(dict(parsed, done=True, ended="poweroff"), "") == ""
+
+
+def test_a_guest_gets_room_for_every_check_unless_the_kernel_timeout_is_shorter():
+    assert kernel_budget(None, "tcg", 900, 8) == 300 + 900 * 8
+    assert kernel_budget(None, "kvm", 300, 2) == 120 + 300 * 2
+    assert kernel_budget(2700, "tcg", 900, 8) == 2700  # CI: the whole guest within 45 minutes
 
 
 def test_table_has_a_column_per_kernel_and_reasons_below():
