@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from . import checks, kernels
 from .guest import Guest, GuestConfig, parse_results
-from .table import KernelRun, render, render_markdown
+from .table import KernelRun, merge_runs, render, render_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_KERNELS = "5.10,6.1,6.12,6.18"
@@ -52,7 +52,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, help="also write the README's Supported kernels table here")
     parser.add_argument("--logs", type=Path, help="keep each guest's console and results under this directory")
     parser.add_argument("--from", dest="saved", type=Path, nargs="+", metavar="JSON",
-                        help="boot nothing: print the table (and --markdown) of earlier --json results")
+                        help="boot nothing: print the table (and --markdown) of earlier --json results; a "
+                             "kernel's later results (a check run again) replace its earlier ones")
     parser.add_argument("--run", default="", metavar="COMMAND",
                         help="run this shell command in each guest instead of the checks; its output "
                              "is the guest's console (see --logs)")
@@ -157,9 +158,9 @@ def problem_of(results: dict, console: str) -> str:
 
 
 def saved_runs(paths: List[Path]) -> Tuple[List[KernelRun], str]:
-    """The runs of earlier --json files, and the date of the newest."""
+    """The runs of earlier --json files, one per kernel (merge_runs), and the date of the newest."""
     documents = [json.loads(path.read_text()) for path in paths]
-    runs = [KernelRun(**run) for doc in documents for run in doc["runs"]]
+    runs = merge_runs([KernelRun(**run) for doc in documents for run in doc["runs"]])
     return runs, max(doc["measured"] for doc in documents)
 
 

@@ -1,7 +1,7 @@
 """The matrix's results as one table (checks x kernels) and its footnotes; pure."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Sequence
 
 from tabulate import tabulate
@@ -18,6 +18,7 @@ class KernelRun:
     problem: str = ""  # why checks have no result (boot failed, timed out)
     seconds: float = 0.0
     facts: Dict = field(default_factory=dict)  # kernel_facts.collect() in the guest
+    rerun: List[str] = field(default_factory=list)  # checks whose result is from a later run (merge_runs)
 
     def result(self, check: str) -> Dict:
         return self.results.get(check) or {
@@ -27,6 +28,21 @@ class KernelRun:
     @property
     def failed(self) -> bool:
         return bool(self.problem) or any(r["status"] == "FAIL" for r in self.results.values())
+
+
+def merge_runs(runs: Sequence[KernelRun]) -> List[KernelRun]:
+    """One run per kernel: a later run's checks (a check run again alone, after
+    a fix) replace the earlier results, and are listed in `rerun`."""
+    merged: Dict[tuple, KernelRun] = {}
+    for run in runs:
+        key = (run.release, run.how)
+        first = merged.setdefault(key, run)
+        if first is not run:
+            merged[key] = replace(first, results={**first.results, **run.results},
+                                  facts={**first.facts, **run.facts}, problem=run.problem or first.problem,
+                                  seconds=first.seconds + run.seconds,
+                                  rerun=list(dict.fromkeys([*first.rerun, *run.results])))
+    return list(merged.values())
 
 
 def cell(record: Dict) -> str:
@@ -83,6 +99,7 @@ def render_markdown(runs: Sequence[KernelRun], checks: Sequence[str], measured: 
         passed = sum(run.result(c)["status"] == "PASS" for c in checks)
         failed = [c for c in checks if run.result(c)["status"] != "PASS"]
         verdict = f"{passed}/{len(checks)} pass" + (f" (not: {', '.join(failed)})" if failed else "")
+        verdict += f" ({', '.join(run.rerun)} run again alone)" if run.rerun else ""
         cells = [f"{run.series}: `{run.release}` ({run.how})", verdict,
                  "; ".join(kernel_notes(run, "probes")) or "-",
                  "; ".join(kernel_notes(run, "warnings")) or "none"]

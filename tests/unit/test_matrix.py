@@ -9,7 +9,7 @@ import pytest
 from matrix import initramfs, kernels
 from matrix.__main__ import kernel_budget, problem_of
 from matrix.guest import GuestConfig, parse_results, qemu_command
-from matrix.table import KernelRun, render, render_markdown
+from matrix.table import KernelRun, merge_runs, render, render_markdown
 
 # Package names as `apt-cache search` listed them on 2026-12-07 (a sample).
 PACKAGES = [
@@ -143,3 +143,19 @@ def test_readme_table_says_how_each_kernel_is_probed_and_what_degrades():
                           "object's slab page | not traced: vmalloc")
     assert row.count("not traced: vmalloc") == 1  # the check's report and kernel mode's plan say it once
     assert "replaced" not in row and "percpu" not in row  # not about this kernel
+
+
+def test_a_check_run_again_replaces_its_result_and_the_readme_says_so():
+    def record(check, status):
+        return {"check": check, "status": status, "seconds": 9, "summary": "", "detail": "", "warnings": []}
+    full = KernelRun("5.10", "5.10.0-32-cloud-amd64", "tcg", "debian",
+                     {"run": record("run", "PASS"), "triage": record("triage", "FAIL")}, seconds=900)
+    other = KernelRun("6.12", "6.12.117+deb13-cloud-amd64", "tcg", "debian", {"run": record("run", "PASS")})
+    again = KernelRun("5.10", "5.10.0-32-cloud-amd64", "tcg", "debian", {"triage": record("triage", "PASS")},
+                      seconds=200)
+    merged = merge_runs([full, other, again])
+    assert [run.series for run in merged] == ["5.10", "6.12"]
+    assert {c: r["status"] for c, r in merged[0].results.items()} == {"run": "PASS", "triage": "PASS"}
+    assert merged[0].rerun == ["triage"] and merged[0].seconds == 1100 and not merged[0].failed
+    row = render_markdown(merged, ["run", "triage"], "2026-12-07").splitlines()[4]
+    assert "| 2/2 pass (triage run again alone) |" in row
