@@ -153,12 +153,11 @@ class Guest:
     def read_results(self) -> Dict:
         return parse_results(self.log("results.jsonl"))
 
-    def kvm_failed(self) -> bool:
-        """KVM stopped the guest, or QEMU gave up before the guest printed anything."""
+    def kvm_failed(self, exited: bool) -> bool:
+        """KVM stopped the guest, or QEMU exited before the guest printed anything."""
         if self.accel != "kvm":
             return False
-        quiet_exit = self._procs[-1].poll() is not None and not self.log("console.log").strip()
-        return quiet_exit or KVM_FAILED in self.log("qemu.log")
+        return (exited and not self.log("console.log").strip()) or KVM_FAILED in self.log("qemu.log")
 
     def wait(self, timeout: float, on_progress=None) -> Dict:
         """Until the guest powers off, KVM fails or timeout; returns parsed results
@@ -167,15 +166,17 @@ class Guest:
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
+            # Read once: QEMU exiting between two reads passed a KVM failure off as a poweroff.
+            exited = qemu.poll() is not None
             results = self.read_results()
             if on_progress and len(results["checks"]) > seen:
                 for record in results["checks"][seen:]:
                     on_progress(record)
                 seen = len(results["checks"])
-            if self.kvm_failed():
+            if self.kvm_failed(exited):
                 return dict(results, ended="kvm-failed")
-            if qemu.poll() is not None:
-                return dict(self.read_results(), ended="poweroff")
+            if exited:
+                return dict(results, ended="poweroff")
             if time.monotonic() > deadline:
                 return dict(results, ended="timeout")
             time.sleep(0.5)

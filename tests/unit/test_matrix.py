@@ -2,13 +2,14 @@
 means, module load order, the guest's command line and results, the table.
 The guests themselves run in tests/integration/test_kernel_matrix.py."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from matrix import initramfs, kernels
 from matrix.__main__ import kernel_budget, problem_of
-from matrix.guest import GuestConfig, parse_results, qemu_command
+from matrix.guest import Guest, GuestConfig, parse_results, qemu_command
 from matrix.table import KernelRun, merge_runs, render, render_markdown
 
 # Package names as `apt-cache search` listed them on 2026-12-07 (a sample).
@@ -159,3 +160,19 @@ def test_a_check_run_again_replaces_its_result_and_the_readme_says_so():
     assert merged[0].rerun == ["triage"] and merged[0].seconds == 1100 and not merged[0].failed
     row = render_markdown(merged, ["run", "triage"], "2026-12-07").splitlines()[4]
     assert "| 2/2 pass (triage run again alone) |" in row
+
+
+@pytest.mark.parametrize("accel, console, ended", [
+    ("kvm", "", "kvm-failed"),  # QEMU gave up before the guest said anything: try TCG
+    ("kvm", "matrix-guest: booted\n", "poweroff"),  # the guest ran: its results stand
+    ("tcg", "", "poweroff"),
+])
+def test_a_qemu_that_exits_silently_under_kvm_is_a_kvm_failure(accel, console, ended):
+    guest = Guest(kernel=None, config=None, accel=accel)
+    (guest.dir / "console.log").write_text(console)
+    guest._procs = [subprocess.Popen([sys.executable, "-c", "import sys; sys.exit('qemu: failed to set MSR')"],
+                                     stderr=subprocess.DEVNULL)]
+    try:
+        assert guest.wait(60)["ended"] == ended
+    finally:
+        guest.close()
