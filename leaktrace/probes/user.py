@@ -74,6 +74,14 @@ CALL_STATE_TASK_STORAGE = "per-thread call state in BPF task storage"
 CALL_STATE_HASH = "per-thread call state in a thread-id hash"
 
 
+def call_state_without_task_storage(version: Tuple[int, int], load_error: str = "") -> str:
+    """The report header's line when call state goes to the thread-id hash."""
+    if version < TASK_STORAGE_SINCE:
+        return (f"{CALL_STATE_HASH}: Linux {version[0]}.{version[1]} has no task storage for tracing "
+                f"programs ({TASK_STORAGE_SINCE[0]}.{TASK_STORAGE_SINCE[1]}+)")
+    return f"{CALL_STATE_HASH}: task storage did not load here ({load_error})"
+
+
 def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     """What each non-zero loss means for the figures, and which option helps."""
     notes = []
@@ -172,10 +180,9 @@ class UserProbe:
                 self.bpf = source.load(SOURCE, self.config.defines())
                 self.probes = [CALL_STATE_TASK_STORAGE]
             except ProbeLoadError as exc:  # a kernel built without it, or a verifier that refuses it
-                self.probes = [f"{CALL_STATE_HASH}: task storage did not load here ({exc.message})"]
+                self.probes = [call_state_without_task_storage(version, exc.message)]
         else:
-            self.probes = [f"{CALL_STATE_HASH}: Linux {version[0]}.{version[1]} has no task storage "
-                           "for tracing programs (5.11+)"]
+            self.probes = [call_state_without_task_storage(version)]
         if self.bpf is None:
             self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)

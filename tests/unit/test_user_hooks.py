@@ -9,7 +9,10 @@ from leaktrace.cli import cli
 from leaktrace.commands import options
 from leaktrace.config import ProbeConfig
 from leaktrace.probes.hooks import UprobeHooks
-from leaktrace.probes.user import UserProbe, distinct_entry_points, function_address, loss_notes
+from leaktrace.probes.user import (
+    TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage, distinct_entry_points, function_address,
+    loss_notes,
+)
 
 ALIASES_C = r"""
 #include <stddef.h>
@@ -97,3 +100,13 @@ def test_bucket_map_full_note_names_the_option_and_its_value():
     assert len(notes) == 1
     assert notes[0].startswith("7 updates")
     assert "(--max-buckets 2048)" in notes[0] and "raise --max-buckets" in notes[0]
+
+
+def test_call_state_goes_to_the_thread_id_hash_before_5_11_and_the_header_says_why():
+    # Decided by version first: 5.10 (Debian 11, appliances) is never asked to load task storage.
+    assert (5, 10) < TASK_STORAGE_SINCE <= (5, 11)
+    assert call_state_without_task_storage((5, 10)) == (
+        "per-thread call state in a thread-id hash: Linux 5.10 has no task storage for tracing programs (5.11+)")
+    # A newer kernel that refuses it (built without it, a stricter verifier) says what failed.
+    assert call_state_without_task_storage((6, 1), "bpf_task_storage_get: unknown func").endswith(
+        "task storage did not load here (bpf_task_storage_get: unknown func)")
