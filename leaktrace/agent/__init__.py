@@ -11,5 +11,6 @@ Stages, one module each, data flowing one way:
   findings.py   pure: a trace's final report -> top sites and an event line
   evidence.py   --out DIR: recordings, pprof, verdicts, events, retention
   exporter.py   /metrics (prometheus_client) from an immutable AgentState
+  sampler.py    the sampling schedule, on its own thread: no trace holds it up
   loop.py       the loop that joins them
 """
