@@ -15,12 +15,14 @@ between polls with the probes' cost so far and returns a reason to stop early
 on for the escalation only (BPF_ENABLE_STATS needs CAP_SYS_ADMIN; without it,
 the kernel.bpf_stats_enabled sysctl set by the operator does). Failures a command would print as one line
 (target gone, no allocator found, BPF refused) end as outcome "failed" with
-that line; the probes are always detached before trace() returns.
+that line; the probes are always detached before trace() returns. A trace
+stopped by check() before its first interval report keeps every allocation
+it saw in its final report (final_config).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from leaktrace import allocator, targets
@@ -140,12 +142,28 @@ def _run(request: Request, probe, parts: dict, record, check, measured: bool) ->
         refresh()
         reason = check(_cost(probe))
         if reason:
+            session.report_config = final_config(session)
             session.stop(reason)
 
     session.tick = tick
     reason = session.run()
     return Outcome(OUTCOME_OF.get(reason, "completed"), reason, reports[-1] if reports else None,
                    _cost(probe), measured)
+
+
+def final_config(session: Session) -> ReportConfig:
+    """The report config for the final report of a trace the agent stops early.
+
+    Stopped before its first interval (the budget can stop a hot target's
+    trace within 100 ms), no allocation is yet older than the age filter
+    (500 ms, in buckets of ~268 ms), which would leave the report empty; that
+    trace is all the agent gets of its target until the cooldown ends, so its
+    final report keeps every allocation it saw (their verdicts stay unknown:
+    one interval says nothing about growth).
+    """
+    if session.reports:
+        return session.report_config
+    return replace(session.report_config, older_than_ms=0)
 
 
 def _cost(probe) -> ProbeCost:
