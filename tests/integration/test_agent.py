@@ -72,9 +72,12 @@ def test_a_growing_slab_cache_is_traced_and_names_the_process_that_fills_it(tmp_
 
 
 def test_probe_cost_on_a_malloc_heavy_target_stays_within_the_budget(workload, tmp_path):
+    # 1% of 2 CPUs accrues 0.02 CPU-s/s, up to 0.4: probes costing 0.033 CPU-s/s or more overdraw
+    # it within --trace-for 30s. The hot target's cost 0.09 (56,000 hits/s) on this 2-CPU machine
+    # under load, enough to overdraw at once on an idle one (its trace then lasts one poll).
     with Workloads("leaktrace-agent-budget") as work:
         hot = work.start(workload, "hot")
-        with AgentProcess(tmp_path / "out", *FAST, "--budget", "2%", "--cooldown", "3s",
+        with AgentProcess(tmp_path / "out", *FAST, "--budget", "1%", "--trace-for", "30s", "--cooldown", "3s",
                           "--targets", "process", "--cgroup", work.path) as agent:
             agent.ready()
             events = wait_for("two traces of the malloc-heavy target",
@@ -87,6 +90,6 @@ def test_probe_cost_on_a_malloc_heavy_target_stays_within_the_budget(workload, t
         assert first["trace"]["outcome"] == "over_budget", first["trace"]
         assert second["trace"]["sample_rate"] > first["trace"]["sample_rate"]
         overhead = metric_value(metrics, "leaktrace_agent_probe_overhead_ratio")
-        assert 0 < overhead <= 0.02
+        assert 0 < overhead <= 0.01, (overhead, events)
         assert "leak_block" in [s["function"] for s in first["sites"]]
         assert hot.poll() is None  # the target runs on, untraced
