@@ -4,6 +4,8 @@
 #ifndef LEAKTRACE_COMMON_H
 #define LEAKTRACE_COMMON_H
 
+#include "age_blocks.h"
+
 /* Allocator entry points that need state carried from entry to return. */
 enum alloc_fn {
 	FN_MALLOC = 1,
@@ -42,6 +44,9 @@ enum counter {
 	C_NESTED_MMAPS,        /* mmaps made inside malloc & co, left to the allocator */
 	C_REPLACED,            /* address recorded twice (a free was missed) */
 	C_NESTED_CALLS,        /* allocator calls made inside another, left to the outer call */
+	C_MISSED_RETURNS,      /* calls whose return was never seen (entered while attaching,
+	                          or left by longjmp): their allocation is lost */
+	C_BUCKET_INSERTS,      /* entries made in `buckets`: how full it is between reads */
 	N_COUNTERS,
 };
 
@@ -53,6 +58,8 @@ struct pending_key {
 struct pending_call {
 	u64 size;
 	u64 arg; /* realloc/mremap: old address; posix_memalign: memptr */
+	u64 sp;  /* at entry: the return probe sees sp + 8, a nested call less */
+	u64 entered_ns;
 };
 
 struct alloc_key {
@@ -66,18 +73,29 @@ struct alloc_info {
 	u64 timestamp_ns;
 	s32 stack_id;
 	u32 weight; /* allocations this record stands for, << WEIGHT_SHIFT */
+	u32 image;  /* exec generation of the process when allocated */
+	u32 pad;
 };
 
 struct bucket_key {
 	u32 tgid;
 	s32 stack_id;
-	u32 epoch; /* timestamp_ns >> AGE_BUCKET_SHIFT */
-	u32 kind;
+	u32 block; /* first epoch (timestamp_ns >> AGE_BUCKET_SHIFT) of the age block */
+	u8 kind;
+	u8 level;  /* age_blocks.h */
+	u16 image; /* exec generation: older images are dropped by user space */
 };
 
 struct bucket_totals {
-	u64 bytes;
-	u64 count; /* << WEIGHT_SHIFT, so sampled estimates keep their fraction */
+	s64 bytes[AGE_SLOTS]; /* per epoch at level 0, else all in slot 0 */
+	s64 count[AGE_SLOTS]; /* << WEIGHT_SHIFT, so sampled estimates keep their fraction */
+};
+
+/* Per traced process: how many times it exec'd since tracing began. */
+struct image {
+	u32 generation;
+	u32 pad;
+	u64 exec_ns;
 };
 
 struct trace_event {

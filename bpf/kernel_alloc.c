@@ -9,8 +9,9 @@
  *   allocs        one record per outstanding allocation, keyed by (space, address):
  *                 frees happen in other contexts (RCU, kworkers, irqs), so they
  *                 are matched by address alone; pages by pfn
- *   buckets       outstanding bytes/count per (process, cgroup, cache, stack, age
- *                 bucket, kind); a report reads these totals, never `allocs`
+ *   buckets       outstanding bytes/count per (process, cgroup, cache, stack, kind,
+ *                 age block: age_blocks.h); a report reads these totals, never
+ *                 `allocs`
  *   stack_traces  deduplicated kernel stacks
  *   path_stacks   the stack of each path, by the hash of its return addresses
  *                 (kernel_paths.h): walking a kernel stack from a tracepoint
@@ -144,21 +145,23 @@ static __always_inline int task_wanted(u32 tgid)
 	return 1;
 }
 
-static __always_inline void bucket_add(struct kbucket_key *key, s64 bytes, s64 objects)
+static __always_inline void bucket_add(struct kbucket_key *key, u32 slot, s64 bytes, s64 objects)
 {
 	struct kbucket_totals *totals = buckets.lookup(key);
 	if (!totals) {
 		struct kbucket_totals zero = {};
 		bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
-		buckets.insert(key, &zero); /* may race with another CPU: fine */
+		if (!buckets.insert(key, &zero)) /* may race with another CPU: one insert wins */
+			count(K_BUCKET_INSERTS);
 		totals = buckets.lookup(key);
 		if (!totals) {
 			count(K_BUCKET_MAP_FULL);
 			return;
 		}
 	}
-	__sync_fetch_and_add(&totals->bytes, bytes);
-	__sync_fetch_and_add(&totals->count, objects);
+	slot &= AGE_SLOTS - 1;
+	__sync_fetch_and_add(&totals->bytes[slot], bytes);
+	__sync_fetch_and_add(&totals->count[slot], objects);
 }
 
 #if !FULL_STACKS
@@ -218,7 +221,10 @@ static __always_inline int release(u32 space, u64 addr)
 	struct kalloc_info info = *found;
 	if (allocs.delete(&key))
 		return 0;
-	bucket_add(&info.bucket, -(s64)info.size, -1);
+	/* The block that holds the allocation's age range now. */
+	u32 slot = age_place(info.timestamp_ns >> AGE_BUCKET_SHIFT, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT,
+			     &info.bucket.block, &info.bucket.level);
+	bucket_add(&info.bucket, slot, -(s64)info.size, -1);
 	return 1;
 }
 
@@ -234,7 +240,8 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, stru
 	info->timestamp_ns = bpf_ktime_get_ns();
 	info->bucket.tgid = tgid;
 	info->bucket.cgroup_id = bpf_get_current_cgroup_id();
-	info->bucket.epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
+	u32 epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
+	u32 slot = age_place(epoch, epoch, &info->bucket.block, &info->bucket.level);
 	info->bucket.stack_id = stack_of(ctx, site);
 	if (info->bucket.stack_id < 0)
 		count(K_STACK_FAILED);
@@ -250,7 +257,7 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, stru
 		return 0;
 	}
 	/* Totals move only once the allocation is really recorded. */
-	bucket_add(&info->bucket, info->size, 1);
+	bucket_add(&info->bucket, slot, info->size, 1);
 	count(K_ALLOCS);
 	return 0;
 }

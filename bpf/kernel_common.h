@@ -4,6 +4,8 @@
 #ifndef LEAKTRACE_KERNEL_COMMON_H
 #define LEAKTRACE_KERNEL_COMMON_H
 
+#include "age_blocks.h"
+
 /* Same order as model.KERNEL_KINDS. */
 enum kernel_kind {
 	KIND_KMALLOC = 0,
@@ -43,6 +45,7 @@ enum kcounter {
 	K_STACK_CHECKS,     /* read paths checked against a walk */
 	K_STACK_MISMATCHES, /* ... that named another stack */
 	K_NESTED_FREES,     /* frees the kernel skipped in the main handler, done by nested_<event> */
+	K_BUCKET_INSERTS,   /* entries made in `buckets`: how full it is between reads */
 	N_KCOUNTERS,
 };
 
@@ -52,18 +55,19 @@ struct kbucket_key {
 	u64 cgroup_id;
 	u32 tgid;
 	s32 stack_id;
-	u32 epoch; /* timestamp_ns >> AGE_BUCKET_SHIFT */
+	u32 block; /* first epoch (timestamp_ns >> AGE_BUCKET_SHIFT) of the age block */
 	u32 cache_class; /* kmalloc: bytes_alloc; page: order; unnamed cache: object size */
 	u8 kind;
 	u8 kmalloc_type;
-	u8 pad[6];
+	u8 level; /* age_blocks.h */
+	u8 pad[5];
 	char cache[CACHE_NAME_LEN]; /* kmem_cache name, when the tracepoint has it */
 };
 
 struct kbucket_totals {
-	s64 bytes;
-	s64 count;
-	char comm[16]; /* of the task that created the bucket */
+	s64 bytes[AGE_SLOTS]; /* per epoch at level 0, else all in slot 0 */
+	s64 count[AGE_SLOTS];
+	char comm[16]; /* of the task that created the entry (a freeing one above level 0) */
 };
 
 struct kalloc_key {
@@ -75,7 +79,7 @@ struct kalloc_key {
 struct kalloc_info {
 	u64 size;
 	u64 timestamp_ns;
-	struct kbucket_key bucket;
+	struct kbucket_key bucket; /* as allocated: level 0 */
 };
 
 /* First bytes of recorded objects, read on demand (read_contents). */

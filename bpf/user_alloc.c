@@ -7,18 +7,25 @@
  * Data kept in the kernel:
  *   task_calls    per-thread arguments from entry to return (task storage: no
  *                 hash insert/delete per call; PENDING_HASH=1 uses a tid-keyed hash
- *                 on kernels without task storage for tracing programs)
+ *                 on kernels without task storage for tracing programs), with the
+ *                 stack pointer at entry: a mark whose return was never seen
+ *                 (entered while the probes were being attached, left by longjmp)
+ *                 is recognised by it, dropped and counted, never taken for an
+ *                 outer call that every later allocation would be nested in
  *   allocs        one record per outstanding allocation, keyed by (pid, kind, address)
- *   buckets       outstanding bytes/count per (pid, stack, age bucket, kind), so a
- *                 report reads a few hundred totals instead of every allocation;
- *                 per CPU, so threads on two CPUs never share a cache line
+ *   buckets       outstanding bytes/count per (pid, stack, kind, exec image, age
+ *                 block: age_blocks.h), so a report reads a few totals per stack
+ *                 instead of every allocation
+ *   images        per traced pid, its exec generation (sched_process_exec): the
+ *                 allocations of an image that exec replaced are gone
  *   stack_traces  deduplicated user stacks
  *   counters      events and every loss, per CPU
  *
- * With UNWIND_CFI=1, record() hands the allocation to one walker program
- * (unwind_walker, through the `walkers` program array) that walks the stack
- * with unwind tables and finishes the recording: clang compiles the walker
- * and the verifier checks it once, not once per return probe.
+ * Every return probe hands its allocation, through a per-thread scratch, to
+ * one recorder program (through the `recorders` program array) that samples
+ * it, takes the stack (with unwind tables when UNWIND_CFI=1, else frame
+ * pointers) and records it: clang compiles that and the verifier checks it
+ * once, not once per return probe.
  */
 #include <uapi/linux/ptrace.h>
 #include "common.h"
@@ -52,10 +59,17 @@
 #ifndef PENDING_HASH
 #define PENDING_HASH 0
 #endif
+#ifndef TAIL_CALL_NS
+/* A call entered at the same stack pointer as another allocator call still
+ * in progress was jumped to by it (glibc's realloc(NULL, n) jumps to malloc)
+ * if it came this soon; later, the earlier mark is one whose return was
+ * missed. */
+#define TAIL_CALL_NS 1000000
+#endif
 #define MAP_ANONYMOUS_FLAG 0x20
 #define MAP_STACK_FLAG 0x20000
 
-/* An allocation on its way from record() to finish_record(). */
+/* An allocation on its way from a return probe to the recorder. */
 struct record_args {
 	u64 addr;
 	u64 size;
@@ -64,36 +78,38 @@ struct record_args {
 	u32 fn;
 	u32 weight;
 	u32 tid; /* who stored it (per-CPU scratch can be reused by another thread) */
+	u32 image;
+	u32 pad;
 };
 
-/* What the walker program gets from record(), and room for its walk (too big
- * for the BPF stack). */
+/* What the recorder gets from a return probe, and room for its walk (too
+ * big for the BPF stack). */
 struct walk_scratch {
 	struct record_args record;
+#if UNWIND_CFI
 	struct unwind_walk walk;
+#endif
 };
 
 #if PENDING_HASH
 BPF_HASH(pending, struct pending_key, struct pending_call, 16384);
-#if UNWIND_CFI
 BPF_PERCPU_ARRAY(walk_scratches, struct walk_scratch, 1);
-#endif
 #else
 struct thread_calls {
 	struct pending_call calls[FN_LAST + 1];
 	u32 active; /* bit fn set between entry and return of fn */
-#if UNWIND_CFI
 	struct walk_scratch scratch; /* per thread: no other task can reuse it mid-walk */
-#endif
 };
 BPF_TASK_STORAGE(task_calls, struct thread_calls);
 #endif
 /* Entries are allocated on insert, not at load: preallocating a million costs
  * attach time and memory a quiet target never uses. */
 BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("percpu_hash", struct bucket_key, struct bucket_totals, buckets, MAX_BUCKETS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct bucket_key, struct bucket_totals, buckets, MAX_BUCKETS, BPF_F_NO_PREALLOC);
+BPF_HASH(images, u32, struct image, 1024); /* filled by user space with the traced pids */
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
+BPF_PROG_ARRAY(recorders, 1); /* slot 0: recorder, set by user space before attaching */
 #if UNWIND_CFI
 /* Maps of the CFI walker; bcc rewrites map calls only in this file, so the
  * walker in unwind.h reaches them through these accessors. */
@@ -101,7 +117,6 @@ BPF_ARRAY(unwind_rows, struct unwind_row, UNWIND_MAX_ROWS);
 BPF_HASH(unwind_spaces, u32, struct unwind_space, UNWIND_MAX_PROCESSES);
 BPF_ARRAY(unwind_mappings, struct unwind_mapping, UNWIND_MAX_PROCESSES * UNWIND_MAX_MAPPINGS);
 BPF_F_TABLE("hash", u32, struct unwound_stack, unwound_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
-BPF_PROG_ARRAY(walkers, 1); /* slot 0: unwind_walker, set by user space before attaching */
 BPF_PERCPU_ARRAY(unwind_counters, u64, N_UNWIND_COUNTERS);
 static __always_inline struct unwind_row *unwind_row(u32 index) { return unwind_rows.lookup(&index); }
 static __always_inline struct unwind_space *unwind_space_of(u32 tgid) { return unwind_spaces.lookup(&tgid); }
@@ -147,6 +162,18 @@ static __always_inline int size_wanted(u64 size)
 	return 1;
 }
 
+/* Can the call of `marked` behind `mark` still be running around a call of
+ * fn entered at sp (at time now)? Calls nest deeper, at a lower sp; one at
+ * the same sp was jumped to (realloc(NULL, n) jumps to malloc), which only
+ * another function does, and at once. Any other mark is of a call whose
+ * return was missed. */
+static __always_inline int encloses(struct pending_call *mark, u32 marked, u32 fn, u64 sp, u64 now)
+{
+	if (mark->sp > sp)
+		return 1;
+	return mark->sp == sp && marked != fn && now - mark->entered_ns < TAIL_CALL_NS;
+}
+
 #if !PENDING_HASH
 static __always_inline struct thread_calls *thread_calls(u64 flags)
 {
@@ -154,130 +181,198 @@ static __always_inline struct thread_calls *thread_calls(u64 flags)
 	return task_calls.task_storage_get(task, 0, flags);
 }
 
+/* Drop, and count as lost, the marks of malloc & co that cannot be around a
+ * call of fn at sp. Only inside_allocator() needs the other functions' marks
+ * to be right; a function's own mark is checked when it is entered again
+ * and at its return. */
+static __always_inline void drop_missed(struct thread_calls *calls, u32 fn, u64 sp, u64 now)
+{
+#pragma clang loop unroll(disable)
+	for (u32 f = FN_MALLOC; f <= FN_LAST_HEAP; f++) {
+		if ((calls->active & (1u << f)) && !encloses(&calls->calls[f], f, fn, sp, now)) {
+			calls->active &= ~(1u << f);
+			count(C_MISSED_RETURNS);
+		}
+	}
+}
+
 /* Remember the size until the return probe sees the address. */
-static __always_inline int call_enter(u32 fn, u64 size, u64 arg)
+static __always_inline int call_enter(struct pt_regs *ctx, u32 fn, u64 size, u64 arg)
 {
 	struct thread_calls *calls = thread_calls(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!calls || fn > FN_LAST) {
 		count(C_PENDING_MAP_FULL);
 		return 0;
 	}
-	calls->calls[fn].size = size;
-	calls->calls[fn].arg = arg;
+	u64 sp = PT_REGS_SP(ctx), now = bpf_ktime_get_ns();
+	struct pending_call *call = &calls->calls[fn];
+	if (calls->active & (1u << fn)) {
+		if (encloses(call, fn, fn, sp, now)) {
+			count(C_NESTED_CALLS); /* inside a call of itself: left to that one */
+			return 0;
+		}
+		count(C_MISSED_RETURNS); /* its return was never seen */
+	}
+	call->size = size;
+	call->arg = arg;
+	call->sp = sp;
+	call->entered_ns = now;
 	calls->active |= 1u << fn;
 	return 0;
 }
 
-/* Take back what call_enter stored; 0 when the entry was missed. */
-static __always_inline int call_take(u32 fn, struct pending_call *out)
+/* Take back what call_enter stored for the call returning now; 0 when its
+ * entry was not seen. */
+static __always_inline int call_take(struct pt_regs *ctx, u32 fn, struct pending_call *out)
 {
 	struct thread_calls *calls = thread_calls(0);
 	if (!calls || fn > FN_LAST || !(calls->active & (1u << fn)))
 		return 0;
-	*out = calls->calls[fn];
+	u64 sp = PT_REGS_SP(ctx) - 8; /* the return address is popped */
+	struct pending_call *call = &calls->calls[fn];
+	if (call->sp > sp)
+		return 0; /* a nested call of fn, left to the outer one that is still running */
 	calls->active &= ~(1u << fn);
+	if (call->sp < sp) {
+		count(C_MISSED_RETURNS); /* a deeper call of fn never returned through its probe */
+		return 0;
+	}
+	*out = *call;
 	return 1;
 }
 
-/* An mmap made inside malloc & co belongs to the allocator. */
-static __always_inline int inside_allocator(void)
+/* Is a call of fn entered at sp (at time now) made inside malloc & co? */
+static __always_inline int inside_allocator(u32 fn, u64 sp, u64 now)
 {
 	struct thread_calls *calls = thread_calls(0);
-	return calls && (calls->active & HEAP_FN_BITS);
+	if (!calls || !(calls->active & HEAP_FN_BITS))
+		return 0;
+	drop_missed(calls, fn, sp, now);
+	return (calls->active & HEAP_FN_BITS) != 0;
 }
 
-#if UNWIND_CFI
 static __always_inline struct walk_scratch *walk_scratch(void)
 {
 	struct thread_calls *calls = thread_calls(0);
 	return calls ? &calls->scratch : NULL;
 }
-#endif
 #else
 /* Remember the size until the return probe sees the address. */
-static __always_inline int call_enter(u32 fn, u64 size, u64 arg)
+static __always_inline int call_enter(struct pt_regs *ctx, u32 fn, u64 size, u64 arg)
 {
 	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .fn = fn };
-	struct pending_call call = { .size = size, .arg = arg };
+	struct pending_call call = { .size = size, .arg = arg, .sp = PT_REGS_SP(ctx), .entered_ns = bpf_ktime_get_ns() };
+	struct pending_call *known = pending.lookup(&key);
+	if (known) {
+		if (encloses(known, fn, fn, call.sp, call.entered_ns)) {
+			count(C_NESTED_CALLS);
+			return 0;
+		}
+		count(C_MISSED_RETURNS);
+	}
 	if (pending.update(&key, &call))
 		count(C_PENDING_MAP_FULL);
 	return 0;
 }
 
-/* Take back what call_enter stored; 0 when the entry was missed. */
-static __always_inline int call_take(u32 fn, struct pending_call *out)
+/* Take back what call_enter stored for the call returning now; 0 when its
+ * entry was not seen. */
+static __always_inline int call_take(struct pt_regs *ctx, u32 fn, struct pending_call *out)
 {
 	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .fn = fn };
 	struct pending_call *call = pending.lookup(&key);
 	if (!call)
 		return 0;
+	u64 sp = PT_REGS_SP(ctx) - 8;
+	if (call->sp > sp)
+		return 0;
+	int missed = call->sp < sp;
 	*out = *call;
 	pending.delete(&key);
-	return 1;
+	if (missed)
+		count(C_MISSED_RETURNS);
+	return !missed;
 }
 
-static __always_inline int inside_allocator(void)
+static __always_inline int inside_allocator(u32 fn, u64 sp, u64 now)
 {
 	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid() };
-#pragma unroll
-	for (u32 fn = FN_MALLOC; fn <= FN_LAST_HEAP; fn++) {
-		key.fn = fn;
-		if (pending.lookup(&key))
-			return 1;
+	int inside = 0;
+#pragma clang loop unroll(disable)
+	for (u32 f = FN_MALLOC; f <= FN_LAST_HEAP; f++) {
+		key.fn = f;
+		struct pending_call *mark = pending.lookup(&key);
+		if (!mark)
+			continue;
+		if (encloses(mark, f, fn, sp, now)) {
+			inside = 1;
+		} else {
+			pending.delete(&key);
+			count(C_MISSED_RETURNS);
+		}
 	}
-	return 0;
+	return inside;
 }
 
-#if UNWIND_CFI
 static __always_inline struct walk_scratch *walk_scratch(void)
 {
 	u32 zero = 0;
 	return walk_scratches.lookup(&zero);
 }
 #endif
-#endif
 
-/* This CPU's slot of the totals; user space sums the CPUs. A new key starts
- * with this event's amounts (zero on the other CPUs), one update in all. */
-static __always_inline void bucket_add(struct bucket_key *key, s64 bytes, s64 weight)
+/* The exec generation of a traced process (0 until it execs). */
+static __always_inline u32 image_of(u32 tgid)
+{
+	struct image *image = images.lookup(&tgid);
+	return image ? image->generation : 0;
+}
+
+/* Add to one slot of an age block's totals (user space reads the map
+ * whole, so entries are made once and then only added to). */
+static __always_inline void bucket_add(struct bucket_key *key, u32 slot, s64 bytes, s64 weight)
 {
 	struct bucket_totals *totals = buckets.lookup(key);
 	if (!totals) {
-		struct bucket_totals first = { .bytes = bytes, .count = weight };
-		if (!buckets.insert(key, &first))
-			return;
-		totals = buckets.lookup(key); /* inserted meanwhile by another thread */
+		struct bucket_totals zero = {};
+		if (!buckets.insert(key, &zero)) /* may race with another CPU: one insert wins */
+			count(C_BUCKET_INSERTS);
+		totals = buckets.lookup(key);
 		if (!totals) {
 			count(C_BUCKET_MAP_FULL);
 			return;
 		}
 	}
-	/* Atomic although per CPU: another task's probe may preempt this one. */
-	__sync_fetch_and_add(&totals->bytes, bytes);
-	__sync_fetch_and_add(&totals->count, weight);
+	slot &= AGE_SLOTS - 1;
+	__sync_fetch_and_add(&totals->bytes[slot], bytes);
+	__sync_fetch_and_add(&totals->count[slot], weight);
 }
 
-static __always_inline void bucket_of(struct bucket_key *key, u32 tgid, u32 kind, struct alloc_info *info)
+/* The totals entry of a recorded allocation at epoch `now`; returns the slot. */
+static __always_inline u32 bucket_of(struct bucket_key *key, u32 tgid, u32 kind, struct alloc_info *info, u32 now)
 {
 	key->tgid = tgid;
 	key->stack_id = info->stack_id;
-	key->epoch = info->timestamp_ns >> AGE_BUCKET_SHIFT;
 	key->kind = kind;
+	key->image = info->image;
+	return age_place(info->timestamp_ns >> AGE_BUCKET_SHIFT, now, &key->block, &key->level);
 }
 
-/* Forget a recorded allocation; 0 when it was never recorded. */
-static __always_inline int release(u32 kind, u64 addr)
+/* Forget a recorded allocation: the image it was made in, or -1 when it was
+ * never recorded. */
+static __always_inline s64 release(u32 kind, u64 addr)
 {
 	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = kind, .addr = addr };
 	struct alloc_info *info = allocs.lookup(&key);
 	if (!info)
-		return 0;
+		return -1;
 	struct bucket_key bkey = {};
-	bucket_of(&bkey, key.tgid, kind, info);
+	u32 slot = bucket_of(&bkey, key.tgid, kind, info, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT);
 	u64 weight = info->weight;
-	bucket_add(&bkey, -(s64)((info->size * weight) >> WEIGHT_SHIFT), -(s64)weight);
+	s64 image = info->image;
+	bucket_add(&bkey, slot, -(s64)((info->size * weight) >> WEIGHT_SHIFT), -(s64)weight);
 	allocs.delete(&key);
-	return 1;
+	return image;
 }
 
 /* Sampling by bytes: an allocation of size s is kept with probability
@@ -304,6 +399,7 @@ static __always_inline int finish_record(struct pt_regs *ctx, struct record_args
 	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = r->kind, .addr = r->addr };
 	struct alloc_info info = {
 		.size = r->size, .timestamp_ns = r->timestamp_ns, .stack_id = stack_id, .weight = r->weight,
+		.image = r->image,
 	};
 	if (allocs.update(&key, &info)) {
 		count(C_ALLOC_MAP_FULL);
@@ -311,43 +407,34 @@ static __always_inline int finish_record(struct pt_regs *ctx, struct record_args
 	}
 	/* Totals move only once the allocation is really recorded. */
 	struct bucket_key bkey = {};
-	bucket_of(&bkey, key.tgid, r->kind, &info);
-	bucket_add(&bkey, (r->size * r->weight) >> WEIGHT_SHIFT, r->weight);
+	u32 slot = bucket_of(&bkey, key.tgid, r->kind, &info, r->timestamp_ns >> AGE_BUCKET_SHIFT);
+	bucket_add(&bkey, slot, (r->size * r->weight) >> WEIGHT_SHIFT, r->weight);
 	count(C_ALLOCS);
 	emit(ctx, r->fn, r->addr, r->size, stack_id);
 	return 0;
 }
 
+/* Hand an allocation to the recorder program. */
 static __always_inline int record(struct pt_regs *ctx, u32 kind, u64 addr, u64 size, u32 fn)
 {
 	if (!size_wanted(size))
 		return 0;
-	u64 weight = sample_weight(size);
-	if (!weight) {
-		count(C_SAMPLED_OUT);
+	struct walk_scratch *scratch = walk_scratch();
+	if (!scratch) {
+		count(C_PENDING_MAP_FULL);
 		return 0;
 	}
-	if (release(kind, addr))
-		count(C_REPLACED);
-	struct record_args r = {
-		.addr = addr, .size = size, .timestamp_ns = bpf_ktime_get_ns(), .kind = kind, .fn = fn,
-		.weight = weight, .tid = (u32)bpf_get_current_pid_tgid(),
-	};
-#if UNWIND_CFI
-	struct walk_scratch *scratch = walk_scratch();
-	if (scratch) {
-		scratch->record = r;
-		walkers.call(ctx, 0); /* returns only when no walker is loaded */
-	}
-#endif
-	return finish_record(ctx, &r, stack_traces.get_stackid(ctx, BPF_F_USER_STACK));
+	struct record_args r = { .addr = addr, .size = size, .kind = kind, .fn = fn,
+				 .tid = (u32)bpf_get_current_pid_tgid() };
+	scratch->record = r;
+	recorders.call(ctx, 0);
+	count(C_PENDING_MAP_FULL); /* no recorder: user space sets it before attaching */
+	return 0;
 }
 
-#if UNWIND_CFI
-/* Tail-called by record() at a return probe (ctx is that probe's registers):
- * walks the stack with unwind tables, or frame pointers when the process has
- * none, and records the allocation. */
-int unwind_walker(struct pt_regs *ctx)
+/* Tail-called by every return probe (ctx is that probe's registers): samples
+ * the allocation, takes its stack and records it. */
+int recorder(struct pt_regs *ctx)
 {
 	struct walk_scratch *scratch = walk_scratch();
 	if (!scratch) {
@@ -355,22 +442,36 @@ int unwind_walker(struct pt_regs *ctx)
 		return 0;
 	}
 	struct record_args r = scratch->record;
-	if (r.tid != (u32)bpf_get_current_pid_tgid()) {
+	u64 id = bpf_get_current_pid_tgid();
+	if (r.tid != (u32)id) {
 		count(C_PENDING_MAP_FULL); /* another thread's probe reused this CPU's scratch */
 		return 0;
 	}
-	s32 stack_id = unwind_stack(ctx, &scratch->walk);
+	r.weight = sample_weight(r.size);
+	if (!r.weight) {
+		count(C_SAMPLED_OUT);
+		return 0;
+	}
+	r.timestamp_ns = bpf_ktime_get_ns();
+	r.image = image_of(id >> 32);
+	/* An address recorded twice: its free was missed, unless the process
+	 * exec'd since (that address space is gone, its records with it). */
+	if (release(r.kind, r.addr) == r.image)
+		count(C_REPLACED);
+	s32 stack_id = UNWIND_NO_TABLES;
+#if UNWIND_CFI
+	stack_id = unwind_stack(ctx, &scratch->walk);
+#endif
 	if (stack_id == UNWIND_NO_TABLES)
 		stack_id = stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
 	return finish_record(ctx, &r, stack_id);
 }
-#endif
 
 /* glibc's realloc(NULL, n) runs malloc, reallocarray runs realloc: the
  * outer call records the block, once, at its own return. */
-static __always_inline int nested_call(void)
+static __always_inline int nested_call(u32 fn, struct pending_call *call)
 {
-	if (!inside_allocator())
+	if (!inside_allocator(fn, call->sp, call->entered_ns))
 		return 0;
 	count(C_NESTED_CALLS);
 	return 1;
@@ -380,7 +481,7 @@ static __always_inline int nested_call(void)
 static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)
 {
 	struct pending_call call;
-	if (!call_take(fn, &call) || nested_call())
+	if (!call_take(ctx, fn, &call) || nested_call(fn, &call))
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if (!addr) {
@@ -398,17 +499,17 @@ static __always_inline int alloc_exit(struct pt_regs *ctx, u32 fn)
 static __always_inline int resize_exit(struct pt_regs *ctx, u32 fn)
 {
 	struct pending_call call;
-	if (!call_take(fn, &call) || nested_call())
+	if (!call_take(ctx, fn, &call) || nested_call(fn, &call))
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if (!addr) {
 		if (call.size != 0)
 			count(C_FAILED_ALLOCS);
-		else if (call.arg && release(KIND_HEAP, call.arg))
+		else if (call.arg && release(KIND_HEAP, call.arg) >= 0)
 			count(C_FREES);
 		return 0;
 	}
-	if (call.arg && release(KIND_HEAP, call.arg))
+	if (call.arg && release(KIND_HEAP, call.arg) >= 0)
 		count(C_FREES);
 	return record(ctx, KIND_HEAP, addr, call.size, fn);
 }
@@ -417,7 +518,7 @@ static __always_inline int forget(struct pt_regs *ctx, u32 kind, u64 addr)
 {
 	if (!addr)
 		return 0;
-	if (release(kind, addr)) {
+	if (release(kind, addr) >= 0) {
 		count(C_FREES);
 		emit(ctx, 0, addr, kind == KIND_MMAP ? 0 : 1, -1);
 	} else {
@@ -437,7 +538,7 @@ static __always_inline int product(u64 n, u64 size, u64 *out)
 }
 
 /* ---- probes ------------------------------------------------------------- */
-int malloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(FN_MALLOC, size, 0); }
+int malloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_MALLOC, size, 0); }
 int malloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOC); }
 
 int calloc_enter(struct pt_regs *ctx, size_t n, size_t size)
@@ -447,11 +548,11 @@ int calloc_enter(struct pt_regs *ctx, size_t n, size_t size)
 		count(C_FAILED_ALLOCS); /* calloc fails without allocating */
 		return 0;
 	}
-	return call_enter(FN_CALLOC, total, 0);
+	return call_enter(ctx, FN_CALLOC, total, 0);
 }
 int calloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_CALLOC); }
 
-int realloc_enter(struct pt_regs *ctx, void *ptr, size_t size) { return call_enter(FN_REALLOC, size, (u64)ptr); }
+int realloc_enter(struct pt_regs *ctx, void *ptr, size_t size) { return call_enter(ctx, FN_REALLOC, size, (u64)ptr); }
 int realloc_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_REALLOC); }
 
 int reallocarray_enter(struct pt_regs *ctx, void *ptr, size_t n, size_t size)
@@ -461,19 +562,19 @@ int reallocarray_enter(struct pt_regs *ctx, void *ptr, size_t n, size_t size)
 		count(C_FAILED_ALLOCS); /* fails, leaving ptr allocated */
 		return 0;
 	}
-	return call_enter(FN_REALLOCARRAY, total, (u64)ptr);
+	return call_enter(ctx, FN_REALLOCARRAY, total, (u64)ptr);
 }
 int reallocarray_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_REALLOCARRAY); }
 
 int posix_memalign_enter(struct pt_regs *ctx, void **memptr, size_t align, size_t size)
 {
-	return call_enter(FN_POSIX_MEMALIGN, size, (u64)memptr);
+	return call_enter(ctx, FN_POSIX_MEMALIGN, size, (u64)memptr);
 }
 int posix_memalign_exit(struct pt_regs *ctx)
 {
 	struct pending_call call;
 	void *addr = 0;
-	if (!call_take(FN_POSIX_MEMALIGN, &call) || nested_call())
+	if (!call_take(ctx, FN_POSIX_MEMALIGN, &call) || nested_call(FN_POSIX_MEMALIGN, &call))
 		return 0;
 	if (PT_REGS_RC(ctx) != 0 || bpf_probe_read_user(&addr, sizeof(addr), (void *)call.arg) || !addr) {
 		count(C_FAILED_ALLOCS);
@@ -482,16 +583,28 @@ int posix_memalign_exit(struct pt_regs *ctx)
 	return record(ctx, KIND_HEAP, (u64)addr, call.size, FN_POSIX_MEMALIGN);
 }
 
-int aligned_alloc_enter(struct pt_regs *ctx, size_t align, size_t size) { return call_enter(FN_ALIGNED_ALLOC, size, 0); }
+int aligned_alloc_enter(struct pt_regs *ctx, size_t align, size_t size) { return call_enter(ctx, FN_ALIGNED_ALLOC, size, 0); }
 int aligned_alloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_ALIGNED_ALLOC); }
-int memalign_enter(struct pt_regs *ctx, size_t align, size_t size) { return call_enter(FN_MEMALIGN, size, 0); }
+int memalign_enter(struct pt_regs *ctx, size_t align, size_t size) { return call_enter(ctx, FN_MEMALIGN, size, 0); }
 int memalign_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MEMALIGN); }
-int valloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(FN_VALLOC, size, 0); }
+int valloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_VALLOC, size, 0); }
 int valloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_VALLOC); }
-int pvalloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(FN_PVALLOC, size, 0); }
+int pvalloc_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_PVALLOC, size, 0); }
 int pvalloc_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_PVALLOC); }
 
 int free_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+
+/* A traced process exec'd: what it held went with its address space. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct image *image = images.lookup(&tgid);
+	if (image) {
+		image->exec_ns = bpf_ktime_get_ns();
+		__sync_fetch_and_add(&image->generation, 1);
+	}
+	return 0;
+}
 
 /* mmap inside malloc & co (inside_allocator) belongs to the allocator: the
  * heap allocation that caused it is already counted. */
@@ -499,16 +612,16 @@ int mmap_enter(struct pt_regs *ctx, void *addr, size_t length, int prot, int fla
 {
 	if (!(flags & MAP_ANONYMOUS_FLAG))
 		return 0; /* file mappings are page cache, not heap */
-	if (inside_allocator()) {
+	if (inside_allocator(FN_MMAP, PT_REGS_SP(ctx), bpf_ktime_get_ns())) {
 		count(C_NESTED_MMAPS);
 		return 0;
 	}
-	return call_enter(FN_MMAP, length, flags & MAP_STACK_FLAG ? KIND_STACK : KIND_MMAP);
+	return call_enter(ctx, FN_MMAP, length, flags & MAP_STACK_FLAG ? KIND_STACK : KIND_MMAP);
 }
 int mmap_exit(struct pt_regs *ctx)
 {
 	struct pending_call call;
-	if (!call_take(FN_MMAP, &call))
+	if (!call_take(ctx, FN_MMAP, &call))
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if ((s64)addr < 0 && (s64)addr > -4096) { /* MAP_FAILED or -errno */
@@ -526,21 +639,21 @@ int munmap_enter(struct pt_regs *ctx, void *addr)
 
 int mremap_enter(struct pt_regs *ctx, void *old, size_t old_size, size_t new_size)
 {
-	if (inside_allocator())
+	if (inside_allocator(FN_MREMAP, PT_REGS_SP(ctx), bpf_ktime_get_ns()))
 		return 0; /* realloc of a large block: the allocator's business */
-	return call_enter(FN_MREMAP, new_size, (u64)old);
+	return call_enter(ctx, FN_MREMAP, new_size, (u64)old);
 }
 int mremap_exit(struct pt_regs *ctx)
 {
 	struct pending_call call;
-	if (!call_take(FN_MREMAP, &call))
+	if (!call_take(ctx, FN_MREMAP, &call))
 		return 0;
 	u64 addr = PT_REGS_RC(ctx);
 	if ((s64)addr < 0 && (s64)addr > -4096) {
 		count(C_FAILED_ALLOCS);
 		return 0;
 	}
-	if (!release(KIND_MMAP, call.arg))
+	if (release(KIND_MMAP, call.arg) < 0)
 		return 0; /* remapping something we never saw mapped */
 	count(C_FREES);
 	return record(ctx, KIND_MMAP, addr, call.size, FN_MREMAP);

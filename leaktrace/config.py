@@ -30,6 +30,9 @@ class ProbeConfig:
     trace: bool = False  # stream every event to user space
     track_mmap: bool = True
     unwind: str = "auto"  # auto | fp | cfi: how user stacks are walked (leaktrace/unwind)
+    # Per-thread call state in a tid-keyed hash, as on kernels without task
+    # storage for tracing programs (chosen by itself when task storage fails).
+    pending_hash: bool = False
 
     def defines(self) -> dict:
         """The -D settings the BPF source is compiled with."""
@@ -43,6 +46,7 @@ class ProbeConfig:
             "AGE_BUCKET_SHIFT": self.age_bucket_shift,
             "TRACE_EVENTS": int(self.trace),
             "UNWIND_CFI": int(self.unwind != "fp"),
+            "PENDING_HASH": int(self.pending_hash),
         }
 
 

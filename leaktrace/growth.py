@@ -137,6 +137,17 @@ def _facts(series: Series, slope: float, r2: float, change: int, added: int,
     return "; ".join(parts)
 
 
+def cohort_cut(instant: int, windows: Sequence[Tuple[int, int, int]]) -> int:
+    """The latest time <= instant that no (start, end, bytes) window straddles."""
+    cut, moved = instant, True
+    while moved:
+        moved = False
+        for start, end, _ in windows:
+            if start < cut < end:
+                cut, moved = start, True
+    return cut
+
+
 def _rate(bps: float) -> str:
     sign = "+" if bps >= 0 else "-"
     return f"{sign}{format_bytes(int(abs(bps)))}/s"
@@ -196,12 +207,14 @@ class GrowthTracker:
             zeros = [0] * len(self.times)  # absent so far: nothing outstanding passed the filters
             history = _SiteHistory(deque(zeros, self.max_points), deque(zeros, self.max_points))
             self.sites[key] = history
-        now = {(start, end): n for start, end, n in site.age_buckets} if site else {}
-        if old_before is not None:
-            for start, end, n in history.buckets:
-                if end <= old_before:
-                    history.held += n
-                    history.kept += min(n, now.get((start, end), 0))
+        now = site.age_buckets if site else ()
+        if old_before is not None and history.buckets:
+            # The same allocations on both sides: those made before a cut
+            # no age block straddles (old blocks coarsen between intervals).
+            cut = cohort_cut(old_before, history.buckets + now)
+            held = sum(n for _, end, n in history.buckets if end <= cut)
+            history.held += held
+            history.kept += min(held, sum(n for _, end, n in now if end <= cut))
         history.bytes.append(site.bytes if site else 0)
         history.counts.append(site.count if site else 0)
         history.buckets = site.age_buckets if site else ()

@@ -44,7 +44,7 @@ STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", sign
 
 @dataclass
 class Session:
-    probe: object  # UserProbe or KernelProbe: snapshot(), poll(), prune()
+    probe: object  # UserProbe or KernelProbe: snapshot(), poll()
     report_config: ReportConfig
     run_config: RunConfig
     render: Callable[[Report], None]
@@ -99,8 +99,6 @@ class Session:
             self.record(self._build(snapshot, result, warnings, judgement, contents))
         report = self._build(snapshot, shown, warnings, judgement, contents)
         self.render(report)
-        if not final:
-            self.probe.prune()
         self.reports += 1
         return report
 

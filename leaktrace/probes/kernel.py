@@ -2,8 +2,9 @@
 
 attach() detects the tracepoints (tracepoints.detect), compiles one handler
 per event this kernel has, and fills the filter maps; snapshot() reads the
-in-kernel totals (never the per-allocation map unless allocations are asked
-for) into a model.Snapshot whose notes say what could not be traced. Frees
+in-kernel totals once (never the per-allocation map unless allocations are
+asked for), folds old age blocks out of the map (age_blocks.BlockFolder), and
+makes a model.Snapshot whose notes say what could not be traced. Frees
 that the kernel skipped because another BPF program was running on the CPU
 (BPF recursion protection) are read from each program's recursion_misses.
 """
@@ -14,20 +15,23 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
 
+from ..age_blocks import AgeTotal, BlockFolder
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem, ProbeLoadError
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
 from ..symbols import kallsyms
 from . import btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
+from .totals import TotalsMap
 
 SOURCE = "kernel_alloc.c"
 # Order of `enum kcounter` in bpf/kernel_common.h.
 COUNTERS = ("allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
             "stack_failed", "bucket_map_full", "replaced", "stack_walks", "stack_checks",
-            "stack_mismatches", "nested_frees")
+            "stack_mismatches", "nested_frees", "bucket_inserts")
+INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
 # Second programs on the slab free events (bpf/kernel_alloc.c): they run what
 # the kernel skips when a free interrupts a free on the same CPU.
 NESTED_FREES = {("kmem", "kfree"): "nested_kfree", ("kmem", "kmem_cache_free"): "nested_kmem_cache_free"}
@@ -35,6 +39,7 @@ LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "stack_mismatches
 NOT_SLAB = {"page": "[page]", "percpu": "[percpu]", "vmalloc": "[vmalloc]"}
 # Free events: a miss there leaves an allocation looking outstanding.
 FREE_EVENTS = {spec.free for spec in tracepoints.KIND_EVENTS.values()}
+
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,10 @@ class KernelProbe:
         self.bpf = None
         self.started_ns = 0
         self._nested_fds: List[int] = []  # nested free programs' raw tracepoint links
+        self.totals: TotalsMap = None  # the `buckets` map, once loaded
+        # context -> comm of the task that allocated (level-0 entries only:
+        # a coarser entry is made by whichever task freed into it)
+        self.comms: Dict[Hashable, str] = {}
 
     def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
         """Which kinds this kernel lets us trace; raises when none."""
@@ -160,6 +169,8 @@ class KernelProbe:
         defines = self.defines()
         self.bpf = source.load(SOURCE, defines)
         self._attach_nested_frees()
+        self.totals = TotalsMap(self.bpf["buckets"], self._context, BlockFolder(self.config.age_bucket_shift),
+                                lambda: self.counters()["bucket_inserts"])
         self._fill_filters()
         self.started_ns = time.monotonic_ns()
 
@@ -207,40 +218,47 @@ class KernelProbe:
                 allocs += misses
         return {"missed_allocs": allocs, "missed_frees": max(0, frees - nested_frees)}
 
-    def _read_buckets(self) -> list:
-        table = self.bpf["buckets"]
-        try:
-            return list(table.items_lookup_batch())
-        except Exception:  # older kernels lack batch ops
-            return list(table.items())
+    def _context(self, key, value) -> Hashable:
+        """A totals entry's key without its age block; remembers who allocated."""
+        context = (key.cgroup_id, key.tgid, key.stack_id, key.cache_class, key.kind,
+                   key.kmalloc_type, bytes(key.cache).split(b"\0", 1)[0])
+        if key.level == 0 and context not in self.comms:
+            self.comms[context] = bytes(value.comm).split(b"\0", 1)[0].decode(errors="replace")
+        return context
 
     def snapshot(self, targets: Sequence[Target] = (), with_allocations: bool = False) -> Snapshot:
         taken = time.monotonic_ns()
-        shift = self.config.age_bucket_shift
-        buckets = [self._bucket(key, value, shift) for key, value in self._read_buckets()
-                   if value.count > 0]
+        folded = self.totals.read(taken)
+        buckets = [self._bucket(total) for total in folded.totals if total.count > 0]
+        self._forget_comms(folded.totals)
         counters = self.counters()
         losses = {k: counters[k] for k in LOSSES}
         losses.update(self.missed(counters["nested_frees"]))
         return Snapshot(
             mode="kernel", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
-            events={k: v for k, v in counters.items() if k not in LOSSES},
+            events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             notes=self.plan.notes + loss_notes({**losses, **counters}, self.config), probes=self.plan.probes,
         )
 
-    @staticmethod
-    def _bucket(key, value, shift: int) -> Bucket:
-        kind = KERNEL_KINDS[key.kind]
+    def _bucket(self, total: AgeTotal) -> Bucket:
+        cgroup_id, tgid, stack_id, cache_class, kind_index, kmalloc_type, cache = total.context
+        kind = KERNEL_KINDS[kind_index]
+        shift = self.config.age_bucket_shift
         return Bucket(
-            stack=StackKey(0, key.stack_id), start_ns=key.epoch << shift,
-            end_ns=(key.epoch + 1) << shift, bytes=value.bytes, count=value.count, kind=kind,
-            cache=cache_label(kind, bytes(key.cache), key.cache_class, key.kmalloc_type),
-            pid=key.tgid, comm=bytes(value.comm).split(b"\0", 1)[0].decode(errors="replace"),
-            cgroup_id=key.cgroup_id,
+            stack=StackKey(0, stack_id), start_ns=total.first << shift,
+            end_ns=(total.first + total.epochs) << shift, bytes=total.bytes, count=total.count,
+            kind=kind, cache=cache_label(kind, cache, cache_class, kmalloc_type),
+            pid=tgid, comm=self.comms.get(total.context, ""), cgroup_id=cgroup_id,
         )
+
+    def _forget_comms(self, totals: Sequence[AgeTotal]) -> None:
+        """Keep the names of contexts that still hold something."""
+        if len(self.comms) > 2 * len(totals) + 1024:
+            held = {total.context for total in totals}
+            self.comms = {context: comm for context, comm in self.comms.items() if context in held}
 
     def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
         table = self.bpf["stack_traces"]
@@ -263,19 +281,9 @@ class KernelProbe:
                        kind=KERNEL_KINDS[info.bucket.kind], cache=bucket_cache(info.bucket))
             for key, info in self.bpf["allocs"].items())
 
-    def prune(self) -> None:
-        """Drop emptied buckets of past epochs: only frees reach them now."""
-        table = self.bpf["buckets"]
-        current = time.monotonic_ns() >> self.config.age_bucket_shift
-        for key, value in self._read_buckets():
-            if value.count == 0 and key.epoch + 1 < current:
-                try:
-                    del table[key]
-                except KeyError:
-                    pass
-
     def poll(self, timeout_ms: int) -> None:
         time.sleep(timeout_ms / 1000)
+        self.totals.compact(time.monotonic_ns())
 
     def detach(self) -> None:
         """Leave the tracepoints (maps stay readable), through probes/release.py's helper."""

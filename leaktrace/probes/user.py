@@ -1,15 +1,23 @@
 """UserProbe: bpf/user_alloc.c attached to the allocator of one or more processes.
 
-attach() compiles and attaches; snapshot() reads the in-kernel totals (never
-the per-allocation map unless allocations are asked for) into a model.Snapshot.
-This module and its siblings are the only code that touches bcc.
+attach() compiles and attaches: every return probe and the free side first,
+then the entry probes, so no call is seen entering without its return being
+seen too, and no block allocated while attaching has its free missed.
+snapshot() reads the in-kernel totals once (never the per-allocation map
+unless allocations are asked for), folds old age blocks out of the map
+(age_blocks.BlockFolder) and drops what processes held before they exec'd,
+into a model.Snapshot. This module and its siblings are the only code that
+touches bcc.
 """
 from __future__ import annotations
 
 import ctypes
 import time
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .. import targets as processes
+from ..age_blocks import AgeTotal, BlockFolder
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
@@ -17,9 +25,11 @@ from ..placement import describe_kernel, kernel_version
 from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
+from ..report.table import format_bytes
 from ..unwind import Unwinder, is_unwound
 from . import features, hooks, release, source
 from .hooks import UprobeHooks, attach_error
+from .totals import TotalsMap
 
 SOURCE = "user_alloc.c"
 
@@ -27,11 +37,12 @@ SOURCE = "user_alloc.c"
 COUNTERS = (
     "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
     "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
-    "nested_mmaps", "replaced", "nested_calls",
+    "nested_mmaps", "replaced", "nested_calls", "missed_returns", "bucket_inserts",
 )
 # Counters that mean a figure undercounts. unknown_frees is not one: a free of a
 # block never seen allocated changes no total (see loss_notes).
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full")
+INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns")
 WEIGHT_SHIFT = 10
 FN_NAMES = {0: "free", 1: "malloc", 2: "calloc", 3: "realloc", 4: "reallocarray",
             5: "posix_memalign", 6: "aligned_alloc", 7: "memalign", 8: "valloc",
@@ -54,6 +65,9 @@ HANDLERS: Dict[str, Tuple[Optional[str], Optional[str]]] = {
     "mremap": ("mremap_enter", "mremap_exit"),
 }
 
+
+# Entry probes that release blocks: attached before those that record them.
+FREE_SIDE = ("free", "munmap")
 
 # Registers each entry handler reads (System V argument order).
 ARG_REGS: Dict[str, Tuple[str, ...]] = {
@@ -105,7 +119,44 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")
+    if losses.get("missed_returns"):
+        notes.append(f"{losses['missed_returns']} allocator calls were seen entering but not "
+                     "returning (running while the probes were attached, or left by longjmp): "
+                     "what they allocated is not counted")
     return tuple(notes)
+
+
+def attach_order(hooks: Sequence[Tuple[str, str]]) -> List[Tuple[str, str, str]]:
+    """(path, function, "return" | "entry") in the order to attach them.
+
+    A call that enters between its entry probe and its return probe would
+    leave a mark that never clears, and a block allocated before free is
+    hooked would never be seen freed: so every return probe first, then the
+    free side, then the entry probes that start a recording."""
+    returns = [(path, fn, "return") for path, fn in hooks if HANDLERS[fn][1]]
+    frees = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn in FREE_SIDE]
+    entries = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn not in FREE_SIDE]
+    return returns + frees + entries
+
+
+@dataclass(frozen=True)
+class ExecSeen:
+    """A traced process that exec'd: what the report says about it."""
+
+    pid: int
+    execs: int = 0  # since tracing began
+    after_s: float = 0.0  # seconds into tracing, of the last exec
+    comm: str = ""
+    exe: str = ""
+    dropped_bytes: int = 0
+    dropped_count: int = 0
+
+    def note(self) -> str:
+        times = "" if self.execs == 1 else f" {self.execs} times, last"
+        return (f"PID {self.pid} exec'd{times} {self.after_s:.1f} s into tracing and now runs "
+                f"{self.exe or self.comm}: {format_bytes(self.dropped_bytes)} in "
+                f"{self.dropped_count} allocations of the program it replaced were dropped "
+                "(its address space is gone)")
 
 
 def function_address(path: str, function: str) -> Optional[int]:
@@ -166,6 +217,9 @@ class UserProbe:
         self._trace_open = False  # --trace's perf buffer
         self.hooks: Optional[UprobeHooks] = None  # set by load()
         self.probes: List[str] = []  # what load() chose for this kernel, for the report header
+        self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
+        self.images: Dict[int, int] = {}  # pid -> exec generation last seen
+        self.execs: Dict[int, "ExecSeen"] = {}
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
@@ -175,7 +229,10 @@ class UserProbe:
         if self.bpf is not None:
             return
         version = kernel_version()
-        if version >= TASK_STORAGE_SINCE:
+        if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
+            self.bpf = source.load(SOURCE, self.config.defines())
+            self.probes = [f"{CALL_STATE_HASH} (asked for)"]
+        elif version >= TASK_STORAGE_SINCE:
             try:
                 self.bpf = source.load(SOURCE, self.config.defines())
                 self.probes = [CALL_STATE_TASK_STORAGE]
@@ -187,18 +244,21 @@ class UserProbe:
             self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         self.probes.append(describe_kernel(version))
-        if self.config.unwind != "fp":
-            self._install_walker()
+        self._install_recorder()
+        self.totals = TotalsMap(self.bpf["buckets"], lambda key, value: (key.tgid, key.stack_id, key.kind, key.image),
+                                BlockFolder(self.config.age_bucket_shift),
+                                lambda: self.counters()["bucket_inserts"])
 
-    def _install_walker(self) -> None:
-        """The CFI walker is one program every return probe tail-calls, so the
-        verifier checks it once instead of once per hooked function."""
+    def _install_recorder(self) -> None:
+        """The recorder (stack walk included) is one program every return probe
+        tail-calls, so clang and the verifier see it once, not per hooked function."""
         try:
-            walker = self.bpf.load_func(b"unwind_walker", self.bpf.KPROBE, attach_type=self.hooks.attach_type)
-            self.bpf[b"walkers"][ctypes.c_int(0)] = ctypes.c_int(walker.fd)
+            recorder = self.bpf.load_func(b"recorder", self.bpf.KPROBE, attach_type=self.hooks.attach_type)
+            self.bpf[b"recorders"][ctypes.c_int(0)] = ctypes.c_int(recorder.fd)
         except Exception as exc:  # bcc raises bare Exception on verifier errors
-            raise ProbeLoadError(f"could not load the stack walker: {str(exc).strip().splitlines()[-1:]}",
-                                 hint="retry with --unwind fp and report the error with --dump-bpf") from None
+            retry = "retry with --unwind fp and " if self.config.unwind != "fp" else ""
+            raise ProbeLoadError(f"could not load the recorder: {str(exc).strip().splitlines()[-1:]}",
+                                 hint=f"{retry}report the error with --dump-bpf") from None
 
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
@@ -206,14 +266,27 @@ class UserProbe:
             bcc_bpf = features.import_bcc().BPF
             self.load(hooks.links_usable(hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)))
         self._load_unwind_tables(pid)
-        for path, functions in plan.objects().items():
-            # One probe pair per address: aliases would fire twice per call.
-            for function in distinct_entry_points(path, functions, self._address_of):
-                if function in MMAP_FUNCTIONS and not self.config.track_mmap:
-                    continue
-                self._attach_one(path, function, pid)
+        self._watch_execs(pid)
+        # One probe pair per address: aliases would fire twice per call.
+        pairs = [(path, function) for path, functions in plan.objects().items()
+                 for function in distinct_entry_points(path, functions, self._address_of)
+                 if function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        offsets = {}
+        for path, function, side in attach_order(pairs):
+            if side == "entry":
+                offsets[(path, function)] = self._attach_probe(path, function, pid, side)
+            else:
+                self._attach_probe(path, function, pid, side)
+        for path, function in pairs:
+            self.attached.append((pid, function, path, offsets.get((path, function), 0)))
         if not self.started_ns:
             self.started_ns = monotonic_ns()
+
+    def _watch_execs(self, pid: int) -> None:
+        """From now on sched_process_exec counts pid's execs (bpf `images`)."""
+        table = self.bpf["images"]
+        table[table.Key(pid)] = table.Leaf()
+        self.images[pid] = 0
 
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
@@ -223,55 +296,85 @@ class UserProbe:
             self.unwinder = Unwinder(self.bpf, self.config.unwind)
         self.unwinder.add(pid)
 
-    def _attach_one(self, path: str, function: str, pid: int) -> None:
+    def _attach_probe(self, path: str, function: str, pid: int, side: str) -> int:
+        """Attach one probe; returns the entry probe's offset (0 for a return probe)."""
         enter, exit_ = HANDLERS[function]
-        offset = self._placement(path, function)
+        offset = self._placement(path, function) if side == "entry" else 0
         try:
-            if enter:
+            if side == "entry":
                 self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset)
-            if exit_:
+            else:
                 self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True)
         except Exception as exc:  # bcc raises bare Exception
             raise attach_error(exc, function, path, pid) from None
-        self.attached.append((pid, function, path, offset))
+        return offset
 
     # ---- reading -----------------------------------------------------------
     def counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
-    def _read_buckets(self) -> List[Tuple[object, int, int]]:
-        """(key, bytes, count << WEIGHT_SHIFT), summed over the per-CPU slots."""
-        rows = []
-        for key, per_cpu in self.bpf["buckets"].items():
-            rows.append((key, ctypes.c_int64(sum(v.bytes for v in per_cpu)).value,
-                         ctypes.c_int64(sum(v.count for v in per_cpu)).value))
-        return rows
-
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
-        shift = self.config.age_bucket_shift
-        buckets = []
-        for key, total_bytes, weight in self._read_buckets():
-            if weight == 0:
-                continue
-            stack = StackKey(key.tgid, key.stack_id)
-            buckets.append(Bucket(
-                stack=stack, start_ns=key.epoch << shift, end_ns=(key.epoch + 1) << shift,
-                bytes=total_bytes, count=weight >> WEIGHT_SHIFT,
-                kind=USER_KINDS[key.kind], pid=key.tgid,
-            ))
+        self._notice_execs()
+        folded = self.totals.read(taken, drop=self._replaced_image)
+        self._count_dropped(folded.dropped)
+        buckets = [self._bucket(total) for total in folded.totals if total.count > 0]
         counters = self.counters()
         return Snapshot(
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
-            events={k: v for k, v in counters.items() if k not in LOSSES},
-            losses={k: counters[k] for k in LOSSES}, targets=tuple(targets),
+            events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
+            losses={k: counters[k] for k in LOSSES}, targets=tuple(self._current(t) for t in targets),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config), probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + tuple(seen.note() for seen in self.execs.values()),
+            probes=tuple(self.probes),
         )
+
+    def _bucket(self, total: AgeTotal) -> Bucket:
+        tgid, stack_id, kind, _ = total.context
+        shift = self.config.age_bucket_shift
+        return Bucket(stack=StackKey(tgid, stack_id), start_ns=total.first << shift,
+                      end_ns=(total.first + total.epochs) << shift, bytes=total.bytes,
+                      count=total.count >> WEIGHT_SHIFT, kind=USER_KINDS[kind], pid=tgid)
+
+    # ---- exec ---------------------------------------------------------------
+    def _notice_execs(self) -> None:
+        """Read each traced pid's exec generation; an exec replaced its image."""
+        table = self.bpf["images"]
+        for pid in self.images:
+            try:
+                image = table[table.Key(pid)]
+            except KeyError:
+                continue
+            if image.generation != self.images[pid]:
+                self.images[pid] = image.generation
+                self.execs[pid] = replace(
+                    self.execs.get(pid) or ExecSeen(pid), execs=image.generation,
+                    after_s=max(0, image.exec_ns - self.started_ns) / 1e9,
+                    comm=processes.comm(pid), exe=processes.exe(pid))
+
+    def _replaced_image(self, context) -> bool:
+        """Totals of an image its process exec'd away from: that address space is gone."""
+        tgid, _, _, image = context
+        current = self.images.get(tgid)
+        return current is not None and image != current & 0xFFFF
+
+    def _count_dropped(self, dropped) -> None:
+        for (tgid, _, _, _), (nbytes, weight) in dropped.items():
+            seen = self.execs.get(tgid)
+            if seen is not None:
+                self.execs[tgid] = replace(seen, dropped_bytes=seen.dropped_bytes + nbytes,
+                                           dropped_count=seen.dropped_count + (weight >> WEIGHT_SHIFT))
+
+    def _current(self, target: Target) -> Target:
+        """The target as it is now: after an exec, the program it runs."""
+        seen = self.execs.get(target.pid)
+        if seen is None:
+            return target
+        return replace(target, comm=seen.comm or target.comm, exe=seen.exe or target.exe)
 
     def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
         table = self.bpf["stack_traces"]
@@ -294,22 +397,13 @@ class UserProbe:
         """Every outstanding allocation in the map (--show-allocs, --reachability)."""
         allocations = []
         for key, info in self.bpf["allocs"].items():
+            if self._replaced_image((key.tgid, 0, 0, info.image & 0xFFFF)):
+                continue  # a record of a program its process exec'd away from
             allocations.append(Allocation(
                 pid=key.tgid, address=key.addr, size=info.size, timestamp_ns=info.timestamp_ns,
                 stack=StackKey(key.tgid, info.stack_id), kind=USER_KINDS[key.kind],
             ))
         return tuple(allocations)
-
-    def prune(self) -> None:
-        """Drop emptied buckets of past epochs: only frees reach them now."""
-        table = self.bpf["buckets"]
-        current = monotonic_ns() >> self.config.age_bucket_shift
-        for key, _, weight in self._read_buckets():
-            if weight == 0 and key.epoch + 1 < current:
-                try:
-                    del table[key]
-                except KeyError:
-                    pass
 
     # ---- --trace ------------------------------------------------------------
     def open_trace(self, print_line: Callable[[str], None]) -> None:
@@ -331,6 +425,8 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
+        self._notice_execs()
+        self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
         else:

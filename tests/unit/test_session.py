@@ -23,13 +23,9 @@ class StaticProbe:
             buckets=tuple(Bucket(stack=k, start_ns=NOW - 30 * S, end_ns=NOW - 29 * S,
                                  bytes=k.stack_id * 1024, count=1) for k in keys),
             stacks={k: RawStack((0x1000 + k.stack_id,)) for k in keys})
-        self.pruned = 0
 
     def snapshot(self, targets, with_allocations=False):
         return self.snap
-
-    def prune(self):
-        self.pruned += 1
 
     def detach(self):
         self.detached = True

@@ -46,24 +46,36 @@ def test_functions_whose_address_is_unknown_are_all_kept(tmp_path):
         "no_such_fn", "first_fn", "no_such_fn"]
 
 
+class RecordingTable(dict):
+    """A BPF map as the probe fills it: key and value types, item assignment."""
+
+    Key = int
+
+    @staticmethod
+    def Leaf():
+        return "zeroed"
+
+
 class RecordingBPF:
-    """Stands in for bcc.BPF: records what would be attached."""
+    """Stands in for bcc.BPF: records what would be attached, in order."""
 
     def __init__(self):
-        self.entries, self.returns = [], []
+        self.entries, self.returns, self.order = [], [], []
+        self.tables = {"images": RecordingTable()}
+
+    def __getitem__(self, name):
+        return self.tables[name]
 
     def attach_uprobe(self, name, sym, fn_name, pid, sym_off):
         self.entries.append((sym.decode(), fn_name.decode()))
+        self.order.append(fn_name.decode())
 
     def attach_uretprobe(self, name, sym, fn_name, pid):
         self.returns.append((sym.decode(), fn_name.decode()))
+        self.order.append(fn_name.decode())
 
 
-def test_attach_hooks_memalign_and_aligned_alloc_once_when_they_share_an_address():
-    functions = HEAP_FUNCTIONS + MMAP_FUNCTIONS
-    # Debian's glibc: memalign and aligned_alloc are one function.
-    addresses = {fn: 0x1000 + 0x100 * i for i, fn in enumerate(functions)}
-    addresses["memalign"] = addresses["aligned_alloc"]
+def attach_glibc_plan(functions, addresses):
     probe = UserProbe(ProbeConfig(unwind="fp"), placements=lambda path, fn: 0,
                       addresses=lambda path, fn: addresses[fn])
     probe.bpf = RecordingBPF()
@@ -71,6 +83,30 @@ def test_attach_hooks_memalign_and_aligned_alloc_once_when_they_share_an_address
     plan = HookPlan(pid=42, allocator_path="/libc.so.6", allocator_name="glibc",
                     host_paths=tuple((fn, "/libc.so.6") for fn in functions))
     probe.attach(plan, 42)
+    return probe
+
+
+def test_return_probes_then_the_free_side_then_entries_are_attached():
+    # A call entering between its entry and return probes would leave a mark
+    # that never clears; a block allocated before free is hooked would never
+    # be seen freed.
+    functions = HEAP_FUNCTIONS + MMAP_FUNCTIONS
+    probe = attach_glibc_plan(functions, {fn: 0x1000 + 0x100 * i for i, fn in enumerate(functions)})
+    order = probe.bpf.order
+    returns = [i for i, name in enumerate(order) if name.endswith("_exit")]
+    entries = [i for i, name in enumerate(order) if name.endswith("_enter")]
+    assert len(returns) == 11 and len(entries) == 13, order
+    assert max(returns) < min(entries), order
+    assert {order[i] for i in entries[:2]} == {"free_enter", "munmap_enter"}, order
+    assert probe.bpf.tables["images"] == {42: "zeroed"}  # its execs are watched
+
+
+def test_attach_hooks_memalign_and_aligned_alloc_once_when_they_share_an_address():
+    functions = HEAP_FUNCTIONS + MMAP_FUNCTIONS
+    # Debian's glibc: memalign and aligned_alloc are one function.
+    addresses = {fn: 0x1000 + 0x100 * i for i, fn in enumerate(functions)}
+    addresses["memalign"] = addresses["aligned_alloc"]
+    probe = attach_glibc_plan(functions, addresses)
     hooked = [fn for _, fn, _, _ in probe.attached]
     assert hooked == [fn for fn in functions if fn != "memalign"]
     assert ("aligned_alloc", "aligned_alloc_exit") in probe.bpf.returns
