@@ -425,3 +425,28 @@ def test_no_content_reads_nothing(holder_binary):
         finally:
             holder.stop()
     assert rows_of(final, holder.pid) and all(r["contents"] is None for r in final["stacks"])
+
+
+def test_pipes_opened_over_time_keep_exact_counts_as_their_ages_coarsen(holder_binary):
+    # Eight rounds of 50 pipes, 1.5 s apart, then 6 s more: the oldest are
+    # ~17 s old, in age blocks folded out of the map (age_blocks.py); every
+    # round must still count, none twice.
+    rounds, pipes = 8, 50
+    holder = Holder(holder_binary, "pipes", pipes)
+    with tracer_for("--pid", holder.pid, "--kind", "kmalloc,cache") as tracer:
+        try:
+            tracer.wait_tracing()
+            holder.say("go", "HELD")
+            first = wait_report(tracer, lambda r: pipe_objects(r) >= pipes)
+            per_round = pipe_objects(first)
+            for _ in range(rounds - 1):
+                time.sleep(1.5)
+                holder.say("go", "HELD")  # 50 more; the earlier ones stay open
+            time.sleep(6)
+            reports = tracer.stop()
+        finally:
+            holder.stop()
+    final = reports[-1]
+    assert pipe_objects(final) == rounds * per_round, (pipe_objects(final), per_round, summarize(final))
+    oldest = max(r["oldest_s"] for r in final["stacks"] if "alloc_pipe_info" in symbols_of(r))
+    assert oldest > 15, oldest
