@@ -17,7 +17,9 @@ were freed by the next interval. judge() turns one site's series into:
            and replaced (a cache that filled up); or one allocation held
   unknown  fewer than MIN_POINTS intervals seen
 
-with the numbers behind each (reason). Sites are ranked leak, growing,
+with the numbers behind each (reason). A leak the session's losses could
+explain (missed_frees.Doubts: kernel frees that were missed) is `unknown`, with
+the reason. Sites are ranked leak, growing,
 unknown, stable, then by bytes, so a steadily growing 800 KiB leak outranks a
 one-off 8 MiB thread stack. Pure: no clock and no I/O; callers feed the
 sites of each snapshot in order, the same way in user and kernel mode.
@@ -28,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
+from leaktrace.missed_frees import Doubts
 from leaktrace.model import AGE_THRESHOLDS_S, Report, Site
 from leaktrace.report.table import format_bytes
 
@@ -172,13 +175,24 @@ class GrowthTracker:
     times: Deque[int] = field(default_factory=deque)
     sites: Dict[Tuple, _SiteHistory] = field(default_factory=dict)
     latest: Dict[Tuple, Growth] = field(default_factory=dict)
+    doubts: Doubts = field(default_factory=Doubts)  # of the snapshot being ranked
 
     def rank(self, sites: Sequence[Site], taken_ns: int) -> List[Site]:
         """aggregate()'s ranker: record this interval, order by evidence of leaking."""
         self.observe(sites, taken_ns)
-        self.latest = {site.key: self.growth(site.key) for site in sites}
+        self.latest = {site.key: self._judged(site) for site in sites}
         # sort is stable: sites arrive most bytes first
         return sorted(sites, key=lambda s: VERDICT_ORDER[self.latest[s.key].verdict])
+
+    def _judged(self, site: Site) -> Growth:
+        """The site's verdict, unless the losses could explain its figures."""
+        growth = self.growth(site.key)
+        why = self.doubts.reason(site)
+        if why and growth.verdict == "leak":
+            return replace(growth, verdict="unknown", reason=f"not called a leak: {why}; {growth.reason}")
+        if site.cache in self.doubts.counted:
+            return replace(growth, reason=f"upper bound: {why}; {growth.reason}")
+        return growth
 
     def observe(self, sites: Sequence[Site], taken_ns: int) -> None:
         if self.times and taken_ns <= self.times[-1]:

@@ -140,6 +140,9 @@ class Snapshot:
     notes: Tuple[str, ...] = ()  # what the probes could not do (missing tracepoints, ...)
     probes: Tuple[str, ...] = ()  # how they work on this kernel: choices made from its version and features
     reach: Optional[ReachScan] = None  # --reachability, at the reports that scanned
+    # Kernel mode: how many objects each slab cache has room for now
+    # (/proc/slabinfo num_objs); more cannot be held in it.
+    slab_slots: Mapping[str, int] = field(default_factory=dict)
 
 
 # Age thresholds (seconds) for the age distribution shown per site.

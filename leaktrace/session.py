@@ -5,7 +5,8 @@ A recording (record) gets every site that passed the filters, the rendered
 report the top N of them, so a diff of recordings never mistakes a stack
 that fell below the cut for one that went away.
 Sites are ranked and judged (leak, growing, stable) by the session's
-GrowthTracker, which sees every interval, in either mode. With
+GrowthTracker, which sees every interval, in either mode, with the doubts
+the snapshot's losses raise (missed_frees.doubts). With
 --reachability, `inspect` adds a scan of the targets' memory to the snapshot
 (at the final report, or at each); reach.rows.Judgement then folds it into
 the ranking, the verdicts and the rows. In kernel mode, `evidence` reads
@@ -28,6 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from . import missed_frees
 from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
@@ -86,11 +88,13 @@ class Session:
         if scan:
             snapshot = self.inspect(snapshot)
         config = self.report_config
+        doubts = missed_frees.doubts(snapshot)
+        self.growth.doubts = doubts
         judgement = Judgement(snapshot, config.older_than_ms, self.growth)
         # A recording gets every site; the rendered report the top N of them.
         result = aggregate(snapshot, replace(config, top=0) if self.record else config,
                            rank=judgement.rank)
-        warnings = tuple(self.warnings())
+        warnings = tuple(self.warnings()) + doubts.notes()
         shown = result.limited(config.top)
         contents = self.evidence(snapshot, shown.sites) if read else {}
         if detach and read:

@@ -22,6 +22,7 @@ from ..config import ProbeConfig
 from ..errors import EnvironmentProblem, ProbeLoadError
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
 from ..symbols import kallsyms
+from ..triage import procfs
 from . import btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
 from .totals import TotalsMap
@@ -88,6 +89,16 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
                      "again: those frees fired no tracepoint (kfree_rcu batches and bulk frees do "
                      "not) or were skipped; such objects stay listed until their address is reused")
     return tuple(notes)
+
+
+def slab_slots(path: str = "/proc/slabinfo") -> Dict[str, int]:
+    """Objects each slab cache has room for now; {} when slabinfo is unreadable."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        return {}
+    return {name: cache.slots for name, cache in procfs.parse_slabinfo(text).items()}
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
@@ -241,6 +252,7 @@ class KernelProbe:
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             notes=self.plan.notes + loss_notes({**losses, **counters}, self.config), probes=self.plan.probes,
+            slab_slots=slab_slots(),
         )
 
     def _bucket(self, total: AgeTotal) -> Bucket:

@@ -22,6 +22,7 @@ class SlabCache:
     bytes: int  # memory held by the cache's slabs (what slabtop calls CACHE SIZE)
     objects: int  # active objects
     object_size: int
+    slots: int = 0  # objects its slabs have room for: no more can be allocated from it
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,13 @@ def parse_slabinfo(text: str, page_size: int = PAGE_SIZE) -> Dict[str, SlabCache
         slabdata = rest.partition("slabdata")[2].split()
         if len(fields) < 6 or len(slabdata) < 2:
             continue
-        name, active, _total, objsize, _perslab, pages_per_slab = fields[:6]
+        name, active, total, objsize, _perslab, pages_per_slab = fields[:6]
         num_slabs = int(slabdata[1])
         caches[name] = SlabCache(
             bytes=num_slabs * int(pages_per_slab) * page_size,
             objects=int(active),
             object_size=int(objsize),
+            slots=int(total),
         )
     return caches
 
