@@ -25,17 +25,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# Runs leaktrace's CLI with each report stage timed; prints `stage_s name=X` to stderr.
+# Runs leaktrace's CLI with each report stage timed; prints `stage_s name=X`
+# (wall) and `stage_cpu_s name=X` (CPU of leaktrace's process) to stderr.
 TIMED_CLI = """
 import sys, time
 from leaktrace import session, cli
 def timed(name, fn):
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             print(f"stage_s {name}={time.perf_counter() - start:.4f}", file=sys.stderr, flush=True)
+            print(f"stage_cpu_s {name}={time.process_time() - cpu:.4f}", file=sys.stderr, flush=True)
     return wrapper
 session.aggregate = timed("aggregate", session.aggregate)
 session.build_report = timed("symbolize", session.build_report)

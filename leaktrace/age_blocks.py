@@ -21,6 +21,7 @@ Pure: no clock, no bcc.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 SLOT_BITS = 3
@@ -36,17 +37,27 @@ def block_shift(level: int) -> int:
     return SLOT_BITS + max(level - 1, 0)
 
 
+def _behind(epoch: int, now: int, shift: int) -> bool:
+    """Is the block of `epoch` at `shift` at least two blocks behind `now`'s?"""
+    return (now >> shift) >= (epoch >> shift) + 2
+
+
 def level_of(epoch: int, now: int) -> int:
-    """The level the kernel files `epoch` under at epoch `now` (age_place)."""
-    found = 0
-    for level in range(1, MAX_LEVEL + 1):
-        shift = block_shift(level)
-        if (now >> shift) < (epoch >> shift) + 2:
-            break
-        found = level
-    return found
+    """The level the kernel files `epoch` under at epoch `now` (age_place):
+    the coarsest shift it is behind at, found by the same binary search."""
+    if not _behind(epoch, now, SLOT_BITS):
+        return 0
+    low, high = SLOT_BITS, 32  # behind at low, not at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _behind(epoch, now, middle):
+            low = middle
+        else:
+            high = middle
+    return low - SLOT_BITS + 1
 
 
+@lru_cache(maxsize=65536)  # a report places the same few blocks for every stack
 def place(epoch: int, now: int) -> Tuple[int, int]:
     """(level, first epoch) of the block holding `epoch` at epoch `now`."""
     level = level_of(epoch, now)

@@ -15,7 +15,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import Dict, Hashable, Iterable, List, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 from ..age_blocks import AgeTotal, BlockFolder
 from ..config import ProbeConfig
@@ -25,6 +25,7 @@ from ..symbols import kallsyms
 from ..triage import procfs
 from . import btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
+from .stacks import StackCache
 from .totals import TotalsMap
 
 SOURCE = "kernel_alloc.c"
@@ -140,6 +141,7 @@ class KernelProbe:
         self.started_ns = 0
         self._nested_fds: List[int] = []  # nested free programs' raw tracepoint links
         self.totals: TotalsMap = None  # the `buckets` map, once loaded
+        self.stacks = StackCache(self._read_stack)
         # context -> comm of the task that allocated (level-0 entries only:
         # a coarser entry is made by whichever task freed into it)
         self.comms: Dict[Hashable, str] = {}
@@ -247,7 +249,7 @@ class KernelProbe:
         losses.update(self.missed(counters["nested_frees"]))
         return Snapshot(
             mode="kernel", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
-            buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
+            buckets=tuple(buckets), stacks=self.stacks.read(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
@@ -272,19 +274,14 @@ class KernelProbe:
             held = {total.context for total in totals}
             self.comms = {context: comm for context, comm in self.comms.items() if context in held}
 
-    def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
+    def _read_stack(self, key: StackKey) -> Optional[RawStack]:
         table = self.bpf["stack_traces"]
-        stacks = {}
-        for key in set(keys):
-            if key.stack_id < 0:
-                continue
-            try:
-                leaf = table[table.Key(key.stack_id)]
-            except KeyError:
-                continue
-            addresses = tuple(ip for ip in leaf.ip if ip)
-            stacks[key] = RawStack(addresses, ("kernel",) * len(addresses))
-        return stacks
+        try:
+            leaf = table[table.Key(key.stack_id)]
+        except KeyError:
+            return None
+        addresses = tuple(ip for ip in leaf.ip if ip)
+        return RawStack(addresses, ("kernel",) * len(addresses))
 
     def _read_allocations(self) -> Tuple[Allocation, ...]:
         return tuple(

@@ -29,6 +29,7 @@ from ..report.table import format_bytes
 from ..unwind import Unwinder, is_unwound
 from . import features, hooks, release, source
 from .hooks import UprobeHooks, attach_error
+from .stacks import StackCache
 from .totals import TotalsMap
 
 SOURCE = "user_alloc.c"
@@ -218,6 +219,7 @@ class UserProbe:
         self.hooks: Optional[UprobeHooks] = None  # set by load()
         self.probes: List[str] = []  # what load() chose for this kernel, for the report header
         self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
+        self.stacks = StackCache(self._read_stack)
         self.images: Dict[int, int] = {}  # pid -> exec generation last seen
         self.execs: Dict[int, "ExecSeen"] = {}
 
@@ -323,7 +325,7 @@ class UserProbe:
         counters = self.counters()
         return Snapshot(
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
-            buckets=tuple(buckets), stacks=self._read_stacks(b.stack for b in buckets),
+            buckets=tuple(buckets), stacks=self.stacks.read(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
             losses={k: counters[k] for k in LOSSES}, targets=tuple(self._current(t) for t in targets),
             allocations=self.read_allocations() if with_allocations else (),
@@ -376,22 +378,13 @@ class UserProbe:
             return target
         return replace(target, comm=seen.comm or target.comm, exe=seen.exe or target.exe)
 
-    def _read_stacks(self, keys: Iterable[StackKey]) -> Dict[StackKey, RawStack]:
-        table = self.bpf["stack_traces"]
-        stacks = {}
-        for key in set(keys):
-            if key.stack_id < 0 or key in stacks:
-                continue
-            if is_unwound(key.stack_id):
-                raw = self.unwinder.read_stack(key.stack_id) if self.unwinder else None
-                if raw is not None:
-                    stacks[key] = raw
-                continue
-            try:
-                stacks[key] = RawStack(tuple(table.walk(key.stack_id)))
-            except KeyError:
-                continue
-        return stacks
+    def _read_stack(self, key: StackKey) -> Optional[RawStack]:
+        if is_unwound(key.stack_id):
+            return self.unwinder.read_stack(key.stack_id) if self.unwinder else None
+        try:
+            return RawStack(tuple(self.bpf["stack_traces"].walk(key.stack_id)))
+        except KeyError:
+            return None
 
     def read_allocations(self) -> Tuple[Allocation, ...]:
         """Every outstanding allocation in the map (--show-allocs, --reachability)."""
