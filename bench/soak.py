@@ -40,8 +40,8 @@ SETTLE_S = 3  # after the target stops: everything it holds is older than --olde
 
 def build(out_dir: str) -> str:
     binary = os.path.join(out_dir, "soak_target")
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-o", binary, str(HERE / "soak_target.c")],
-                   check=True)
+    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-I{HERE.parent / 'tests' / 'programs'}",
+                    "-o", binary, str(HERE / "soak_target.c")], check=True)
     return binary
 
 

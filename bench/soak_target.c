@@ -4,7 +4,7 @@
  *
  * After a line on stdin, for SECONDS, about RATE allocations a second (paced
  * in 10 ms steps) go round three patterns, each reached through 1,000
- * distinct stacks (10 x 10 x 10 caller paths, as in tests/programs/many_sites.c):
+ * distinct stacks (10 x 10 x 10 caller paths, tests/programs/call_paths.h):
  *   churn  malloc + free at once (98.9% of the traffic)
  *   cache  every 100th: a random block of a ring of 20,000 is replaced, so
  *          frees hit blocks of every age up to minutes (40 s on average at
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#include "call_paths.h" /* tests/programs: three levels of callers, 1,000 stacks */
 
 #define RING 20000
 #define CACHE_EVERY 100
@@ -59,21 +60,6 @@ static void __attribute__((noinline)) do_leak(size_t size)
 	leaked_bytes += size;
 	leaked_count++;
 }
-
-/* Three levels of callers: each path through them is its own stack. */
-#define CALLER(level, n, next) \
-	static void __attribute__((noinline)) level##_##n(int what, int path, size_t size) \
-	{ \
-		next; \
-		asm volatile("" ::: "memory"); /* no tail call: the frame stays */ \
-	}
-#define TEN(level, next) \
-	CALLER(level, 0, next) CALLER(level, 1, next) CALLER(level, 2, next) CALLER(level, 3, next) \
-	CALLER(level, 4, next) CALLER(level, 5, next) CALLER(level, 6, next) CALLER(level, 7, next) \
-	CALLER(level, 8, next) CALLER(level, 9, next)
-#define TABLE(level) \
-	static void (*const level[])(int, int, size_t) = { level##_0, level##_1, level##_2, level##_3, \
-		level##_4, level##_5, level##_6, level##_7, level##_8, level##_9 }
 
 static void act(int what, size_t size)
 {

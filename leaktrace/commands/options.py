@@ -48,7 +48,8 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
                      help="Show the N stacks holding the most memory."),
         click.option("--older-than", "older_than_ms", type=click.IntRange(min=0),
                      default=DEFAULT_OLDER_THAN_MS, show_default=True, metavar="MS",
-                     help="Report only allocations older than MS milliseconds."),
+                     help="Report only allocations older than MS milliseconds (exact to ~268 ms "
+                          "for memory up to 4 s old, coarser for older memory)."),
         click.option("--min-size", type=click.IntRange(min=0), default=0, metavar="BYTES",
                      help="Ignore allocations smaller than this."),
         click.option("--max-size", type=click.IntRange(min=0), default=0, metavar="BYTES",
@@ -67,7 +68,8 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
         click.option("--max-stacks", type=click.IntRange(min=64), default=1 << 14, show_default=True,
                      help="Distinct stacks the kernel can keep."),
         click.option("--max-buckets", type=click.IntRange(min=1024), default=1 << 17, show_default=True,
-                     help="Per-stack, per-age totals the kernel can keep."),
+                     help="Per-stack, per-age-block totals the kernel can keep (blocks of old "
+                          "memory are folded out of it as they coarsen)."),
         click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and exit."),
     ]
     for decorator in reversed(decorators):

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import time
-from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .. import targets as processes
 from ..age_blocks import AgeTotal, BlockFolder
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
@@ -25,9 +23,9 @@ from ..placement import describe_kernel, kernel_version
 from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
-from ..report.table import format_bytes
 from ..unwind import Unwinder, is_unwound
 from . import features, hooks, release, source
+from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
 from .stacks import StackCache
 from .totals import TotalsMap
@@ -140,26 +138,6 @@ def attach_order(hooks: Sequence[Tuple[str, str]]) -> List[Tuple[str, str, str]]
     return returns + frees + entries
 
 
-@dataclass(frozen=True)
-class ExecSeen:
-    """A traced process that exec'd: what the report says about it."""
-
-    pid: int
-    execs: int = 0  # since tracing began
-    after_s: float = 0.0  # seconds into tracing, of the last exec
-    comm: str = ""
-    exe: str = ""
-    dropped_bytes: int = 0
-    dropped_count: int = 0
-
-    def note(self) -> str:
-        times = "" if self.execs == 1 else f" {self.execs} times, last"
-        return (f"PID {self.pid} exec'd{times} {self.after_s:.1f} s into tracing and now runs "
-                f"{self.exe or self.comm}: {format_bytes(self.dropped_bytes)} in "
-                f"{self.dropped_count} allocations of the program it replaced were dropped "
-                "(its address space is gone)")
-
-
 def function_address(path: str, function: str) -> Optional[int]:
     """Where `function` starts in the object at path; None when unknown."""
     try:
@@ -220,8 +198,7 @@ class UserProbe:
         self.probes: List[str] = []  # what load() chose for this kernel, for the report header
         self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
         self.stacks = StackCache(self._read_stack)
-        self.images: Dict[int, int] = {}  # pid -> exec generation last seen
-        self.execs: Dict[int, "ExecSeen"] = {}
+        self.execs = ExecWatch()
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.config.defines())
@@ -268,7 +245,7 @@ class UserProbe:
             bcc_bpf = features.import_bcc().BPF
             self.load(hooks.links_usable(hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)))
         self._load_unwind_tables(pid)
-        self._watch_execs(pid)
+        self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.
         pairs = [(path, function) for path, functions in plan.objects().items()
                  for function in distinct_entry_points(path, functions, self._address_of)
@@ -283,12 +260,6 @@ class UserProbe:
             self.attached.append((pid, function, path, offsets.get((path, function), 0)))
         if not self.started_ns:
             self.started_ns = monotonic_ns()
-
-    def _watch_execs(self, pid: int) -> None:
-        """From now on sched_process_exec counts pid's execs (bpf `images`)."""
-        table = self.bpf["images"]
-        table[table.Key(pid)] = table.Leaf()
-        self.images[pid] = 0
 
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
@@ -318,7 +289,7 @@ class UserProbe:
 
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
-        self._notice_execs()
+        self.execs.read(self.bpf["images"], self.started_ns)
         folded = self.totals.read(taken, drop=self._replaced_image)
         self._count_dropped(folded.dropped)
         buckets = [self._bucket(total) for total in folded.totals if total.count > 0]
@@ -327,12 +298,11 @@ class UserProbe:
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self.stacks.read(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
-            losses={k: counters[k] for k in LOSSES}, targets=tuple(self._current(t) for t in targets),
+            losses={k: counters[k] for k in LOSSES}, targets=tuple(self.execs.current(t) for t in targets),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + tuple(seen.note() for seen in self.execs.values()),
-            probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes),
         )
 
     def _bucket(self, total: AgeTotal) -> Bucket:
@@ -342,41 +312,13 @@ class UserProbe:
                       end_ns=(total.first + total.epochs) << shift, bytes=total.bytes,
                       count=total.count >> WEIGHT_SHIFT, kind=USER_KINDS[kind], pid=tgid)
 
-    # ---- exec ---------------------------------------------------------------
-    def _notice_execs(self) -> None:
-        """Read each traced pid's exec generation; an exec replaced its image."""
-        table = self.bpf["images"]
-        for pid in self.images:
-            try:
-                image = table[table.Key(pid)]
-            except KeyError:
-                continue
-            if image.generation != self.images[pid]:
-                self.images[pid] = image.generation
-                self.execs[pid] = replace(
-                    self.execs.get(pid) or ExecSeen(pid), execs=image.generation,
-                    after_s=max(0, image.exec_ns - self.started_ns) / 1e9,
-                    comm=processes.comm(pid), exe=processes.exe(pid))
-
     def _replaced_image(self, context) -> bool:
-        """Totals of an image its process exec'd away from: that address space is gone."""
-        tgid, _, _, image = context
-        current = self.images.get(tgid)
-        return current is not None and image != current & 0xFFFF
+        """Totals (pid, stack, kind, image) of an image its process exec'd away from."""
+        return self.execs.replaced(context[0], context[3])
 
     def _count_dropped(self, dropped) -> None:
-        for (tgid, _, _, _), (nbytes, weight) in dropped.items():
-            seen = self.execs.get(tgid)
-            if seen is not None:
-                self.execs[tgid] = replace(seen, dropped_bytes=seen.dropped_bytes + nbytes,
-                                           dropped_count=seen.dropped_count + (weight >> WEIGHT_SHIFT))
-
-    def _current(self, target: Target) -> Target:
-        """The target as it is now: after an exec, the program it runs."""
-        seen = self.execs.get(target.pid)
-        if seen is None:
-            return target
-        return replace(target, comm=seen.comm or target.comm, exe=seen.exe or target.exe)
+        self.execs.count_dropped({context: (nbytes, weight >> WEIGHT_SHIFT)
+                                  for context, (nbytes, weight) in dropped.items()})
 
     def _read_stack(self, key: StackKey) -> Optional[RawStack]:
         if is_unwound(key.stack_id):
@@ -390,7 +332,7 @@ class UserProbe:
         """Every outstanding allocation in the map (--show-allocs, --reachability)."""
         allocations = []
         for key, info in self.bpf["allocs"].items():
-            if self._replaced_image((key.tgid, 0, 0, info.image & 0xFFFF)):
+            if self.execs.replaced(key.tgid, info.image & 0xFFFF):
                 continue  # a record of a program its process exec'd away from
             allocations.append(Allocation(
                 pid=key.tgid, address=key.addr, size=info.size, timestamp_ns=info.timestamp_ns,
@@ -418,7 +360,7 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
-        self._notice_execs()
+        self.execs.read(self.bpf["images"], self.started_ns)
         self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)

@@ -10,6 +10,7 @@
  */
 #include <stdint.h>
 #include <time.h>
+#include "call_paths.h"
 #include "leaky.h"
 
 #define LEAKERS 10
@@ -33,27 +34,13 @@ static void (*const leakers[LEAKERS])(void) = {
 };
 
 /* Each caller is its own function, so each path is its own stack. */
-#define CALLER(level, n, next) \
-	static void __attribute__((noinline)) level##_##n(int path) \
-	{ \
-		next; \
-		asm volatile("" ::: "memory"); /* no tail call: the frame stays */ \
-	}
-#define TEN(level, next) \
-	CALLER(level, 0, next) CALLER(level, 1, next) CALLER(level, 2, next) CALLER(level, 3, next) \
-	CALLER(level, 4, next) CALLER(level, 5, next) CALLER(level, 6, next) CALLER(level, 7, next) \
-	CALLER(level, 8, next) CALLER(level, 9, next)
-#define TABLE(level) \
-	static void (*const level[])(int) = { level##_0, level##_1, level##_2, level##_3, level##_4, \
-					     level##_5, level##_6, level##_7, level##_8, level##_9 }
-
 TEN(third, leakers[path % LEAKERS]())
 TABLE(third);
-TEN(second, third[path / LEAKERS % 10](path))
+TEN(second, third[path / LEAKERS % 10](what, path, size))
 TABLE(second);
-TEN(first_a, second[path / 100 % 10](path))
-TEN(first_b, second[path / 100 % 10](path))
-static void (*const first[20])(int) = {
+TEN(first_a, second[path / 100 % 10](what, path, size))
+TEN(first_b, second[path / 100 % 10](what, path, size))
+static void (*const first[20])(int, int, size_t) = {
 	first_a_0, first_a_1, first_a_2, first_a_3, first_a_4, first_a_5, first_a_6, first_a_7,
 	first_a_8, first_a_9, first_b_0, first_b_1, first_b_2, first_b_3, first_b_4, first_b_5,
 	first_b_6, first_b_7, first_b_8, first_b_9,
@@ -79,7 +66,7 @@ int main(int argc, char **argv)
 	double start = now_s(), next = start;
 	while (now_s() - start < seconds) {
 		for (int path = 0; path < stacks; path++)
-			first[path / 1000](path);
+			first[path / 1000](0, path, 0);
 		next += round_ms / 1000.0;
 		double wait = next - now_s();
 		if (wait > 0) {
