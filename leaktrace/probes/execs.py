@@ -56,10 +56,11 @@ class ExecWatch:
                 continue
             if image.generation != known:
                 self.generations[pid] = image.generation
+                comm = processes.comm(pid)  # "?" once the process is gone
                 self.seen[pid] = replace(
                     self.seen.get(pid) or ExecSeen(pid), execs=image.generation,
                     after_s=max(0, image.exec_ns - started_ns) / 1e9,
-                    comm=processes.comm(pid), exe=processes.exe(pid))
+                    comm="" if comm == "?" else comm, exe=processes.exe(pid))
 
     def replaced(self, pid: int, image: int) -> bool:
         """Was `image` of pid replaced by an exec (its address space gone)?"""

@@ -183,7 +183,7 @@ class KernelProbe:
         self.bpf = source.load(SOURCE, defines)
         self._attach_nested_frees()
         self.totals = TotalsMap(self.bpf["buckets"], self._context, BlockFolder(self.config.age_bucket_shift),
-                                lambda: self.counters()["bucket_inserts"])
+                                lambda: self.counter("bucket_inserts"))
         self._fill_filters()
         self.started_ns = time.monotonic_ns()
 
@@ -214,6 +214,9 @@ class KernelProbe:
     def counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def counter(self, name: str) -> int:
+        return int(sum(self.bpf["counters"][ctypes.c_int(COUNTERS.index(name))]))
 
     def missed(self, nested_frees: int = 0) -> Dict[str, int]:
         """Events the kernel did not deliver (BPF recursion protection), less

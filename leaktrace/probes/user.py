@@ -138,6 +138,11 @@ def attach_order(hooks: Sequence[Tuple[str, str]]) -> List[Tuple[str, str, str]]
     return returns + frees + entries
 
 
+def _context(key, value) -> Tuple[int, int, int, int]:
+    """A totals entry's key without its age block: (pid, stack, kind, exec image)."""
+    return key.tgid, key.stack_id, key.kind, key.image
+
+
 def function_address(path: str, function: str) -> Optional[int]:
     """Where `function` starts in the object at path; None when unknown."""
     try:
@@ -224,9 +229,8 @@ class UserProbe:
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         self.probes.append(describe_kernel(version))
         self._install_recorder()
-        self.totals = TotalsMap(self.bpf["buckets"], lambda key, value: (key.tgid, key.stack_id, key.kind, key.image),
-                                BlockFolder(self.config.age_bucket_shift),
-                                lambda: self.counters()["bucket_inserts"])
+        self.totals = TotalsMap(self.bpf["buckets"], _context, BlockFolder(self.config.age_bucket_shift),
+                                lambda: self.counter("bucket_inserts"))
 
     def _install_recorder(self) -> None:
         """The recorder (stack walk included) is one program every return probe
@@ -252,10 +256,9 @@ class UserProbe:
                  if function not in MMAP_FUNCTIONS or self.config.track_mmap]
         offsets = {}
         for path, function, side in attach_order(pairs):
+            offset = self._attach_probe(path, function, pid, side)
             if side == "entry":
-                offsets[(path, function)] = self._attach_probe(path, function, pid, side)
-            else:
-                self._attach_probe(path, function, pid, side)
+                offsets[(path, function)] = offset
         for path, function in pairs:
             self.attached.append((pid, function, path, offsets.get((path, function), 0)))
         if not self.started_ns:
@@ -286,6 +289,9 @@ class UserProbe:
     def counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def counter(self, name: str) -> int:
+        return int(sum(self.bpf["counters"][ctypes.c_int(COUNTERS.index(name))]))
 
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
