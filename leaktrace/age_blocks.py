@@ -94,6 +94,12 @@ class AgeTotal:
     bytes: int
     count: int
 
+    def span_ns(self, shift: int, since_ns: int) -> Tuple[int, int]:
+        """[start, end) in ns; nothing was traced before since_ns, so a wide
+        old block starts no earlier (an age never exceeds the time traced)."""
+        end = (self.first + self.epochs) << shift
+        return min(max(self.first << shift, since_ns), end), end
+
 
 @dataclass(frozen=True)
 class Folded:

@@ -263,10 +263,9 @@ class KernelProbe:
     def _bucket(self, total: AgeTotal) -> Bucket:
         cgroup_id, tgid, stack_id, cache_class, kind_index, kmalloc_type, cache = total.context
         kind = KERNEL_KINDS[kind_index]
-        shift = self.config.age_bucket_shift
+        start, end = total.span_ns(self.config.age_bucket_shift, self.started_ns)
         return Bucket(
-            stack=StackKey(0, stack_id), start_ns=total.first << shift,
-            end_ns=(total.first + total.epochs) << shift, bytes=total.bytes, count=total.count,
+            stack=StackKey(0, stack_id), start_ns=start, end_ns=end, bytes=total.bytes, count=total.count,
             kind=kind, cache=cache_label(kind, cache, cache_class, kmalloc_type),
             pid=tgid, comm=self.comms.get(total.context, ""), cgroup_id=cgroup_id,
         )

@@ -313,9 +313,8 @@ class UserProbe:
 
     def _bucket(self, total: AgeTotal) -> Bucket:
         tgid, stack_id, kind, _ = total.context
-        shift = self.config.age_bucket_shift
-        return Bucket(stack=StackKey(tgid, stack_id), start_ns=total.first << shift,
-                      end_ns=(total.first + total.epochs) << shift, bytes=total.bytes,
+        start, end = total.span_ns(self.config.age_bucket_shift, self.started_ns)
+        return Bucket(stack=StackKey(tgid, stack_id), start_ns=start, end_ns=end, bytes=total.bytes,
                       count=total.count >> WEIGHT_SHIFT, kind=USER_KINDS[kind], pid=tgid)
 
     def _replaced_image(self, context) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from leaktrace.probes.source import bpf_dir
 
-from leaktrace.age_blocks import (RETIRE_AFTER_NS, SLOTS, BlockEntry, BlockFolder, block_shift,
+from leaktrace.age_blocks import (RETIRE_AFTER_NS, SLOTS, AgeTotal, BlockEntry, BlockFolder, block_shift,
                                   left_at, level_of, place)
 
 SHIFT = 28  # epochs of 2^28 ns, the default
@@ -252,3 +252,12 @@ def test_a_block_holds_its_epoch_at_every_age(epoch):
         now = min(epoch + age, (1 << 32) - 1)
         level, block = place(epoch, now)
         assert block <= epoch < block + (1 << block_shift(level))
+
+
+def test_a_wide_old_block_never_dates_memory_before_the_trace_began():
+    # A level-3 block of 64 epochs that began 40 epochs before tracing did:
+    # its memory is at most as old as the trace, never 40 epochs older.
+    block = AgeTotal(context=(1, 2), first=100, epochs=64, bytes=800, count=1)
+    assert block.span_ns(shift=28, since_ns=140 << 28) == (140 << 28, 164 << 28)
+    assert block.span_ns(shift=28, since_ns=90 << 28) == (100 << 28, 164 << 28)
+    assert block.span_ns(shift=28, since_ns=200 << 28) == (164 << 28, 164 << 28)
