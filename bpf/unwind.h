@@ -2,7 +2,7 @@
  *
  * bcc dialect, compiled at run time as part of user_alloc.c when UNWIND_CFI=1.
  * unwind_stack(ctx, w) is the only entry point, called from one program only
- * (user_alloc.c's unwind_walker, tail-called by the return probes), so clang
+ * (user_alloc.c's recorder, tail-called by the return probes), so clang
  * and the verifier see the walk once. At a return probe it walks the
  * caller's stack with unwind rows that leaktrace/unwind/ built in user space
  * from each binary's .eh_frame, and stores the frames in `unwound_stacks`,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..age_blocks import AgeTotal, BlockFolder
 from ..allocator import MMAP_FUNCTIONS, HookPlan
@@ -243,11 +243,16 @@ class UserProbe:
             raise ProbeLoadError(f"could not load the recorder: {str(exc).strip().splitlines()[-1:]}",
                                  hint=f"{retry}report the error with --dump-bpf") from None
 
-    def attach(self, plan: HookPlan, pid: int) -> None:
-        """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
+    def load_for(self, plan: HookPlan, pid: int) -> None:
+        """Load as attach() will need: BPF links unless the kernel refuses one at
+        a hooked address (probes/hooks.py's links_usable)."""
         if self.bpf is None:
             bcc_bpf = features.import_bcc().BPF
             self.load(hooks.links_usable(hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)))
+
+    def attach(self, plan: HookPlan, pid: int) -> None:
+        """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
+        self.load_for(plan, pid)
         self._load_unwind_tables(pid)
         self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.

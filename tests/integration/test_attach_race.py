@@ -69,14 +69,15 @@ def test_attaching_while_threads_are_inside_the_allocator_loses_nothing_silently
     binary = build("busy_allocator.c")
     with LeakyProcess([binary, THREADS, BLOCKS]) as leaker:
         symbols = ProcessSymbols(leaker.pid)
+        plan = allocator.discover(leaker.pid, None)
         for round_no in range(1, ROUNDS + 1):
             probe = UserProbe(ProbeConfig(pending_hash=pending_hash))
             try:
-                probe.load()  # compiled before the churn: only attaching meets it
+                probe.load_for(plan, leaker.pid)  # before the churn: only attaching meets it
                 leaker.proc.stdin.write("churn\n")
                 leaker.proc.stdin.flush()
                 time.sleep(CHURN_S)
-                probe.attach(allocator.discover(leaker.pid, None), leaker.pid)
+                probe.attach(plan, leaker.pid)
                 leaker.go()  # at once: the threads never enter calloc or realloc again
                 leaked_lines(leaker, round_no)
                 time.sleep(SETTLE_S)
