@@ -10,8 +10,11 @@ exactly as the commands use them; this module only wires them, so a change
 to the tracing machinery touches the agent here and nowhere else.
 
 Every interval's report (every site) goes to record(); check(cost) is called
-between polls with the probes' cost so far and returns a reason to stop early
-(the budget, the agent stopping) or "". BPF run-time statistics are switched
+once when the probes are attached (so a rate is measured from there, not
+from the start of the compile) and then between polls, with the probes' cost
+so far, and returns a reason to stop early (the budget, the agent stopping)
+or "". The outcome's cost is read once the detach is done: it includes the
+probes' last runs. BPF run-time statistics are switched
 on for the escalation only (BPF_ENABLE_STATS needs CAP_SYS_ADMIN; without it,
 the kernel.bpf_stats_enabled sysctl set by the operator does). Failures a command would print as one line
 (target gone, no allocator found, BPF refused) end as outcome "failed" with
@@ -31,7 +34,7 @@ from leaktrace.cgroups import CgroupPaths
 from leaktrace.config import ProbeConfig, ReportConfig, RunConfig
 from leaktrace.errors import LeaktraceError
 from leaktrace.model import Report
-from leaktrace.probes import progstats
+from leaktrace.probes import progstats, release
 from leaktrace.probes.kernel import KernelFilters, KernelProbe
 from leaktrace.probes.user import UserProbe
 from leaktrace.session import Session
@@ -138,15 +141,20 @@ def _run(request: Request, probe, parts: dict, record, check, measured: bool) ->
                       run_config=RunConfig(interval_s=request.interval_s, duration_s=request.duration_s),
                       **parts)
 
-    def tick() -> None:
-        refresh()
+    def checked() -> None:
         reason = check(_cost(probe))
         if reason:
             session.report_config = final_config(session)
             session.stop(reason)
 
+    def tick() -> None:
+        refresh()
+        checked()
+
     session.tick = tick
+    checked()  # attached: what attaching cost, and the time the rate counts from
     reason = session.run()
+    release.wait()  # the final report detached the probes; until they are gone they still run
     return Outcome(OUTCOME_OF.get(reason, "completed"), reason, reports[-1] if reports else None,
                    _cost(probe), measured)
 
