@@ -50,8 +50,8 @@ def test_budget_credit_accrues_to_a_cap_and_an_escalation_starts_at_half_of_it()
 def test_budget_stops_before_an_overdraft_and_keeps_the_lifetime_share():
     budget = Budget(share=0.02, cpus=2, horizon_s=100, now=0)
     budget.accrue(now=100)  # 4 CPU-seconds of credit
-    assert not budget.overdraws(rate=7.0, now=100)
-    assert budget.overdraws(rate=9.0, now=100)  # 4.5 CPU-s within the next half second
+    assert not budget.overdraws(rate=3.5, now=100)
+    assert budget.overdraws(rate=4.5, now=100)  # 4.5 CPU-s until the next check and through the stop
     spent, now = 0.0, 100.0
     while not budget.overdraws(rate=1.0, now=now):  # a trace costing one CPU
         budget.spend(0.1)
