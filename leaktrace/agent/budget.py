@@ -14,6 +14,10 @@ cumulative overhead (overhead()) never exceeds the share. An escalation
 stops when its cost at its current rate would overdraw the credit within
 LOOKAHEAD_S plus DETACH_S, what the probes still cost after the stop (the
 final read, the detach), so it is stopped before it overspends, not after.
+No check can stop what the probes cost while they attach (on a malloc-heavy
+target the first probes run while the others attach) and until the first
+poll: an escalation starts only when the credit also covers what the last
+one cost that no check could stop (unstoppable, learned from it).
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class Budget:
         self.cap = share * cpus * horizon_s  # CPU-seconds of credit at most
         self.credit = 0.0
         self.spent = 0.0  # CPU-seconds the probes used, all escalations together
+        self.unstoppable = 0.0  # the last escalation's cost before its first check and after its stop
         self.started = self._accrued_at = now
 
     def accrue(self, now: float) -> None:
@@ -51,7 +56,7 @@ class Budget:
 
     def can_start(self, now: float) -> bool:
         self.accrue(now)
-        return self.credit >= START_SHARE * self.cap
+        return self.credit >= max(START_SHARE * self.cap, min(self.unstoppable, self.cap))
 
     def spend(self, seconds: float) -> None:
         self.credit -= seconds

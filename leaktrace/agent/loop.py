@@ -5,9 +5,9 @@ not smaps_rollup: no walk of every mapping) -> Watch -> an AgentState for
 /metrics, on a schedule no trace can hold up. The main thread waits for each
 new sample; when a series grows (Watch.suspects) and the budget has credit,
 Escalations picks one and escalate.trace() traces it there (Session installs
-signal handlers, which only the main thread may do). The trace's check
-between polls charges the probes' measured cost and stops it when that would
-overdraw the budget. Its evidence goes to the EvidenceStore and its top sites
+signal handlers, which only the main thread may do). The trace's check,
+once attached and then between polls, charges the probes' measured cost and
+stops it when its rate since the last check would overdraw the budget. Its evidence goes to the EvidenceStore and its top sites
 to /metrics. One lock guards what both threads touch (the Watch, the budget,
 the escalations and what is published). SIGTERM/SIGINT stop the agent: a
 trace in progress ends with its final report and evidence, its probes
@@ -65,6 +65,7 @@ class Agent:
         self._lock = threading.Lock()  # the sampler's thread and the main thread
         self._wakeups: "queue.SimpleQueue[str]" = queue.SimpleQueue()  # put() is safe in a signal handler
         self._charged, self._checked_at, self._mode = 0.0, 0.0, "user"
+        self._checks, self._unstoppable = 0, 0.0  # the trace's: cost until its first rate was judged
         self._said_unmeasured = False
 
     # ---- the loop ----------------------------------------------------------
@@ -157,6 +158,7 @@ class Agent:
         directory = self.store.open(escalation_name(wall, f"{key.kind}-{key.pid or key.name}"))
         recorder = self.store.recorder(directory)
         self._charged, self._checked_at, self._mode = 0.0, started, request.mode
+        self._checks, self._unstoppable = 0, 0.0
         self.say(f"{key.label()} grows {format_bytes(int(suspect.trend.rate))}/s over "
                  f"{suspect.trend.span_s:.0f} s: tracing it for {request.duration_s:g} s")
         with self._lock:
@@ -171,9 +173,17 @@ class Agent:
         self._finish(suspect, request, outcome, started, directory)
 
     def _check(self, cost: ProbeCost) -> str:
-        """Between the trace's polls: charge its cost, stop it when due."""
+        """Once attached, then between the trace's polls: charge its cost, stop it when due.
+
+        The first call's rate spans the compile too; the second's is the first
+        measured from the attach, so what was charged until then no check
+        could have stopped.
+        """
         now = self.clock.now()
         spent = cost.seconds(self._mode)
+        self._checks += 1
+        if self._checks <= 2:
+            self._unstoppable = spent
         rate = (spent - self._charged) / max(now - self._checked_at, 1e-3)
         with self._lock:
             self.budget.spend(spent - self._charged)
@@ -190,7 +200,9 @@ class Agent:
         ended = self.clock.now()
         self.store.log(event(suspect, request, outcome, sites, ended - started, time.time(), files))
         with self._lock:
-            self.budget.spend(outcome.cost.seconds(request.mode) - self._charged)
+            final = outcome.cost.seconds(request.mode)
+            self.budget.spend(final - self._charged)
+            self.budget.unstoppable = self._unstoppable + final - self._charged
             self.escalations.finished(suspect.key, outcome.outcome, ended)
             for counter, count in (outcome.report.losses.items() if outcome.report else ()):
                 self.losses[counter] = self.losses.get(counter, 0) + count

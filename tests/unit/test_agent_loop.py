@@ -13,11 +13,12 @@ import time
 import pytest
 
 from leaktrace import trend
-from leaktrace.agent.budget import ProbeCost
+from leaktrace.agent.budget import Budget, ProbeCost
 from leaktrace.agent.config import AgentConfig
 from leaktrace.agent.escalate import Outcome
 from leaktrace.agent.evidence import EvidenceStore
 from leaktrace.agent.loop import Agent
+from leaktrace.agent.watch import Judged, Key
 from leaktrace.errors import EnvironmentProblem
 from leaktrace.triage.procfs import ProcessMemory, Sample
 
@@ -148,3 +149,38 @@ def test_sigterm_stops_the_agent_while_it_waits_for_the_next_sample(tmp_path):
     threading.Thread(target=terminate).start()
     assert agent.run() == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_target_whose_attach_cost_a_lot_is_traced_again_only_when_the_credit_covers_it(tmp_path):
+    # 1% of 2 CPUs over the window: 1.2 CPU-s of credit at most, a trace starts at 0.6.
+    # The target's probes cost 1.2 CPU-s/s and 0.8 CPU-s while they attach (the first ones run
+    # while the others attach: no check can stop that), then 0.07 more after the stop (detach).
+    clock, said, rate, attaching, detaching = FakeClock(), [], 1.2, 0.8, 0.07
+    credit_after = []
+
+    def tracer(request, record, check):
+        clock.advance(1.0)  # compile: no probe runs yet
+        spent = attaching
+        reason = check(ProbeCost(run_time_ns=int(spent * 1e9)))  # attached
+        while not reason:
+            clock.advance(0.1)
+            spent += rate * 0.1
+            reason = check(ProbeCost(run_time_ns=int(spent * 1e9)))
+        spent += detaching
+        return Outcome(reason, cost=ProbeCost(run_time_ns=int(spent * 1e9)), measured=True)
+
+    agent = agent_on(clock, tmp_path, tracer, said)
+    agent.budget = Budget(share=0.01, cpus=2, horizon_s=WINDOW, now=0)
+    agent.deadline = float("inf")  # as run() sets it with no --duration
+    leak = Judged(Key("process", "app", 1), trend.Trend(trend.GROWING, LEAK_BPS, 1.0, 0, WINDOW, 0))
+    clock.advance(WINDOW)  # a suspect is judged after a window: the credit is full
+    for _ in range(3):
+        waited = 0
+        while not agent.budget.can_start(clock.now()) and waited < 10 * WINDOW:
+            clock.advance(1.0)
+            waited += 1
+        agent.escalate(leak)
+        credit_after.append(agent.budget.credit)
+    assert all(credit >= 0 for credit in credit_after), credit_after
+    assert agent.budget.overhead(clock.now()) <= 0.01
+    assert agent.escalations.counts == {("process", "over_budget"): 3}
