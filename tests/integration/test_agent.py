@@ -72,12 +72,13 @@ def test_a_growing_slab_cache_is_traced_and_names_the_process_that_fills_it(tmp_
 
 
 def test_probe_cost_on_a_malloc_heavy_target_stays_within_the_budget(workload, tmp_path):
-    # 1% of 2 CPUs accrues 0.02 CPU-s/s, up to 0.4: probes costing 0.033 CPU-s/s or more overdraw
-    # it within --trace-for 30s. The hot target's cost 0.09 (56,000 hits/s) on this 2-CPU machine
-    # under load, enough to overdraw at once on an idle one (its trace then lasts one poll).
+    # 2% of 2 CPUs accrues 0.04 CPU-s/s, up to 0.8 (the 20 s window): probes costing more than
+    # 0.04 + 0.8/60 = 0.053 CPU-s/s overdraw it within --trace-for 60s. The hot target's cost 0.09
+    # or more over a whole trace here (56,000 hits/s), 0.4 to 0.8 once attached, so its first trace
+    # overdraws; the credit still holds one trace's attach and detach (0.15 to 0.78 CPU-s here).
     with Workloads("leaktrace-agent-budget") as work:
         hot = work.start(workload, "hot")
-        with AgentProcess(tmp_path / "out", *FAST, "--budget", "1%", "--trace-for", "30s", "--cooldown", "3s",
+        with AgentProcess(tmp_path / "out", *FAST, "--budget", "2%", "--trace-for", "60s", "--cooldown", "3s",
                           "--targets", "process", "--cgroup", work.path) as agent:
             agent.ready()
             events = wait_for("two traces of the malloc-heavy target",
@@ -90,6 +91,6 @@ def test_probe_cost_on_a_malloc_heavy_target_stays_within_the_budget(workload, t
         assert first["trace"]["outcome"] == "over_budget", first["trace"]
         assert second["trace"]["sample_rate"] > first["trace"]["sample_rate"]
         overhead = metric_value(metrics, "leaktrace_agent_probe_overhead_ratio")
-        assert 0 < overhead <= 0.01, (overhead, events)
+        assert 0 < overhead <= 0.02, (overhead, events)
         assert "leak_block" in [s["function"] for s in first["sites"]]
         assert hot.poll() is None  # the target runs on, untraced
