@@ -53,7 +53,7 @@ def report_to_dict(report: Report) -> Dict[str, Any]:
         "probes": list(report.probes),
         "stacks": [_row_to_dict(r) for r in report.rows],
         "allocations": [_allocation_to_dict(a) for a in report.allocations],
-        "reachability": _summary_to_dict(report.reach) if report.reach else None,
+        "reachability": reach_summary_to_dict(report.reach) if report.reach else None,
     }
 
 
@@ -155,7 +155,8 @@ def _row_from_dict(d: Any) -> ReportRow:
     )
 
 
-def _classes_to_dict(bytes_, counts) -> Dict[str, Any]:
+def reach_classes_to_dict(bytes_, counts) -> Dict[str, Any]:
+    """{'unreferenced': {'bytes': B, 'count': N}, ...}: the classes as JSON has them."""
     return {name: {"bytes": b, "count": c} for name, b, c in zip(REACH_CLASSES, bytes_, counts)}
 
 
@@ -164,9 +165,9 @@ def _classes_from(f: "_Fields"):
     return tuple(p.get_int("bytes") for p in pairs), tuple(p.get_int("count") for p in pairs)
 
 
-def _summary_to_dict(r: ReachSummary) -> Dict[str, Any]:
+def reach_summary_to_dict(r: ReachSummary) -> Dict[str, Any]:
     return {"scanned_bytes": r.scanned_bytes, "elapsed_s": r.elapsed_s, "frozen_s": r.frozen_s,
-            "threads": r.threads, **_classes_to_dict(r.bytes, r.counts), "problems": list(r.problems)}
+            "threads": r.threads, **reach_classes_to_dict(r.bytes, r.counts), "problems": list(r.problems)}
 
 
 def _summary_from_dict(d: Any) -> ReachSummary:
@@ -196,7 +197,7 @@ def _similarity_from(f: "_Fields") -> Optional[float]:
 
 
 def _row_reach_to_dict(r: RowReach) -> Dict[str, Any]:
-    return {**_classes_to_dict(r.bytes, r.counts), "similarity": r.similarity,
+    return {**reach_classes_to_dict(r.bytes, r.counts), "similarity": r.similarity,
             "samples": [_sample_to_dict(s) for s in r.samples]}
 
 
