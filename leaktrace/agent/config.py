@@ -35,6 +35,7 @@ class AgentConfig:
     escalate: bool = True
     targets: Tuple[str, ...] = ("process", "slab", "vmalloc", "percpu")  # what may be traced
     cgroup: str = ""  # only processes whose cgroup v2 path starts with this
+    reach_max_bytes: int = 0  # --reachability: scan a process at the end of its trace (0: never)
     duration_s: Optional[float] = None  # stop after this long (None: until SIGTERM)
 
 

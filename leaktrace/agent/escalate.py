@@ -20,11 +20,16 @@ the kernel.bpf_stats_enabled sysctl set by the operator does). Failures a comman
 (target gone, no allocator found, BPF refused) end as outcome "failed" with
 that line; the probes are always detached before trace() returns. A trace
 stopped by check() before its first interval report keeps every allocation
-it saw in its final report (final_config).
+it saw in its final report (final_config). With request.reach_max_bytes, an
+unsampled process trace ends as `attach --reachability` does: the final
+report scans the process's memory after the detach (its rows get their
+classes), and the CPU the scan takes on this thread is the outcome's
+scan_seconds (time.thread_time: the sampler's thread is not counted).
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
@@ -56,10 +61,17 @@ class Request:
     cache: str = ""
     sample_rate: int = 0
     top: int = 10
+    reach_max_bytes: int = 0  # scan the process at the final report (0: no scan)
 
     @property
     def mode(self) -> str:
         return "user" if self.kind == "process" else "kernel"
+
+    @property
+    def scans(self) -> bool:
+        """A reachability scan ends the trace: a process traced unsampled (a block the
+        probes skipped may hold the only pointer to another, which would look lost)."""
+        return self.mode == "user" and self.reach_max_bytes > 0 and self.sample_rate <= 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class Outcome:
     report: Optional[Report] = None  # the final report, top sites first
     cost: ProbeCost = ProbeCost()
     measured: bool = False  # run-time statistics were on
+    scan_seconds: float = 0.0  # CPU time of the reachability scan
 
 
 def trace(request: Request, record: Callable[[Report], None],
@@ -110,8 +123,31 @@ def _user(request: Request):
     target = describe(plan, request.pid)
     parts = dict(resolve=resolver.resolve, targets=lambda: (target,),
                  alive=lambda: targets.is_running(request.pid), warnings=resolver.warnings,
-                 tick=resolver.refresh)
+                 tick=resolver.refresh, inspect=_scanner(request, probe))
     return probe, parts, lambda: probe.attach(plan, request.pid)
+
+
+def _scanner(request: Request, probe: UserProbe) -> Optional["TimedScan"]:
+    if not request.scans:
+        return None
+    from leaktrace.reach.scan import Scanner  # numpy: only when asked for
+    # attach's scan: blocks made before the probes attached are missing from the map
+    return TimedScan(Scanner(probe.read_allocations, request.reach_max_bytes, missing_blocks=True))
+
+
+class TimedScan:
+    """The Session's inspect hook, adding up the CPU time it takes on this thread."""
+
+    def __init__(self, scan: Callable):
+        self.scan = scan
+        self.seconds = 0.0
+
+    def __call__(self, snapshot):
+        started = time.thread_time()
+        try:
+            return self.scan(snapshot)
+        finally:
+            self.seconds += time.thread_time() - started
 
 
 def _kernel(request: Request):
@@ -135,6 +171,7 @@ def _run(request: Request, probe, parts: dict, record, check, measured: bool) ->
         record(relabel_cgroups(report, cgroups) if cgroups else report)
 
     refresh = parts.pop("tick")
+    scan = parts.get("inspect")
     session = Session(probe=probe, render=keep, record=save,
                       report_config=ReportConfig(top=request.top,
                                                  group_by="stack" if request.mode == "user" else "process"),
@@ -156,7 +193,7 @@ def _run(request: Request, probe, parts: dict, record, check, measured: bool) ->
     reason = session.run()
     release.wait()  # the final report detached the probes; until they are gone they still run
     return Outcome(OUTCOME_OF.get(reason, "completed"), reason, reports[-1] if reports else None,
-                   _cost(probe), measured)
+                   _cost(probe), measured, scan.seconds if scan else 0.0)
 
 
 def final_config(session: Session) -> ReportConfig:

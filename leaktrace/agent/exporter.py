@@ -98,12 +98,17 @@ class AgentCollector:
         held = _gauge("site_outstanding_bytes", "outstanding bytes of the top sites of recent escalations",
                       labels)
         rate = _gauge("site_growth_bytes_per_second", "growth of those sites while traced", labels)
+        lost = _gauge("site_definitely_lost_bytes", "bytes of those sites nothing points at, "
+                      "by the reachability scan that ended the trace (agent --reachability)", labels)
         for site in s.sites:
             values = [site.target, str(site.pid), site.comm, site.cache, site.function, site.verdict]
             held.add_metric(values, site.bytes)
             rate.add_metric(values, site.growth_bps)
+            if site.definitely_lost_bytes is not None:
+                lost.add_metric(values, site.definitely_lost_bytes)
         yield held
         yield rate
+        yield lost
 
     @staticmethod
     def _own(s: AgentState) -> Iterator:

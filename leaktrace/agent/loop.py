@@ -7,8 +7,9 @@ new sample; when a series grows (Watch.suspects) and the budget has credit,
 Escalations picks one and escalate.trace() traces it there (Session installs
 signal handlers, which only the main thread may do). The trace's check,
 once attached and then between polls, charges the probes' measured cost and
-stops it when its rate since the last check would overdraw the budget. Its evidence goes to the EvidenceStore and its top sites
-to /metrics. One lock guards what both threads touch (the Watch, the budget,
+stops it when its rate since the last check would overdraw the budget; a
+reachability scan at its end is charged once it is done. Its evidence goes
+to the EvidenceStore and its top sites to /metrics. One lock guards what both threads touch (the Watch, the budget,
 the escalations and what is published). SIGTERM/SIGINT stop the agent: a
 trace in progress ends with its final report and evidence, its probes
 detached.
@@ -147,7 +148,8 @@ class Agent:
         key, c = suspect.key, self.config
         sample_rate = self.escalations.sample_rate(key)
         if key.kind == PROCESS:
-            return escalate.Request("process", c.trace_s, c.interval_s, pid=key.pid, sample_rate=sample_rate)
+            return escalate.Request("process", c.trace_s, c.interval_s, pid=key.pid, sample_rate=sample_rate,
+                                    reach_max_bytes=c.reach_max_bytes)
         if key.kind == SLAB:
             return escalate.Request("slab", c.trace_s, c.interval_s, cache=key.name)
         return escalate.Request(key.name, c.trace_s, c.interval_s)
@@ -159,8 +161,11 @@ class Agent:
         recorder = self.store.recorder(directory)
         self._charged, self._checked_at, self._mode = 0.0, started, request.mode
         self._checks, self._unstoppable = 0, 0.0
+        scan = ""
+        if request.reach_max_bytes:
+            scan = ", then scanning its memory" if request.scans else " (sampled: no reachability scan)"
         self.say(f"{key.label()} grows {format_bytes(int(suspect.trend.rate))}/s over "
-                 f"{suspect.trend.span_s:.0f} s: tracing it for {request.duration_s:g} s")
+                 f"{suspect.trend.span_s:.0f} s: tracing it for {request.duration_s:g} s{scan}")
         with self._lock:
             self.active = key
             self._publish()
@@ -200,7 +205,8 @@ class Agent:
         ended = self.clock.now()
         self.store.log(event(suspect, request, outcome, sites, ended - started, time.time(), files))
         with self._lock:
-            final = outcome.cost.seconds(request.mode)
+            # the scan ran after the last check: like the detach, no check can stop it
+            final = outcome.cost.seconds(request.mode) + outcome.scan_seconds
             self.budget.spend(final - self._charged)
             self.budget.unstoppable = self._unstoppable + final - self._charged
             self.escalations.finished(suspect.key, outcome.outcome, ended)

@@ -11,6 +11,7 @@ from ..agent.watch import TARGET_KINDS
 from ..errors import UsageError
 from ..probes import features
 from ..session import stderr_line
+from .options import DEFAULT_REACH_MAX_MB
 from .triage import parse_duration
 
 
@@ -39,6 +40,7 @@ def agent_config(opts: dict) -> AgentConfig:
         sample_rate=opts["sample_rate"], retain=opts["retain"],
         max_out_bytes=parse_size(opts["max_out"], "--max-out"), export_top=opts["export_top"],
         escalate=not opts["no_escalate"], targets=parse_targets(opts["targets"]), cgroup=opts["cgroup"],
+        reach_max_bytes=opts["reachability_max_mb"] << 20 if opts["reachability"] else 0,
         duration_s=parse_duration(opts["duration"], "--duration") if opts["duration"] else None)
     for name, value in (("--period", config.period_s), ("--window", config.window_s),
                         ("--trace-for", config.trace_s), ("--interval", config.interval_s)):
@@ -78,6 +80,13 @@ def agent_config(opts: dict) -> AgentConfig:
 @click.option("--cgroup", default="", metavar="PATH",
               help="Only watch processes whose cgroup v2 path starts with PATH (e.g. /kubepods).")
 @click.option("--no-escalate", is_flag=True, help="Only watch and export; never trace.")
+@click.option("--reachability", is_flag=True,
+              help="End each trace of a process with a scan of its memory for pointers into what it "
+                   "still holds: definitely lost, indirectly lost or reachable bytes per site. Off by "
+                   "default: the scan stops the process's threads while its memory is copied and costs "
+                   "CPU (charged to --budget). Not done for a sampled trace.")
+@click.option("--reachability-max-mb", type=click.IntRange(min=1), default=DEFAULT_REACH_MAX_MB,
+              show_default=True, metavar="MIB", help="Do not scan a process with more memory to read than this.")
 @click.option("--duration", metavar="DURATION", help="Stop after this long (default: until SIGTERM).")
 def agent(**opts):
     """Watch every process and slab cache; trace only what grows.

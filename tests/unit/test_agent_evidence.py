@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from format_cases import live_report
+from format_cases import live_report, reached_report
 from leaktrace import trend
 from leaktrace.agent.escalate import Outcome, Request
 from leaktrace.agent.evidence import EVENTS, PROFILE, RECORDING, VERDICTS, EvidenceStore
@@ -107,3 +107,32 @@ def test_metrics_render_every_family_with_bounded_labels():
     assert families["leaktrace_losses"].samples[0].labels == {"counter": "stack_failed"}
     assert families["leaktrace_agent_budget_ratio"].samples[0].value == 0.02
     assert families["leaktrace_escalation_active"].samples[0].labels["target"] == "app (pid 4242)"
+
+
+def test_a_scanned_site_carries_its_classes_in_the_event_and_a_definitely_lost_gauge():
+    scanned = reached_report()  # first row: 40 KiB unreferenced, 8 KiB indirectly lost
+    sites = top_sites(scanned, SUSPECT.key.label(), 5)
+    outcome = Outcome("completed", report=scanned, scan_seconds=0.25)
+    logged = event(SUSPECT, Request("process", 10.0, 2.0, pid=4242, reach_max_bytes=MiB), outcome, sites,
+                   12.5, 1e9, [])
+    assert logged["trace"]["reachability"] and logged["cost"]["scan_seconds"] == 0.25
+    assert logged["reachability"]["unreferenced"] == {"bytes": 40960, "count": 5}
+    first, second = logged["sites"][:2]
+    assert first["reachability"] == {"unreferenced": {"bytes": 40960, "count": 5},
+                                     "indirectly_lost": {"bytes": 8192, "count": 1},
+                                     "reachable": {"bytes": 0, "count": 0}}
+    assert second["reachability"] is None  # a row the scan did not classify
+    json.dumps(logged)
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(lambda: AgentState(budget=0.02, sites=sites)))
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    [lost] = families["leaktrace_site_definitely_lost_bytes"].samples
+    assert lost.value == 40960 and lost.labels["function"] == first["function"]
+
+
+def test_only_an_unsampled_process_trace_is_scanned():
+    assert Request("process", 10.0, 2.0, pid=1, reach_max_bytes=MiB).scans
+    assert Request("process", 10.0, 2.0, pid=1, reach_max_bytes=MiB, sample_rate=1).scans
+    assert not Request("process", 10.0, 2.0, pid=1, reach_max_bytes=MiB, sample_rate=4096).scans
+    assert not Request("process", 10.0, 2.0, pid=1).scans
+    assert not Request("slab", 10.0, 2.0, cache="dentry", reach_max_bytes=MiB).scans

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -184,3 +185,26 @@ def test_a_target_whose_attach_cost_a_lot_is_traced_again_only_when_the_credit_c
     assert all(credit >= 0 for credit in credit_after), credit_after
     assert agent.budget.overhead(clock.now()) <= 0.01
     assert agent.escalations.counts == {("process", "over_budget"): 3}
+
+
+def test_the_scan_that_ends_a_trace_is_charged_to_the_budget_and_waited_for_by_the_next(tmp_path):
+    clock, said, asked = FakeClock(), [], []
+
+    def tracer(request, record, check):
+        asked.append(request)
+        check(ProbeCost(run_time_ns=10 ** 8))  # attached: 0.1 CPU-s
+        return Outcome("completed", cost=ProbeCost(run_time_ns=2 * 10 ** 8), measured=True, scan_seconds=0.5)
+
+    agent = agent_on(clock, tmp_path, tracer, said)
+    agent.config = replace(agent.config, reach_max_bytes=64 * MiB)
+    agent.budget = Budget(share=0.01, cpus=2, horizon_s=WINDOW, now=0)
+    leak = Judged(Key("process", "app", 1), trend.Trend(trend.GROWING, LEAK_BPS, 1.0, 0, WINDOW, 0))
+    clock.advance(WINDOW)
+    agent.budget.accrue(clock.now())
+    credit = agent.budget.credit
+    agent.escalate(leak)
+    assert asked[0].reach_max_bytes == 64 * MiB and asked[0].scans
+    assert agent.budget.spent == pytest.approx(0.2 + 0.5)  # the probes, then the scan
+    assert agent.budget.credit == pytest.approx(credit - 0.7)
+    assert agent.budget.unstoppable == pytest.approx(0.7)  # no check could stop the scan either
+    assert "then scanning its memory" in said[0]
