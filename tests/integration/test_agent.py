@@ -55,6 +55,27 @@ def test_prometheus_names_the_leaking_process_and_function_and_nothing_else(work
         assert churn.poll() is None and plateau.poll() is None and leak.poll() is None
 
 
+def test_with_reachability_the_leaks_blocks_come_out_definitely_lost(workload, tmp_path):
+    # leak_block() drops its only pointer to each block: nothing in the process points at them
+    with Workloads("leaktrace-agent-reach") as work:
+        leak = work.start(workload, "leak")
+        with AgentProcess(tmp_path / "out", *FAST, "--reachability", "--cooldown", "30m",
+                          "--targets", "process", "--cgroup", work.path) as agent:
+            agent.ready()
+            [event] = wait_for("a trace of the leak", agent.events, LEAK_FOUND_WITHIN_S)
+            metrics = agent.metrics()
+        assert event["trace"]["reachability"] and event["trace"]["outcome"] == "completed", event["trace"]
+        assert event["reachability"]["problems"] == [] and event["cost"]["scan_seconds"] > 0
+        site = next(s for s in event["sites"] if s["function"] == "leak_block")
+        classes = {name: found["bytes"] for name, found in site["reachability"].items()}
+        # all but the block whose pointer a register or the stack may still hold
+        assert classes["unreferenced"] >= 0.9 * sum(classes.values()) and classes["unreferenced"] >= 1 << 20, site
+        assert site["verdict"] == "leak"
+        lost = metric_value(metrics, "leaktrace_site_definitely_lost_bytes", function="leak_block")
+        assert lost == classes["unreferenced"]
+        assert leak.poll() is None  # frozen for the copy, then running on
+
+
 def test_a_growing_slab_cache_is_traced_and_names_the_process_that_fills_it(tmp_path):
     neg_dentries = compile_c("../data/triage/neg_dentries.c", tmp_path)
     with Workloads("leaktrace-agent-slab") as work:
