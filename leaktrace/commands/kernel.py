@@ -111,7 +111,8 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
 @click.option("--full-stacks", is_flag=True,
               help="Walk the stack of every allocation (several times slower); by default each "
                    "kernel path is walked once and later allocations on it are named by the "
-                   "return addresses read off the stack.")
+                   "return addresses read off the stack (a kernel that refuses that reader gets "
+                   "every stack walked, and the report says so).")
 @click.option("--no-content", "no_content", is_flag=True,
               help="Do not read the first bytes of the top sites' outstanding objects (by default "
                    "the final report shows samples and the kernel symbols they point at).")

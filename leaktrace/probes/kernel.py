@@ -41,7 +41,8 @@ LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "stack_mismatches
 NOT_SLAB = {"page": "[page]", "percpu": "[percpu]", "vmalloc": "[vmalloc]"}
 # Free events: a miss there leaves an allocation looking outstanding.
 FREE_EVENTS = {spec.free for spec in tracepoints.KIND_EVENTS.values()}
-
+# What bcc says when the verifier, not the compiler, rejects a program.
+REFUSED_PROGRAM = "Failed to load BPF program"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,22 @@ def slab_slots(path: str = "/proc/slabinfo") -> Dict[str, int]:
     return {name: cache.slots for name, cache in procfs.parse_slabinfo(text).items()}
 
 
+def load_program(load, defines: Dict[str, int]) -> Tuple[object, Tuple[str, ...]]:
+    """load(SOURCE, defines), and the notes it leaves. Older verifiers (5.10,
+    6.1) refuse loop shapes the path reader may compile to; rather than fail
+    where --full-stacks works, a refused program is loaded again walking every
+    stack. A compile error, or a refusal with full stacks, is raised as is."""
+    try:
+        return load(SOURCE, defines), ()
+    except ProbeLoadError as error:
+        if defines.get("FULL_STACKS") or REFUSED_PROGRAM not in error.message:
+            raise
+        first_line = error.message.splitlines()[0]
+    bpf = load(SOURCE, {**defines, "FULL_STACKS": 1})
+    return bpf, (f"every stack is walked (as with --full-stacks, slower): this kernel refused the "
+                 f"path reader ({first_line})",)
+
+
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     """Number of possible CPUs ("0-3,5" -> 5): percpu sizes on older kernels."""
     try:
@@ -145,6 +162,7 @@ class KernelProbe:
         # context -> comm of the task that allocated (level-0 entries only:
         # a coarser entry is made by whichever task freed into it)
         self.comms: Dict[Hashable, str] = {}
+        self.load_notes: Tuple[str, ...] = ()  # how loading differed from what was asked
 
     def detect(self, tracefs: str = "") -> tracepoints.TracingPlan:
         """Which kinds this kernel lets us trace; raises when none."""
@@ -179,8 +197,8 @@ class KernelProbe:
     def attach(self) -> None:
         """Compile and load; bcc attaches every TRACEPOINT_PROBE as it loads.
         With a filter on, nothing is recorded until its map is filled."""
-        defines = self.defines()
-        self.bpf = source.load(SOURCE, defines)
+        self.bpf, self.load_notes = load_program(source.load, self.defines())
+        self.full_stacks = self.full_stacks or bool(self.load_notes)
         self._attach_nested_frees()
         self.totals = TotalsMap(self.bpf["buckets"], self._context, BlockFolder(self.config.age_bucket_shift),
                                 lambda: self.counter("bucket_inserts"))
@@ -256,8 +274,8 @@ class KernelProbe:
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
-            notes=self.plan.notes + loss_notes({**losses, **counters}, self.config), probes=self.plan.probes,
-            slab_slots=slab_slots(),
+            notes=self.plan.notes + self.load_notes + loss_notes({**losses, **counters}, self.config),
+            probes=self.plan.probes, slab_slots=slab_slots(),
         )
 
     def _bucket(self, total: AgeTotal) -> Bucket:
