@@ -182,7 +182,7 @@ static __always_inline s32 walk_path(void *ctx, struct kpath_scratch *s, u64 pat
 	if (!path && s->learn) { /* a frame without a rule yet: learn it from a walk */
 		long got = bpf_get_stack(ctx, s->ips, sizeof(s->ips), 0);
 		kpath_learn(s, got > 0 ? (u32)got >> 3 : 0);
-		path = kpath_hash(s, site);
+		return id; /* the next allocation on it is read and recorded: kpath_hash, unrolled, is inlined once */
 	}
 	if (path)
 		path_stacks.update(&path, &id);

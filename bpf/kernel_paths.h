@@ -185,6 +185,9 @@ static __always_inline u64 kpath_hash(struct kpath_scratch *s, u64 site)
 	u64 hash = 0xcbf29ce484222325ULL;
 	KPATH_STATE(s->slot) = 1;
 	s->learn = 0;
+	/* Unrolled: 5.10 and 6.1 refuse the loop clang makes of this (its latch
+	 * falls through into the loop's head, a back-edge they reject). */
+#pragma unroll
 	for (int frame = 0; frame < KPATH_MAX_FRAMES; frame++) {
 		u32 slot = KPATH_STATE(s->slot);
 		if (!kpath_reach(s, slot))
