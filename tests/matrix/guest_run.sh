@@ -7,8 +7,16 @@ set -u
 # shellcheck source=/dev/null
 . /etc/leaktrace-matrix.env
 
+# A checkout under /tmp or /run (CI may clone anywhere) would vanish under the
+# fresh tmpfs mounts: hold it on a bind mount and put it back at its own path.
+mkdir -p /mnt/leaktrace-checkout
+mount --bind "$MATRIX_CHECKOUT" /mnt/leaktrace-checkout
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+if [ ! -d "$MATRIX_CHECKOUT/tests/matrix" ]; then
+  mkdir -p "$MATRIX_CHECKOUT"
+  mount --bind /mnt/leaktrace-checkout "$MATRIX_CHECKOUT"
+fi
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
