@@ -260,14 +260,16 @@ class UserProbe:
                  for function in distinct_entry_points(path, functions, self._address_of)
                  if function not in MMAP_FUNCTIONS or self.config.track_mmap]
         offsets = {}
+        # Tracing starts with the first live probe, not the last: ages of what
+        # is recorded while the rest attach must not be clamped younger.
+        if not self.started_ns:
+            self.started_ns = monotonic_ns()
         for path, function, side in attach_order(pairs):
             offset = self._attach_probe(path, function, pid, side)
             if side == "entry":
                 offsets[(path, function)] = offset
         for path, function in pairs:
             self.attached.append((pid, function, path, offsets.get((path, function), 0)))
-        if not self.started_ns:
-            self.started_ns = monotonic_ns()
 
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
