@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from . import missed_frees
+from . import missed_frees, stop_signals
 from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
@@ -130,7 +130,7 @@ class Session:
 
     def run(self) -> str:
         """Report until a stop condition; returns why it stopped."""
-        previous = {signum: signal.signal(signum, self._request_stop) for signum in STOP_SIGNALS}
+        restore_signals = stop_signals.take(STOP_SIGNALS, self._request_stop)
         started = time.monotonic()
         next_report = started + self.run_config.interval_s
         reported_at = None
@@ -158,8 +158,7 @@ class Session:
                 self.finish(reason)
             return reason
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signals()
 
 
 def stderr_line(message: str, stream: Optional[TextIO] = None) -> None:

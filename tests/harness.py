@@ -166,13 +166,17 @@ def leaktrace_command() -> List[str]:
 
 
 class Tracer:
-    """leaktrace running as a subprocess; reports are the JSON lines of its stdout."""
+    """leaktrace running as a subprocess; reports are the JSON lines of its stdout.
+
+    SIGHUP is set to `hangup` in leaktrace (default: the default action), so a
+    suite started under nohup tests what a user's terminal session sees."""
 
     def __init__(self, args: Sequence[str], env: Optional[dict] = None,
-                 prefix: Sequence[str] = (), stdin=subprocess.DEVNULL):
+                 prefix: Sequence[str] = (), stdin=subprocess.DEVNULL, hangup=signal.SIG_DFL):
         self.command = [*prefix, *leaktrace_command(), *[str(a) for a in args]]
         self.proc = subprocess.Popen(self.command, stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+                                     stderr=subprocess.PIPE, text=True, env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGHUP, hangup))
         self._out = _LineReader(self.proc.stdout)
         self._err = _LineReader(self.proc.stderr)
 

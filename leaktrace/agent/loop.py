@@ -24,6 +24,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, Optional, Tuple
 
+from leaktrace import stop_signals
 from leaktrace.agent import escalate
 from leaktrace.agent.budget import Budget, ProbeCost
 from leaktrace.agent.config import AgentConfig
@@ -72,8 +73,8 @@ class Agent:
     # ---- the loop ----------------------------------------------------------
     def run(self) -> str:
         """Until SIGTERM/SIGINT or duration_s; returns why it stopped."""
-        handlers = {s: signal.signal(s, lambda *_: self.stop("interrupted"))
-                    for s in (signal.SIGTERM, signal.SIGINT)}
+        restore_signals = stop_signals.take((signal.SIGTERM, signal.SIGINT),
+                                            lambda *_: self.stop("interrupted"))
         self.deadline = self.clock.now() + (self.config.duration_s or float("inf"))
         sampler = Sampler(self._sample, self.config.period_s, self.clock,
                           failed=lambda: self.stop("sampling failed"))
@@ -87,8 +88,7 @@ class Agent:
                 self._wait_for_sample()
         finally:
             sampler.stop()
-            for number, handler in handlers.items():
-                signal.signal(number, handler)
+            restore_signals()
         if sampler.failure is not None:
             raise sampler.failure
         return self.stop_reason

@@ -150,8 +150,8 @@ def run(command, **opts):
 
     Reports every --interval seconds and when CMD exits. leaktrace exits with
     CMD's status (128+N if signal N ended it) and passes SIGTERM and SIGHUP on
-    to it; when leaktrace stops first (Ctrl-C, --duration, --count) CMD gets
-    SIGTERM (then SIGKILL), so it never runs untraced. Processes CMD starts are
+    to it (under nohup both ignore SIGHUP); when leaktrace stops first (Ctrl-C,
+    --duration, --count) CMD gets SIGTERM (then SIGKILL), so it never runs untraced. Processes CMD starts are
     not traced; the report names them.
     """
     probe = UserProbe(options.probe_config(opts))

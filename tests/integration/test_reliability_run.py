@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import Tracer, run_leaktrace
+from harness import Tracer, assert_within, leaked_under, parse_leaked, run_leaktrace
 
 pytestmark = pytest.mark.privileged
 
@@ -69,6 +69,36 @@ def test_a_stop_signal_reaches_the_command_and_the_final_report_is_printed(build
     assert report["targets"][0]["comm"] == "fibonacci"
     assert command_pid is None or gone(command_pid)
     assert f"stopped ({'terminated' if signum == signal.SIGTERM else 'hung up'})" in tracer.stderr
+
+
+def test_under_nohup_a_hang_up_stops_neither_leaktrace_nor_the_command(build, tmp_path):
+    """SIGHUP ignored when leaktrace starts (nohup) stays ignored: the trace
+    goes on reporting, and the command, which inherited the same disposition,
+    is traced to its end; SIGTERM then stops both with the final report."""
+    out = tmp_path / "reports.json"
+    with Tracer(["run", "--format", "json", "--interval", 1, "--older-than", 0, "-o", out, "--",
+                 build("fibonacci.c"), "10"], stdin=subprocess.PIPE, hangup=signal.SIG_IGN) as tracer:
+        tracer.wait_tracing()
+        deadline = time.monotonic() + 60  # generous: a loaded CI machine, not a speed check
+        while not out.read_text():  # a first report: leaktrace is in its reporting loop
+            assert time.monotonic() < deadline and tracer.proc.poll() is None, tracer.describe()
+            time.sleep(0.05)
+        tracer.proc.send_signal(signal.SIGHUP)
+        tracer.proc.stdin.write("go\n")
+        tracer.proc.stdin.flush()
+        reports_at_hang_up = len(out.read_text().splitlines())
+        # A stopping leaktrace prints one final report and exits: two more mean it went on.
+        while not (any(line.startswith("LEAKED") for line in tracer.other_output())
+                   and len(out.read_text().splitlines()) >= reports_at_hang_up + 2):
+            assert time.monotonic() < deadline and tracer.proc.poll() is None, tracer.describe()
+            time.sleep(0.05)
+        tracer.proc.send_signal(signal.SIGTERM)
+        code = tracer.wait(60)
+    assert code == 128 + signal.SIGTERM, tracer.describe()
+    assert "stopped (terminated)" in tracer.stderr, tracer.describe()
+    leaked = parse_leaked(tracer.other_output())["sites"]["fibonacci"]
+    assert_within(leaked_under(final_report(out.read_text()), "fibonacci")["bytes"], leaked["bytes"],
+                  10, "fibonacci bytes in the final report")
 
 
 def test_duration_ends_the_command_it_never_runs_untraced(build):
