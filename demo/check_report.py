@@ -8,8 +8,9 @@ app's own output: a first line naming the build, then one line per call with
 The app's first line decides what is expected:
 
   mem-leak      the rank-1 stack is fibonacci <- child; its bytes are within
-                TOLERANCE_PCT of 8 KiB x the calls made from its oldest traced
-                allocation until the age filter's cut-off; between the first
+                TOLERANCE_PCT of 8 KiB x the calls made from the start of
+                tracing until the age filter's cut-off (a range: calls made
+                while the probes went live, attach_s, may be missed); between the first
                 and the last report it grew by 8 KiB x the calls made in
                 between, same margin.
   mem-leak-fix  no stack includes fibonacci.
@@ -108,7 +109,13 @@ def reported_until(report: Dict) -> float:
 
 
 def within(actual: float, expected: float) -> bool:
-    return expected > 0 and abs(actual - expected) <= expected * TOLERANCE_PCT / 100
+    return between(actual, expected, expected)
+
+
+def between(actual: float, least: float, most: float) -> bool:
+    """actual in [least, most], widened by TOLERANCE_PCT on each side."""
+    margin = TOLERANCE_PCT / 100
+    return most > 0 and least * (1 - margin) <= actual <= most * (1 + margin)
 
 
 def check_leaky(run: AppRun, reports: List[Dict], verdict: Verdict) -> None:
@@ -122,14 +129,17 @@ def check_leaky(run: AppRun, reports: List[Dict], verdict: Verdict) -> None:
                                 " <- ".join(names[:4]) or "no stack reported"))
     stacks = fibonacci_stacks(final)
     leaked = sum(s["bytes"] for s in stacks)
-    # Probes go live one by one while the tracer starts, so count from the
-    # oldest allocation it recorded rather than from elapsed_s.
-    oldest = max((s["oldest_s"] for s in stacks), default=0.0)
-    calls = run.calls_between(final["taken_ns"] / 1e9 - oldest, reported_until(final))
+    # Probes go live one by one while the tracer starts (attach_s): a call in
+    # that window may or may not be traced, every later one must be.
+    started = final["taken_ns"] / 1e9 - final["elapsed_s"]
+    most = run.calls_between(started, reported_until(final))
+    least = run.calls_between(started + final.get("attach_s", 0.0), reported_until(final))
     verdict.checks.append(Check(
-        f"leaked bytes = 8 KiB x calls since the first one traced (±{TOLERANCE_PCT}%)",
-        within(leaked, calls * BYTES_PER_CALL),
-        f"{leaked} bytes under fibonacci, {calls} calls x 8 KiB = {calls * BYTES_PER_CALL}"))
+        f"leaked bytes = 8 KiB x calls since tracing started (±{TOLERANCE_PCT}%)",
+        between(leaked, least * BYTES_PER_CALL, most * BYTES_PER_CALL),
+        f"{leaked} bytes under fibonacci, {least}..{most} calls x 8 KiB = "
+        f"{least * BYTES_PER_CALL}..{most * BYTES_PER_CALL} (probes went live over "
+        f"{final.get('attach_s', 0.0):.2f} s)"))
     if len(reports) < 2:
         verdict.checks.append(Check("growth rate", False, "only one report: trace longer"))
         return

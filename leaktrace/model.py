@@ -128,7 +128,7 @@ class Snapshot:
 
     mode: str  # "user" or "kernel"
     taken_ns: int  # monotonic, same clock as the buckets
-    started_ns: int  # when tracing started (monotonic)
+    started_ns: int  # when tracing started (monotonic): the first probe that records went in
     wall_time: float  # time.time() at taken_ns, for humans and recordings
     buckets: Tuple[Bucket, ...]
     stacks: Mapping[StackKey, RawStack]
@@ -138,6 +138,7 @@ class Snapshot:
     allocations: Tuple[Allocation, ...] = ()
     sample_rate: int = 0  # bytes per sample; 0 = every allocation recorded
     notes: Tuple[str, ...] = ()  # what the probes could not do (missing tracepoints, ...)
+    live_ns: int = 0  # when every probe was live (monotonic); 0: at started_ns
     probes: Tuple[str, ...] = ()  # how they work on this kernel: choices made from its version and features
     reach: Optional[ReachScan] = None  # --reachability, at the reports that scanned
     # Kernel mode: how many objects each slab cache has room for now
@@ -301,4 +302,7 @@ class Report:
     older_than_ms: int = 0  # the age filter the rows passed
     sites_total: int = 0  # sites that passed the filters, before the top N cut
     taken_ns: int = 0  # monotonic instant of the snapshot: allocation ages
+    # Seconds from the start of tracing until every probe was live: calls in
+    # that window were traced only by the probes already in.
+    attach_s: float = 0.0
     reach: Optional[ReachSummary] = None  # --reachability, when this report scanned

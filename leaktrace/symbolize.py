@@ -61,6 +61,7 @@ def build_report(
         mode=snapshot.mode,
         timestamp=snapshot.wall_time,
         elapsed_s=max(0, snapshot.taken_ns - snapshot.started_ns) / 1e9,
+        attach_s=max(0, snapshot.live_ns - snapshot.started_ns) / 1e9 if snapshot.live_ns else 0.0,
         targets=tuple(snapshot.targets),
         totals=dict(result.totals),
         events=dict(snapshot.events),

@@ -194,6 +194,7 @@ class UserProbe:
         self._address_of = addresses or function_address
         self.bpf = None
         self.started_ns = 0
+        self.live_ns = 0  # when the last attach() had every probe in
         self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
         # (object path, function) -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
@@ -260,14 +261,16 @@ class UserProbe:
                  for function in distinct_entry_points(path, functions, self._address_of)
                  if function not in MMAP_FUNCTIONS or self.config.track_mmap]
         offsets = {}
-        # Tracing starts with the first live probe, not the last: ages of what
-        # is recorded while the rest attach must not be clamped younger.
-        if not self.started_ns:
-            self.started_ns = monotonic_ns()
         for path, function, side in attach_order(pairs):
+            # Tracing starts with the first probe that records, not the last
+            # probe: what is recorded while the rest attach keeps its true age.
+            if not self.started_ns and side == "entry" and function not in FREE_SIDE:
+                self.started_ns = monotonic_ns()
             offset = self._attach_probe(path, function, pid, side)
             if side == "entry":
                 offsets[(path, function)] = offset
+        self.live_ns = monotonic_ns()
+        self.started_ns = self.started_ns or self.live_ns
         for path, function in pairs:
             self.attached.append((pid, function, path, offsets.get((path, function), 0)))
 
@@ -316,6 +319,7 @@ class UserProbe:
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
             + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes),
+            live_ns=self.live_ns,
         )
 
     def _bucket(self, total: AgeTotal) -> Bucket:

@@ -41,6 +41,7 @@ def report_to_dict(report: Report) -> Dict[str, Any]:
         "targets": [_target_to_dict(t) for t in report.targets],
         "timestamp": report.timestamp,
         "elapsed_s": report.elapsed_s,
+        "attach_s": report.attach_s,
         "taken_ns": report.taken_ns,
         "group_by": report.group_by,
         "older_than_ms": report.older_than_ms,
@@ -85,6 +86,7 @@ def report_from_dict(d: Any) -> Report:
         # Reachability was added to schema 1 later: absent in older files.
         reach=_summary_from_dict(doc.get_object("reachability"))
         if doc.d.get("reachability") is not None else None,
+        attach_s=doc.get_float("attach_s") if "attach_s" in doc.d else 0.0,  # added later
     )
 
 

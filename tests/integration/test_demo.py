@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, _LineReader, assert_within, frame_symbols, stack_with
+from harness import REPO, _LineReader, frame_symbols, stack_with
 
 pytestmark = [pytest.mark.privileged, pytest.mark.docker]
 
@@ -149,12 +149,16 @@ def test_check_mode_plain_process_leak_matches_the_calls_the_app_made(tmp_path):
     top = report["stacks"][0]
     assert frame_symbols(top)[:2] == ["fibonacci", "child"], frame_symbols(top)
     assert top["bytes"] == top["count"] * BYTES_PER_CALL
-    # The reported bytes are 8 KiB x the calls made from the oldest traced one
-    # until the age filter's cut-off.
+    # The reported bytes are 8 KiB x the calls made from the start of tracing
+    # until the age filter's cut-off; a call made while the probes went live
+    # (attach_s) may be missed, none after.
     until = report["taken_ns"] / 1e9 - report["older_than_ms"] / 1000
-    since = report["taken_ns"] / 1e9 - top["oldest_s"]
-    calls = sum(1 for t in calls_logged(tmp_path, "mem-leak") if since < t <= until)
-    assert_within(top["bytes"], calls * BYTES_PER_CALL, 10, "fibonacci bytes\n" + context)
+    since = report["taken_ns"] / 1e9 - report["elapsed_s"]
+    calls = calls_logged(tmp_path, "mem-leak")
+    most = sum(1 for t in calls if since < t <= until)
+    least = sum(1 for t in calls if since + report["attach_s"] < t <= until)
+    assert least * 0.9 <= top["count"] <= most * 1.1, (
+        f"fibonacci: {top['count']} blocks, {least}..{most} calls\n" + context)
 
 
 def interrupt_demo(args, ready, env=None):
