@@ -1,6 +1,6 @@
 """Evidence of each escalation in --out DIR, with bounded retention.
 
-Layout: DIR/events.jsonl gets one JSON line per escalation (events.py says
+Layout: DIR/events.jsonl gets one JSON line per escalation (findings.event() says
 what it holds); DIR/<id>/ holds trace.rec (the recording: `leaktrace report`
 and `diff` read it), profile.pb.gz (pprof of the final report) and
 verdicts.json (the final report's sites with their verdicts).
