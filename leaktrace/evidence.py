@@ -2,8 +2,9 @@
 
 A generic allocation stack (kmalloc from a helper many paths share) does not
 say who owns the memory; the objects often do: an ops table, a callback, a
-type's methods stored in them. For each shown site, choose() picks up to
-SAMPLE_BLOCKS of its outstanding slab objects (the oldest first); the probe
+type's methods stored in them. For each of the first MAX_SITES shown sites
+(`--top 0` shows them all), choose() picks up to SAMPLE_BLOCKS of its
+outstanding slab objects (the oldest first); the probe
 reads their first bytes; row_contents() gives the row a few samples, how
 alike the heads are (reach.content.similarity, word by word) and
 each aligned word that is the address of a kernel symbol, with how many of
@@ -25,6 +26,7 @@ READABLE_KINDS = ("kmalloc", "cache")  # slab objects: pages, percpu and vmalloc
 WORD = 8
 KERNEL_HALF = 0xFFFF800000000000  # x86-64 and arm64: kernel addresses start here
 MAX_POINTERS = 8  # per row, most objects first
+MAX_SITES = 50  # the heaviest: reading every site of thousands would hold up the final report
 
 # address -> "symbol" or "symbol+0xoff" (None: not a kernel symbol)
 SymbolLookup = Callable[[int], Optional[str]]
@@ -46,7 +48,7 @@ def choose(sites: Sequence[Site], allocations: Iterable[Allocation],
         if allocation.kind in READABLE_KINDS:
             by_stack.setdefault(allocation.stack, []).append(allocation)
     chosen = {}
-    for site in sites:
+    for site in sites[:MAX_SITES]:
         mine = [a for stack in site.stacks for a in by_stack.get(stack, ()) if belongs(a, site)]
         mine.sort(key=lambda a: (a.timestamp_ns, a.address))
         if mine:

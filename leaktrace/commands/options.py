@@ -44,8 +44,8 @@ def report_options(func: Callable = None, *, positional: bool = True) -> Callabl
         return lambda f: report_options(f, positional=positional)
     decorators = _interval_and_count(positional) + [
         click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds."),
-        click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True,
-                     help="Show the N stacks holding the most memory."),
+        click.option("--top", type=click.IntRange(min=0), default=DEFAULT_TOP, show_default=True,
+                     help="Show the N stacks holding the most memory (0: every one)."),
         click.option("--older-than", "older_than_ms", type=click.IntRange(min=0),
                      default=DEFAULT_OLDER_THAN_MS, show_default=True, metavar="MS",
                      help="Report only allocations older than MS milliseconds (exact to ~268 ms "

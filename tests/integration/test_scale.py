@@ -20,19 +20,19 @@ EPOCH_S = 2 ** 28 / 1e9
 LEAKERS = [f"leak_site_{n}" for n in range(10)]
 
 
-@pytest.mark.parametrize("stacks, seconds, round_ms, interval", [
+@pytest.mark.parametrize("stacks, seconds, round_ms, interval, top", [
     # reports every 5 s (the default), each folding the map
-    pytest.param(1000, 45, 250, 5, id="1000-stacks-every-epoch"),
+    pytest.param(1000, 45, 250, 5, 1000, id="1000-stacks-every-epoch"),
     # one report at the end: between reports the map is folded when it gets
-    # crowded, not only when a report reads it
-    pytest.param(20000, 15, 1000, 600, id="20000-stacks-every-second"),
+    # crowded, not only when a report reads it; --top 0 shows every stack
+    pytest.param(20000, 15, 1000, 600, 0, id="20000-stacks-every-second"),
 ])
-def test_steady_leak_from_many_stacks_is_counted_exactly(build, stacks, seconds, round_ms, interval):
+def test_steady_leak_from_many_stacks_is_counted_exactly(build, stacks, seconds, round_ms, interval, top):
     # The (stack, epoch) pairs this run makes: more than the old map could hold.
     assert stacks * seconds / max(round_ms / 1000, EPOCH_S) > DEFAULT_MAX_BUCKETS
     binary = build("many_sites.c")
     args = ["attach", "-p", None, "--format", "json", "--older-than", OLDER_THAN_MS,
-            "--top", stacks, interval]
+            "--top", top, interval]
     with LeakyProcess([binary, stacks, seconds, round_ms]) as leaker:
         args[2] = leaker.pid
         with Tracer(args) as tracer:

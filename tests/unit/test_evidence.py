@@ -54,6 +54,13 @@ def test_choose_keeps_each_sites_oldest_slab_objects():
     assert evidence.choose([site("c", stacks=(StackKey(0, 99),))], allocations) == {}
 
 
+def test_choose_reads_only_the_heaviest_sites_when_every_site_is_shown():
+    stacks = [StackKey(0, n) for n in range(evidence.MAX_SITES + 5)]
+    sites = [site(f"s{n}", stacks=(key,)) for n, key in enumerate(stacks)]
+    chosen = evidence.choose(sites, [alloc(0x1000 + n, stack=key) for n, key in enumerate(stacks)])
+    assert sorted(chosen, key=lambda k: int(k[1:])) == [f"s{n}" for n in range(evidence.MAX_SITES)]
+
+
 def test_pointers_count_objects_per_offset_and_symbol():
     lookup = KernelSymbols(text=KALLSYMS, types=POINTER_TYPES).name
     heads = [bytes(16) + word(FOPS) + word(0xFFFF888100000000 + i) for i in range(3)]
