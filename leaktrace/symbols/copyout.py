@@ -9,9 +9,12 @@ a stripped binary's debug file (/usr/lib/debug/.build-id/..., then the
 CRC matches. Failures raise CopyOutError with a one-line message.
 
 The cache (containers/ in leaktrace/cache.py's directory, mode 0700, files
-0600: copies are never executable and never run) is keyed by build-id; an index maps (container,
-path, device:inode the process mapped) to the build-id, so a later run finds
-a module without running docker at all. `docker cp CONTAINER:PATH -` writes
+0600: copies are never executable and never run) is keyed by container and
+build-id: a build-id is only a note in the file, so a copy one container
+provides is never used for another (a hostile container could plant a debug
+file that names another's frames). An index maps (container, path,
+device:inode the process mapped) to the build-id, so a later run finds a
+module without running docker at all. `docker cp CONTAINER:PATH -` writes
 a tar stream that is read here member by member: a symlink in it is
 followed by asking the container again (the daemon resolves it inside the
 container), never by touching a host path, and nothing but a regular file's
@@ -130,7 +133,7 @@ class DockerCopy:
             yield from debuglink_candidates(path, binary.debuglink[0])
 
     def _slot(self, key: str) -> Path:
-        return self.cache / "build-id" / key[:2] / key[2:]
+        return self.cache / _path_part(self.container_id) / "build-id" / key[:2] / key[2:]
 
     def _dir(self, *parts: str) -> Path:
         """A private directory under the cache (the cache itself made private first)."""
@@ -273,3 +276,10 @@ def _read_text(path: Path) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     leaktrace_cache.write_bytes(path, text.encode())
+
+
+def _path_part(container_id: str) -> str:
+    """The container's directory name: its id when that is plain hex (Docker's)."""
+    if all(c in "0123456789abcdef" for c in container_id) and 0 < len(container_id) <= 64:
+        return container_id
+    return hashlib.sha256(container_id.encode()).hexdigest()

@@ -128,6 +128,12 @@ def images(docker, tmp_path_factory):
     deleting = compile_program(DATA / "deletes_itself.c", work / "deletes_itself")
     stripped = compile_program(PROGRAMS / "fibonacci.c", work / "stripped")
     stripped_debug = split_debug(stripped)
+    # Another container's plant: the same code under other names, with the
+    # stripped binary's build-id, as its debug file.
+    forged = work / "forged"
+    subprocess.run(["gcc", *CFLAGS, "-Dfibonacci=forged_fibonacci", f"-Wl,--build-id=0x{build_id(stripped)}",
+                    str(PROGRAMS / "fibonacci.c"), "-o", str(forged)], check=True, capture_output=True)
+    forged_debug = split_debug(forged)
     hostile = compile_program(DATA / "hostile.c", work / "hostile")
     hostile_debug = split_debug(hostile)  # the canary: valid symbols, host only
     garbage = work / "garbage.so"
@@ -138,6 +144,8 @@ def images(docker, tmp_path_factory):
                                                                    "/app/deletes_itself": deleting}),
         "stripped": make_image(work, f"leaktrace-stripped:{suffix}", {
             "/app/fibonacci": stripped, debug_path(build_id(stripped)): stripped_debug}),
+        "forger": make_image(work, f"leaktrace-forger:{suffix}", {
+            "/app/fibonacci": stripped, debug_path(build_id(stripped)): forged_debug}),
         "hostile": make_image(work, f"leaktrace-hostile:{suffix}", {
             "/app/hostile": hostile, "/app/garbage.so": garbage},
             links={debug_path(build_id(hostile)): str(hostile_debug)}),
@@ -184,7 +192,19 @@ def test_stripped_binary_uses_the_debug_file_copied_out_of_the_container(docker,
         leaked, reports, tracer = trace(leaker, ["--docker-cp", "always"])
         assert_leak(reports[-1], "fibonacci", leaked)
         assert copies_out_of(leaker.id, since) >= 2, tracer.describe()
-    assert (private_cache / "build-id" / bid[:2] / bid[2:] / "debug").is_file()
+        assert (private_cache / leaker.id / "build-id" / bid[:2] / bid[2:] / "debug").is_file()
+
+
+def test_a_debug_file_one_container_planted_never_names_another_containers_frames(
+        docker, images, private_cache):
+    # The forger's run files its debug file (right build-id, wrong names) in the cache first.
+    with Contained(docker, images["tags"]["forger"], ["/app/fibonacci", "30"]) as planter:
+        leaked, reports, _ = trace(planter, ["--docker-cp", "always"])
+        assert_leak(reports[-1], "forged_fibonacci", {"sites": {"forged_fibonacci": leaked["sites"]["fibonacci"]}})
+    with Contained(docker, images["tags"]["stripped"], ["/app/fibonacci", "30"]) as victim:
+        leaked, reports, _ = trace(victim, ["--docker-cp", "always"])
+        assert_leak(reports[-1], "fibonacci", leaked)
+        assert stack_with(reports[-1], "forged_fibonacci") is None, describe_stacks(reports[-1])
 
 
 def test_without_proc_root_docker_cp_symbolizes_and_a_second_run_reuses_the_cache(
@@ -203,7 +223,7 @@ def test_without_proc_root_docker_cp_symbolizes_and_a_second_run_reuses_the_cach
                         "symbols come from docker cp, else host files identical to the mapped ones"
                         ], tracer.describe()
         assert tracer.returncode == 0, tracer.describe()
-        assert (private_cache / "build-id" / bid[:2] / bid[2:] / "binary").is_file()
+        assert (private_cache / leaker.id / "build-id" / bid[:2] / bid[2:] / "binary").is_file()
         # A second process of the same container, traced by a new leaktrace run.
         with LeakyProcess(["docker", "exec", "-i", leaker.name, "/app/fibonacci", "30"]) as second:
             second.pid = exec_pid(leaker.name, exclude=leaker.pid)
