@@ -20,6 +20,9 @@
  *                 with one in KPATH_CHECK_EVERY checked against a walk;
  *                 FULL_STACKS=1 walks every allocation
  *   kframe_rules  where each return address's caller sits on the stack
+ *   silent_frees  per row (a bucket key without its age block): records
+ *                 retired because their address was allocated again, by any
+ *                 task - their free fired no tracepoint this trace saw
  *   counters      events and every loss, per CPU
  *   content_requests, content_heads   objects whose first bytes to read, and
  *                 those bytes (read_contents, at the end)
@@ -74,6 +77,9 @@
 #ifndef READ_CONTENTS
 #define READ_CONTENTS 1 /* read_contents(): first bytes of recorded objects, on demand */
 #endif
+#ifndef MAX_SILENT_ROWS
+#define MAX_SILENT_ROWS 16384 /* rows with frees seen only by address reuse */
+#endif
 #ifndef PAGE_SIZE_BYTES
 #define PAGE_SIZE_BYTES 4096
 #endif
@@ -89,6 +95,7 @@ BPF_HASH(buckets, struct kbucket_key, struct kbucket_totals, MAX_BUCKETS);
 struct kstack { u64 ip[STACK_DEPTH]; };
 BPF_TABLE("stacktrace", int, struct kstack, stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_KCOUNTERS);
+BPF_HASH(silent_frees, struct kbucket_key, u64, MAX_SILENT_ROWS);
 #if !FULL_STACKS
 BPF_TABLE("lru_hash", u64, s32, path_stacks, MAX_PATHS);
 BPF_ARRAY(kframe_rules, struct kframe_rule, KPATH_RULES);
@@ -209,8 +216,24 @@ static __always_inline s32 stack_of(void *ctx, u64 site)
 #endif
 }
 
-/* Forget a recorded allocation; 0 when it was never recorded. */
-static __always_inline int release(u32 space, u64 addr)
+static __always_inline void count_silent(struct kbucket_key *row)
+{
+	u64 *silent = silent_frees.lookup(row);
+	if (!silent) {
+		u64 zero = 0;
+		silent_frees.insert(row, &zero);
+		silent = silent_frees.lookup(row);
+	}
+	if (silent)
+		__sync_fetch_and_add(silent, 1);
+}
+
+/* Forget a recorded allocation; 0 when it was never recorded. `silent`: its
+ * address is being handed out again, to whichever task - it was freed
+ * without a tracepoint this trace saw (kfree_rcu batches and bulk frees fire
+ * none; a free may have been skipped): count it against its row, whose
+ * objects are thus known to go silently. */
+static __always_inline int release(u32 space, u64 addr, int silent)
 {
 	struct kalloc_key key = { .addr = addr, .space = space };
 	struct kalloc_info *found = allocs.lookup(&key);
@@ -225,12 +248,19 @@ static __always_inline int release(u32 space, u64 addr)
 	u32 slot = age_place(info.timestamp_ns >> AGE_BUCKET_SHIFT, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT,
 			     &info.bucket.block, &info.bucket.level);
 	bucket_add(&info.bucket, slot, -(s64)info.size, -1);
+	if (silent) {
+		count(K_REPLACED);
+		info.bucket.block = 0; /* the row, whatever its age */
+		info.bucket.level = 0;
+		count_silent(&info.bucket);
+	}
 	return 1;
 }
 
 /* info->bucket arrives with kind and cache fields set; the rest is filled here. */
 static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, struct kalloc_info *info)
 {
+	release(space, addr, 1); /* before the filters: any task's allocation proves the free */
 	if (!size_wanted(info->size))
 		return 0;
 	u64 id = bpf_get_current_pid_tgid();
@@ -247,9 +277,8 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, stru
 		count(K_STACK_FAILED);
 	struct kalloc_key key = { .addr = addr, .space = space };
 	int err = allocs.insert(&key, info);
-	if (err == -17) { /* EEXIST: the free of the last object here was missed */
-		release(space, addr);
-		count(K_REPLACED);
+	if (err == -17) { /* EEXIST: recorded on another CPU since the release above */
+		release(space, addr, 1);
 		err = allocs.insert(&key, info);
 	}
 	if (err) {
@@ -266,7 +295,7 @@ static __always_inline int forget(u32 space, u64 addr)
 {
 	if (!addr)
 		return 0;
-	count(release(space, addr) ? K_FREES : K_UNKNOWN_FREES);
+	count(release(space, addr, 0) ? K_FREES : K_UNKNOWN_FREES);
 	return 0;
 }
 
@@ -286,8 +315,10 @@ static __always_inline int kmalloc_alloc(void *ctx, u64 ptr, u64 site, u64 bytes
 		info.bucket.kmalloc_type = KMALLOC_CGROUP;
 #if FILTER_CACHES
 	u32 class = (u32)bytes_alloc | ((u32)info.bucket.kmalloc_type << 28);
-	if (!wanted_kmalloc.lookup(&class))
+	if (!wanted_kmalloc.lookup(&class)) {
+		release(SPACE_SLAB, ptr, 1);
 		return 0;
+	}
 #endif
 	return record(ctx, SPACE_SLAB, ptr, site, &info);
 }
@@ -322,8 +353,10 @@ static __always_inline int cache_alloc(void *ctx, u64 ptr, u64 site, struct kall
 	info->bucket.kind = KIND_CACHE;
 	info->bucket.cache_class = info->size;
 #if FILTER_CACHES
-	if (!wanted_caches.lookup((struct cache_name *)info->bucket.cache))
+	if (!wanted_caches.lookup((struct cache_name *)info->bucket.cache)) {
+		release(SPACE_SLAB, ptr, 1);
 		return 0;
+	}
 #endif
 	return record(ctx, SPACE_SLAB, ptr, site, info);
 }

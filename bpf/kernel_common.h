@@ -40,7 +40,7 @@ enum kcounter {
 	K_ALLOC_MAP_FULL,   /* allocation lost: `allocs` full */
 	K_STACK_FAILED,     /* stack not collected */
 	K_BUCKET_MAP_FULL,  /* totals lost: `buckets` full */
-	K_REPLACED,         /* address recorded twice: its free was missed */
+	K_REPLACED,         /* record retired: its address was allocated again (its free was not seen) */
 	K_STACK_WALKS,      /* stacks walked: a path's first allocation, or unreadable */
 	K_STACK_CHECKS,     /* read paths checked against a walk */
 	K_STACK_MISMATCHES, /* ... that named another stack */

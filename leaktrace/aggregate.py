@@ -66,8 +66,12 @@ def aggregate(snapshot: Snapshot, config: ReportConfig,
     groups: Dict[Tuple, List[Bucket]] = {}
     for bucket in kept:
         groups.setdefault(key_of(bucket), []).append(bucket)
+    silent: Dict[Tuple, int] = {}
+    for bucket in snapshot.silent_frees:
+        silent[key_of(bucket)] = silent.get(key_of(bucket), 0) + bucket.count
     sites = sorted(
-        (_make_site(key, buckets, snapshot.taken_ns) for key, buckets in groups.items()),
+        (replace(_make_site(key, buckets, snapshot.taken_ns), silent_frees=silent.get(key, 0))
+         for key, buckets in groups.items()),
         key=lambda s: (-s.bytes, -s.count, s.key),  # keys of one grouping share a shape
     )
     if rank is not None:

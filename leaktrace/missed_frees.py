@@ -10,7 +10,14 @@ objects counted that are gone. Two checks, per snapshot:
     that are frees that were missed, and every row of that cache is an upper
     bound;
   - a row that holds no more allocations than frees were missed may be made
-    of missed frees alone.
+    of missed frees alone;
+  - a row some of whose records were retired because their address was
+    allocated again (Site.silent_frees) is made where objects are freed
+    without a tracepoint: any of its outstanding objects may be gone.
+
+Per row, uncertain_bytes() says how much of it these losses could explain:
+all of it when its objects go silently or its cache is over-counted, else
+as many objects as frees were missed (at the row's mean size).
 
 Either way the row's growth is no evidence of a leak: GrowthTracker calls
 it `unknown` and says why (Doubts.reason), and the report says which caches
@@ -19,10 +26,10 @@ figures, so a user-mode snapshot has no doubts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Mapping, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, Mapping, Sequence, Tuple
 
-from leaktrace.model import Site, Snapshot
+from leaktrace.model import Report, Site, Snapshot
 
 
 @dataclass(frozen=True)
@@ -30,12 +37,24 @@ class Doubts:
     counted: Mapping[str, Tuple[int, int]] = field(default_factory=dict)  # cache -> (counted, slots)
     missed_frees: int = 0
 
+    def uncertain_bytes(self, site: Site) -> int:
+        """Of the site's bytes, those that frees this trace could not see may explain."""
+        if site.silent_frees or site.cache in self.counted:
+            return site.bytes
+        if site.count <= 0:
+            return 0
+        return site.bytes * min(site.count, self.missed_frees) // site.count
+
     def reason(self, site: Site) -> str:
         """Why this site's figures may not be real; "" when nothing says so."""
         if site.cache in self.counted:
             counted, slots = self.counted[site.cache]
             return (f"{counted:,} objects are counted in {site.cache}, which has room for "
                     f"{slots:,} (/proc/slabinfo): at least {counted - slots:,} frees were missed")
+        if site.silent_frees:
+            return (f"{site.silent_frees:,} of this row's objects were freed where no tracepoint fires "
+                    f"(kfree_rcu batches, bulk frees) and seen only when their address was allocated "
+                    f"again: any of its outstanding objects may be free already")
         if self.missed_frees and self.missed_frees >= site.count:
             return (f"{self.missed_frees:,} frees were missed while tracing, as many as this "
                     f"row's {site.count:,} allocations")
@@ -58,3 +77,10 @@ def doubts(snapshot: Snapshot) -> Doubts:
     over = {cache: (n, snapshot.slab_slots[cache]) for cache, n in counted.items()
             if n > snapshot.slab_slots[cache]}
     return Doubts(over, snapshot.losses.get("missed_frees", 0) if snapshot.mode == "kernel" else 0)
+
+
+def annotate(report: Report, sites: Sequence[Site], found: Doubts) -> Report:
+    """The report with each row's uncertain bytes and silent frees (rows follow sites)."""
+    rows = tuple(replace(row, uncertain_bytes=found.uncertain_bytes(site), silent_frees=site.silent_frees)
+                 for row, site in zip(report.rows, sites))
+    return replace(report, rows=rows + report.rows[len(rows):])

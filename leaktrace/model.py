@@ -144,6 +144,10 @@ class Snapshot:
     # Kernel mode: how many objects each slab cache has room for now
     # (/proc/slabinfo num_objs); more cannot be held in it.
     slab_slots: Mapping[str, int] = field(default_factory=dict)
+    # Kernel mode: per context (a Bucket without age: bytes 0, count = records),
+    # the records retired because their address was allocated again - objects
+    # freed where no tracepoint fires (kfree_rcu batches, bulk frees).
+    silent_frees: Tuple[Bucket, ...] = ()
 
 
 # Age thresholds (seconds) for the age distribution shown per site.
@@ -169,6 +173,7 @@ class Site:
     # (start_ns, end_ns, bytes) per age bucket, oldest first: lets the growth
     # verdicts see which allocations of an earlier interval were freed since.
     age_buckets: Tuple[Tuple[int, int, int], ...] = ()
+    silent_frees: int = 0  # Snapshot.silent_frees of its contexts: its objects go silently
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,11 @@ class ReportRow:
     verdict_reason: str = ""
     reach: Optional[RowReach] = None  # --reachability, when this report scanned
     contents: Optional[RowContents] = None  # kernel mode, when this report read contents
+    # Kernel mode: of `bytes`, how many frees this trace could not see may
+    # explain (missed_frees.Doubts.uncertain_bytes), and the records of this
+    # row retired so far because their address was allocated again.
+    uncertain_bytes: int = 0
+    silent_frees: int = 0
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class Session:
     def _build(self, snapshot, result, warnings: tuple, judgement: Judgement, contents) -> Report:
         report = build_report(snapshot, result, self.resolve, self.report_config, warnings)
         report = judgement.annotate(self.growth.annotate(report, result.sites), result.sites)
+        report = missed_frees.annotate(report, result.sites, self.growth.doubts)
         return annotate_contents(report, result.sites, contents) if contents else report
 
     def _last_by_count(self) -> bool:

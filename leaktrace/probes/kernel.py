@@ -23,7 +23,7 @@ from ..errors import EnvironmentProblem, ProbeLoadError
 from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
 from ..symbols import kallsyms
 from ..triage import procfs
-from . import btf, features, release, slabs, source, tracepoints
+from . import batch, btf, features, release, slabs, source, tracepoints
 from .progstats import recursion_misses
 from .stacks import StackCache
 from .totals import TotalsMap
@@ -87,10 +87,22 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
                      "against a full stack walk had been read as another path: some rows may hold "
                      "allocations of a neighbouring stack (--full-stacks walks every allocation)")
     if losses.get("replaced"):
-        notes.append(f"{losses['replaced']} records were replaced when their address was allocated "
-                     "again: those frees fired no tracepoint (kfree_rcu batches and bulk frees do "
-                     "not) or were skipped; such objects stay listed until their address is reused")
+        notes.append(f"{losses['replaced']} records were retired when their address was allocated "
+                     "again, by any process: those frees fired no tracepoint (kfree_rcu batches and "
+                     "bulk frees do not) or were skipped; such objects stay listed until then, and "
+                     "their rows' bytes are uncertain")
     return tuple(notes)
+
+
+def row_context(key) -> Hashable:
+    """A kbucket_key without its age block: the row it counts for."""
+    return (key.cgroup_id, key.tgid, key.stack_id, key.cache_class, key.kind,
+            key.kmalloc_type, bytes(key.cache).split(b"\0", 1)[0])
+
+
+def _number(value) -> int:
+    """A u64 map value: a batch read gives an int, a plain one a ctypes number."""
+    return value if isinstance(value, int) else value.value
 
 
 def slab_slots(path: str = "/proc/slabinfo") -> Dict[str, int]:
@@ -254,8 +266,7 @@ class KernelProbe:
 
     def _context(self, key, value) -> Hashable:
         """A totals entry's key without its age block; remembers who allocated."""
-        context = (key.cgroup_id, key.tgid, key.stack_id, key.cache_class, key.kind,
-                   key.kmalloc_type, bytes(key.cache).split(b"\0", 1)[0])
+        context = row_context(key)
         if key.level == 0 and context not in self.comms:
             self.comms[context] = bytes(value.comm).split(b"\0", 1)[0].decode(errors="replace")
         return context
@@ -275,8 +286,13 @@ class KernelProbe:
             losses=losses, targets=tuple(targets),
             allocations=self._read_allocations() if with_allocations else (),
             notes=self.plan.notes + self.load_notes + loss_notes({**losses, **counters}, self.config),
-            probes=self.plan.probes, slab_slots=slab_slots(),
+            probes=self.plan.probes, slab_slots=slab_slots(), silent_frees=self._silent_frees(),
         )
+
+    def _silent_frees(self) -> Tuple[Bucket, ...]:
+        """The `silent_frees` map as buckets without age: count = records retired."""
+        return tuple(self._bucket(AgeTotal(context, 0, 0, 0, count)) for context, count in
+                     batch.read_all(self.bpf["silent_frees"], lambda k, v: (row_context(k), _number(v))))
 
     def _bucket(self, total: AgeTotal) -> Bucket:
         cgroup_id, tgid, stack_id, cache_class, kind_index, kmalloc_type, cache = total.context

@@ -130,6 +130,7 @@ def _row_to_dict(r: ReportRow) -> Dict[str, Any]:
         "verdict": r.verdict, "verdict_reason": r.verdict_reason,
         "reachability": _row_reach_to_dict(r.reach) if r.reach else None,
         "contents": _contents_to_dict(r.contents) if r.contents else None,
+        "uncertain_bytes": r.uncertain_bytes, "silent_frees": r.silent_frees,
     }
 
 
@@ -154,6 +155,8 @@ def _row_from_dict(d: Any) -> ReportRow:
         if f.d.get("reachability") is not None else None,
         contents=_contents_from_dict(f.get_object("contents"))
         if f.d.get("contents") is not None else None,
+        uncertain_bytes=f.get_int("uncertain_bytes") if "uncertain_bytes" in f.d else 0,
+        silent_frees=f.get_int("silent_frees") if "silent_frees" in f.d else 0,
     )
 
 

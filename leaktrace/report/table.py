@@ -89,11 +89,15 @@ class TableReporter:
                  if any(getattr(r, attr) for r in report.rows)]
         judged = any(r.verdict for r in report.rows)
         growth = ["verdict", "growth"] if judged else []
+        uncertain = ["uncertain"] if any(r.uncertain_bytes for r in report.rows) else []
         headers = (["#", "outstanding", "allocs", "avg size", "oldest", "kind"] + [h for h, _ in extra]
-                   + growth)
+                   + growth + uncertain)
         cells = [_row_cells(r) + [printable(str(getattr(r, a) or "")) for _, a in extra]
-                 + (_growth_cells(r) if judged else []) for r in report.rows]
-        align = ["right"] * 5 + ["left"] * (1 + len(extra)) + ["left", "right"][: len(growth)]
+                 + (_growth_cells(r) if judged else [])
+                 + ([format_bytes(r.uncertain_bytes) if r.uncertain_bytes else ""] if uncertain else [])
+                 for r in report.rows]
+        align = (["right"] * 5 + ["left"] * (1 + len(extra)) + ["left", "right"][: len(growth)]
+                 + ["right"] * len(uncertain))
         table = tabulate(cells, headers=headers, tablefmt="simple",
                          disable_numparse=True, colalign=align).splitlines()
         lines = table[:2]  # "simple": header, rule, then one line per row

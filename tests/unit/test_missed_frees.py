@@ -1,14 +1,16 @@
 """Kernel rows the losses could explain are not called leaks (missed_frees.py),
 judged on a real /proc/slabinfo (tests/data/slabinfo) through the real
 aggregate() and GrowthTracker; no root."""
+from dataclasses import replace
 from pathlib import Path
 
 from leaktrace.aggregate import aggregate
 from leaktrace.config import ReportConfig
-from leaktrace.missed_frees import Doubts, doubts
+from leaktrace.missed_frees import Doubts, annotate, doubts
 from leaktrace.growth import GrowthTracker
-from leaktrace.model import Bucket, Site, Snapshot, StackKey
+from leaktrace.model import Bucket, Report, ReportRow, Site, Snapshot, StackKey
 from leaktrace.probes.kernel import slab_slots
+from leaktrace.report.serialize import report_from_dict, report_to_dict
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "slabinfo" / "slabinfo.txt"
 S = 1_000_000_000
@@ -75,3 +77,47 @@ def test_user_mode_losses_raise_no_doubt():
     site = Site(key=(1, 2, "heap"), bytes=10, count=1, oldest_ns=0, stacks=())
     user = Snapshot("user", BOOT, BOOT, 0.0, (), {}, losses={"missed_frees": 5})
     assert doubts(user) == Doubts() and Doubts().reason(site) == ""
+
+
+def silent(snapshot: Snapshot, cache: str, retired: int) -> Snapshot:
+    """The snapshot with `retired` records of the cache's row retired by address reuse."""
+    row = Bucket(StackKey(0, hash(cache) % 1000), 0, 0, 0, retired, kind="cache", cache=cache)
+    return replace(snapshot, silent_frees=(row,))
+
+
+def test_a_row_whose_objects_go_silently_is_all_uncertain_and_not_a_leak():
+    # kfree_rcu batches fire no tracepoint: 25 records of the dentry row were
+    # retired when their addresses were allocated again.
+    tracker = GrowthTracker()
+    config = ReportConfig(top=0, older_than_ms=0, group_by="stack")
+    for t in range(1, 9):
+        snapshot = silent(kernel_snapshot(t, {"dentry": 40, "filp": 40}), "dentry", 25)
+        tracker.doubts = doubts(snapshot)
+        result = aggregate(snapshot, config, rank=tracker.rank)
+    by_cache = {site.cache: site for site in result.sites}
+    dentry, filp = by_cache["dentry"], by_cache["filp"]
+    assert dentry.silent_frees == 25 and filp.silent_frees == 0
+    assert tracker.doubts.uncertain_bytes(dentry) == dentry.bytes == 320 * SOCK_SIZE
+    assert tracker.doubts.uncertain_bytes(filp) == 0
+    assert tracker.latest[dentry.key].verdict == "unknown"
+    assert "25 of this row's objects were freed where no tracepoint fires" in tracker.latest[dentry.key].reason
+    assert tracker.latest[filp.key].verdict == "leak"
+
+
+def test_missed_frees_make_as_many_objects_uncertain_at_the_row_mean_size():
+    site = Site(key=(0, 1, "cache"), bytes=4000, count=40, oldest_ns=0, stacks=(), cache="dentry")
+    assert Doubts(missed_frees=3).uncertain_bytes(site) == 300
+    assert Doubts(missed_frees=100).uncertain_bytes(site) == 4000
+    assert Doubts(counted={"dentry": (200, 133)}).uncertain_bytes(site) == 4000  # an upper bound
+
+
+def test_report_rows_carry_uncertain_bytes_and_silent_frees_into_json():
+    site = Site(key=(0, 1, "cache"), bytes=4000, count=40, oldest_ns=0, stacks=(), cache="dentry",
+                silent_frees=7)
+    row = ReportRow(rank=1, bytes=4000, count=40, oldest_s=1.0, frames=(), kind="cache", cache="dentry")
+    report = Report("kernel", 0.0, 1.0, (), {}, {}, {}, (row, replace(row, rank=2)))
+    rows = annotate(report, [site], Doubts(missed_frees=1)).rows
+    assert (rows[0].uncertain_bytes, rows[0].silent_frees) == (4000, 7)
+    assert rows[1].uncertain_bytes == 0  # beyond the sites given: left as is
+    again = report_from_dict(report_to_dict(replace(report, rows=rows))).rows[0]
+    assert (again.uncertain_bytes, again.silent_frees) == (4000, 7)

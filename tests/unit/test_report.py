@@ -7,6 +7,7 @@ were symbolized.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 import json
 from itertools import zip_longest
 
@@ -280,3 +281,16 @@ def test_unknown_format_is_a_usage_error_listing_the_formats():
     with pytest.raises(UsageError) as e:
         get_reporter("html")
     assert "html" in e.value.message and "table" in e.value.hint and "json" in e.value.hint
+
+
+def test_table_shows_uncertain_bytes_only_when_a_row_has_some():
+    typical = REPORTS["typical"]
+    plain = io.StringIO()
+    get_reporter("table").render(typical, plain)
+    assert "uncertain" not in plain.getvalue()
+    rows = (replace(typical.rows[0], uncertain_bytes=3 * 1024),) + typical.rows[1:]
+    marked = io.StringIO()
+    get_reporter("table").render(replace(typical, rows=rows), marked)
+    header = next(line for line in marked.getvalue().splitlines() if line.lstrip().startswith("#"))
+    assert header.rstrip().endswith("uncertain")
+    assert "3.0 KiB" in marked.getvalue()
