@@ -260,13 +260,11 @@ static __always_inline int release(u32 space, u64 addr, int silent)
 /* info->bucket arrives with kind and cache fields set; the rest is filled here. */
 static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, struct kalloc_info *info)
 {
-	release(space, addr, 1); /* before the filters: any task's allocation proves the free */
-	if (!size_wanted(info->size))
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!size_wanted(info->size) || !task_wanted(tgid)) {
+		release(space, addr, 1); /* any task's allocation here proves the free */
 		return 0;
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tgid = id >> 32;
-	if (!task_wanted(tgid))
-		return 0;
+	}
 	info->timestamp_ns = bpf_ktime_get_ns();
 	info->bucket.tgid = tgid;
 	info->bucket.cgroup_id = bpf_get_current_cgroup_id();
@@ -277,7 +275,7 @@ static __always_inline int record(void *ctx, u32 space, u64 addr, u64 site, stru
 		count(K_STACK_FAILED);
 	struct kalloc_key key = { .addr = addr, .space = space };
 	int err = allocs.insert(&key, info);
-	if (err == -17) { /* EEXIST: recorded on another CPU since the release above */
+	if (err == -17) { /* EEXIST: an object recorded here was freed unseen */
 		release(space, addr, 1);
 		err = allocs.insert(&key, info);
 	}
