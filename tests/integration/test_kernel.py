@@ -39,6 +39,13 @@ class Holder:
             raise AssertionError(f"{COMM} did not answer {answer!r} to {word!r}; "
                                  f"stderr={self.proc.stderr.read() if self.proc.poll() is not None else ''}")
 
+    def churn(self, rounds: int) -> None:
+        """Make and give back the objects `rounds` times, a second apart."""
+        for _ in range(rounds):
+            self.say("go", "HELD")
+            self.say("release", "RELEASED")
+            time.sleep(1)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -464,10 +471,7 @@ def test_objects_counted_beyond_what_their_cache_holds_are_not_called_a_leak(hol
     with tracer_for("--pid", holder.pid, "--kind", "cache", "--by", "cache") as tracer:
         try:
             tracer.wait_tracing()
-            for _ in range(rounds):
-                holder.say("go", "HELD")
-                holder.say("release", "RELEASED")
-                time.sleep(1)
+            holder.churn(rounds)
             deadline = time.monotonic() + 30
             while merged_slots(cache) >= rounds * items and time.monotonic() < deadline:
                 shrink.write_text("1")  # empty slabs go back to the page allocator
@@ -509,14 +513,8 @@ def test_objects_freed_by_kfree_rcu_are_retired_when_reused_else_uncertain(holde
     with tracer_for("--pid", holder.pid, "--kind", "cache") as tracer:
         try:
             tracer.wait_tracing()
-            for _ in range(rounds):
-                holder.say("go", "HELD")
-                holder.say("release", "RELEASED")
-                time.sleep(1)
-            for _ in range(3):
-                other.say("go", "HELD")
-                other.say("release", "RELEASED")
-                time.sleep(1)
+            holder.churn(rounds)
+            other.churn(3)
             report = wait_report(tracer, lambda r: sum(row["silent_frees"] for row in epitem_rows(r, holder.pid)))
             reports = tracer.stop()
         finally:
