@@ -97,15 +97,16 @@ def links_usable(addresses: Dict[bytes, List[int]]) -> bool:
             0, 0, 0, 0, 0, b"lt_link_check", 0, BPF_TRACE_UPROBE_MULTI))
     except OSError:
         return False
-    links: List[int] = []
+    holder = release.Holder()
     try:
         for path, offsets in addresses.items():
-            links.append(create_link(prog_fd, path, sorted(set(offsets)), os.getpid(), False))
+            holder.make({"kind": "link", "path": helper_path(path), "offsets": sorted(set(offsets)),
+                         "pid": os.getpid(), "retprobe": False}, prog_fd)
         return True
     except OSError:
         return False
     finally:
-        release.release(links)
+        holder.release()
         os.close(prog_fd)
 
 
@@ -128,12 +129,13 @@ def gone(error: Exception) -> bool:
 
 
 class UprobeHooks:
-    """Attaches bcc functions as uprobes and knows every fd that holds one."""
+    """Attaches bcc functions as uprobes, made and held by a helper process
+    (probes/release.py's Holder), so a signal to leaktrace interrupts none."""
 
     def __init__(self, bpf, links: bool):
         self.bpf = bpf
         self.links = links
-        self.link_fds: List[int] = []
+        self.holder = release.Holder()
 
     @property
     def attach_type(self) -> int:
@@ -144,25 +146,38 @@ class UprobeHooks:
                retprobe: bool = False) -> None:
         """handler at symbol+offset in path (its return with retprobe), for pid.
         Raises what bcc raises, or OSError."""
-        if not self.links:
+        self.holder.start()  # before the first probe: leaktrace makes no uprobe itself
+        if not self.links and not os.path.exists(_UPROBE_PMU):
+            # tracefs events (kernels before 4.17): only bcc's cleanup() removes them
             bcc_attach = self.bpf.attach_uretprobe if retprobe else self.bpf.attach_uprobe
             extra = {} if retprobe else {"sym_off": offset}
             bcc_attach(name=path, sym=symbol, fn_name=handler, pid=pid, **extra)
             return
         program = self.bpf.load_func(handler, self.bpf.KPROBE, attach_type=self.attach_type)
         resolved, file_offset = file_offset_of(self.bpf, path, symbol, pid, offset)
-        self.link_fds.append(create_link(program.fd, resolved, [file_offset], pid, retprobe))
+        event = self.bpf._get_uprobe_evname(b"r" if retprobe else b"p", resolved, file_offset, pid)
+        request = {"kind": "link" if self.links else "perf", "path": helper_path(resolved),
+                   "offsets": [file_offset], "pid": pid, "retprobe": retprobe, "event": os.fsdecode(event)}
+        try:
+            self.holder.make(request, program.fd)
+        except OSError as exc:
+            if self.links:
+                raise
+            raise Exception(f"Failed to attach BPF to uprobe ({exc.strerror})") from None  # as bcc says it
 
-    def take_fds(self) -> List[int]:
-        """Every fd that holds a uprobe; from now on the caller closes them.
-        bcc keeps the perf events it made through tracefs (kernels before 4.17
-        have no uprobe PMU): only its cleanup() removes their uprobe_events lines."""
-        fds, self.link_fds = self.link_fds, []
-        if os.path.exists(_UPROBE_PMU):
-            for name, fd in list(self.bpf.uprobe_fds.items()):
-                fds.append(fd)
-                self.bpf._del_uprobe_fd(name)  # bcc's cleanup() must not close it again
-        return fds
+    def release(self) -> None:
+        """Remove every uprobe from the targets: the helper closes them
+        (release.wait() waits for it)."""
+        self.holder.release()
+
+
+def helper_path(path: bytes) -> str:
+    """path as the helper process can open it: objects are pinned as
+    /proc/self/fd/N (symbols/paths.py), and the helper's self is not ours."""
+    path = os.fsdecode(path)
+    if path.startswith("/proc/self/"):
+        return f"/proc/{os.getpid()}/{path[len('/proc/self/'):]}"
+    return path
 
 
 def file_offset_of(bcc_bpf, path: bytes, symbol: bytes, pid: int, offset: int = 0):

@@ -387,7 +387,7 @@ class UserProbe:
         """Remove every uprobe from the targets (maps stay readable): handed to
         a helper process, so no signal to leaktrace can leave one behind."""
         if self.bpf is not None:
-            release.release(self.hooks.take_fds())
+            self.hooks.release()
 
     def close(self) -> None:
         """Detach, free the BPF objects and wait until the targets are clean."""

@@ -75,11 +75,21 @@ class RecordingBPF:
         self.order.append(fn_name.decode())
 
 
+class RecordingHooks(UprobeHooks):
+    """UprobeHooks whose probes the stand-in records instead of the kernel making them."""
+
+    def attach(self, path, symbol, handler, pid, offset=0, retprobe=False):
+        if retprobe:
+            self.bpf.attach_uretprobe(name=path, sym=symbol, fn_name=handler, pid=pid)
+        else:
+            self.bpf.attach_uprobe(name=path, sym=symbol, fn_name=handler, pid=pid, sym_off=offset)
+
+
 def attach_glibc_plan(functions, addresses):
     probe = UserProbe(ProbeConfig(unwind="fp"), placements=lambda path, fn: 0,
                       addresses=lambda path, fn: addresses[fn])
     probe.bpf = RecordingBPF()
-    probe.hooks = UprobeHooks(probe.bpf, links=False)  # bcc's perf-event calls, recorded
+    probe.hooks = RecordingHooks(probe.bpf, links=False)
     plan = HookPlan(pid=42, allocator_path="/libc.so.6", allocator_name="glibc",
                     host_paths=tuple((fn, "/libc.so.6") for fn in functions))
     probe.attach(plan, 42)
