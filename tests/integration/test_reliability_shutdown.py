@@ -1,8 +1,8 @@
-"""SIGTERM then SIGKILL during leaktrace's shutdown, over and over, never harms
-the target (issue #23.6): its output stays that of an untraced run, its code
-holds no breakpoint byte once the detach is done, and the kernel log gets no
-"failed to unregister, leaking uprobe" line from leaktrace or its detach
-helper. Run twice: on the system libc (BPF links where the kernel takes them,
+"""SIGTERM then SIGKILL during leaktrace's shutdown, and SIGKILL while it
+attaches, over and over, never harm the target (issue #23.6): its output stays
+that of an untraced run, its code holds no breakpoint byte once the detach is
+done, and the kernel log gets no "failed to unregister, leaking uprobe" line
+from leaktrace or its detach helper. Run twice: on the system libc (BPF links where the kernel takes them,
 perf events otherwise), and on a private copy of libc, where no other tool
 holds a uprobe, so the links are used on any kernel that has them."""
 import os
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.privileged
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 KILLS = 6
+ATTACH_KILLS = 8
+PROBE_FDS = ("anon_inode:[perf_event]", "anon_inode:bpf_link")  # what holds a uprobe
 CLEAN_WITHIN_S = 30  # the detach helper's work: well under a second here
 
 
@@ -110,9 +112,65 @@ def target_env(request, tmp_path):
 
 
 def test_kill_during_shutdown_never_harms_the_target(build, target_env):
+    def kill_in_shutdown(tracer, rng):
+        tracer.wait_tracing()
+        time.sleep(0.3)
+        tracer.proc.send_signal(signal.SIGTERM)
+        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the final report and detach
+        tracer.proc.kill()
+
+    tracer_pids = kill_rounds(build, target_env, KILLS, kill_in_shutdown)
+    assert len(tracer_pids) == KILLS
+
+
+def test_kill_during_attach_never_harms_the_target(build, target_env):
+    """SIGKILL once a random number of probes is in, before `tracing`: the
+    probes already attached must come off cleanly all the same."""
+    in_attach = []
+
+    def kill_in_attach(tracer, rng):
+        wanted = rng.randint(1, 20)  # glibc's family takes ~22 probes
+        while probe_fds(tracer.proc.pid) < wanted and tracer.proc.poll() is None \
+                and "leaktrace: tracing" not in tracer.stderr:
+            time.sleep(0.0005)
+        time.sleep(rng.uniform(0.0, 0.003))
+        tracer.proc.kill()
+        tracer.proc.wait()
+        in_attach.append("leaktrace: tracing" not in tracer.stderr)
+
+    kill_rounds(build, target_env, ATTACH_KILLS, kill_in_attach)
+    # Most kills must land in the attach window, or this test tests nothing.
+    assert sum(in_attach) >= ATTACH_KILLS // 2, in_attach
+
+
+def probe_fds(pid: int) -> int:
+    """How many perf events and BPF links pid and its children (the helper) hold."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            pids = [pid, *map(int, children.read().split())]
+    except OSError:
+        return 0
+    count = 0
+    for each in pids:
+        try:
+            names = os.listdir(f"/proc/{each}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                count += os.readlink(f"/proc/{each}/fd/{name}") in PROBE_FDS
+            except OSError:
+                continue
+    return count
+
+
+def kill_rounds(build, target_env, kills: int, kill) -> list:
+    """Trace one alloc_rounds process `kills` times, each trace ended by
+    kill(tracer, rng); then check the target as a user would. Returns the
+    tracers' pids."""
     program = build("alloc_rounds.c")
     expected = Rounds(program, target_env)
-    reference = [expected.round() for _ in range(KILLS + 1)]
+    reference = [expected.round() for _ in range(kills + 1)]
     assert expected.finish() == 0
 
     log = KernelLog()
@@ -120,14 +178,10 @@ def test_kill_during_shutdown_never_harms_the_target(build, target_env):
     seen, tracer_pids = [target.round()], []
     rng = random.Random(23)
     try:
-        for _ in range(KILLS):
+        for _ in range(kills):
             with Tracer(["attach", "-p", target.proc.pid, "--format", "json"]) as tracer:
                 tracer_pids.append(tracer.proc.pid)
-                tracer.wait_tracing()
-                time.sleep(0.3)
-                tracer.proc.send_signal(signal.SIGTERM)
-                time.sleep(rng.uniform(0.0, 1.0))  # somewhere in the final report and detach
-                tracer.proc.kill()
+                kill(tracer, rng)
                 tracer.proc.wait()
             seen.append(target.round())
         deadline = time.monotonic() + CLEAN_WITHIN_S
@@ -147,6 +201,7 @@ def test_kill_during_shutdown_never_harms_the_target(build, target_env):
     with open("/sys/kernel/tracing/uprobe_events") as events:
         ours = [line for line in events if any(f"bcc_{pid}" in line for pid in tracer_pids)]
     assert ours == []
+    return tracer_pids
 
 
 def test_a_normal_stop_leaves_nothing_attached(build, target_env):
