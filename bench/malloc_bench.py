@@ -6,7 +6,7 @@ Every mode traces the same binary (bench/malloc_free.c: malloc(64)+free pairs on
 metric is CPU time per pair (all loop threads, traps and BPF included), which a
 busy machine does not inflate; wall time is printed alongside. The floor hooks
 every function leaktrace hooks, entry probes at leaktrace's placement
-(leaktrace/placement.py), with empty BPF programs: what any uprobe tracer pays.
+(leaktrace/probes/placement.py), with empty BPF programs: what any uprobe tracer pays.
 
 Run as root from the repository:
   .venv/bin/python bench/malloc_bench.py --threads 1 --rounds 5

@@ -21,7 +21,7 @@
  * bcc rewrites map calls (map.lookup()) only in the main file, so the maps and
  * one-line accessors for them live in user_alloc.c, which includes this header
  * first; bcc 0.26 cannot relocate bpf_loop callbacks, so the walk is a bounded
- * loop. Structs are mirrored in leaktrace/unwind/loader.py and cfi.py.
+ * loop. Structs are mirrored in leaktrace/probes/unwinder.py and leaktrace/unwind/cfi.py.
  */
 #ifndef LEAKTRACE_UNWIND_H
 #define LEAKTRACE_UNWIND_H

@@ -19,16 +19,16 @@ from ..age_blocks import AgeTotal, BlockFolder
 from ..allocator import MMAP_FUNCTIONS, HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
-from ..placement import describe_kernel, kernel_version
-from ..placement_cache import placement_for
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
-from ..unwind import Unwinder, is_unwound
 from . import features, hooks, release, source
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
+from .placement import describe_kernel, kernel_version
+from .placement_cache import placement_for
 from .stacks import StackCache
 from .totals import TotalsMap
+from .unwinder import Unwinder, is_unwound
 
 SOURCE = "user_alloc.c"
 

@@ -1,4 +1,4 @@
-"""A uprobe at the offset leaktrace.placement chooses fires exactly once per call.
+"""A uprobe at the offset leaktrace.probes.placement chooses fires exactly once per call.
 
 A program frees N known blocks and calls free(NULL) a few times; a bcc uprobe
 at the chosen offset of free counts calls per rdi value, and a uretprobe at the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.code_index import index_elf
-from leaktrace.placement import place_probe
+from leaktrace.probes.code_index import index_elf
+from leaktrace.probes.placement import place_probe
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "placement"
 BLOCKS = 200

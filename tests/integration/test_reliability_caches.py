@@ -29,7 +29,7 @@ REAL_FREES_PER_ROUND = 1000  # alloc_rounds.c: 5 frees x 200 calls
 
 PLANT = """
 import json, struct, sys
-from leaktrace import placement_cache
+from leaktrace.probes import placement_cache
 from leaktrace.symbols import open_elf
 from leaktrace.unwind import tables
 libc = sys.argv[1]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import Tracer
-from leaktrace.code_index import function_code
+from leaktrace.probes.code_index import function_code
 from leaktrace.probes.release import HELPER_NAME
 from leaktrace.probes.user import HANDLERS
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.code_index import index_elf
+from leaktrace.probes.code_index import index_elf
 from leaktrace.errors import TargetError, UsageError
-from leaktrace.placement import (
+from leaktrace.probes.placement import (
     EMULATED, choose_offset, describe_kernel, emulation_kind, kernel_version, place_probe, usable_kinds,
 )
 

@@ -1,4 +1,4 @@
-"""Placement decisions reused between runs (leaktrace/placement_cache.py): the
+"""Placement decisions reused between runs (leaktrace/probes/placement_cache.py): the
 same answer as computing it, no recomputation for a file seen before, and a
 fresh decision once the file changes, the cache holds garbage, an offset the
 function's bytes do not confirm, or a file others could have written."""
@@ -10,8 +10,9 @@ import shutil
 
 import pytest
 
-from leaktrace import cache, code_index, placement, placement_cache
-from leaktrace.placement import place_probe
+from leaktrace import cache
+from leaktrace.probes import code_index, placement, placement_cache
+from leaktrace.probes.placement import place_probe
 
 GLIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 

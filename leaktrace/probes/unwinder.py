@@ -18,8 +18,8 @@ from typing import Dict, List, Optional
 
 from ..errors import LeaktraceError
 from ..model import RawStack
-from .spaces import MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process
-from .tables import ROW
+from ..unwind.spaces import MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process
+from ..unwind.tables import ROW
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
 ID_BIT = 0x40000000  # UNWIND_ID_BIT

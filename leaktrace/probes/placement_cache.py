@@ -25,7 +25,8 @@ from typing import Dict, Optional, Tuple
 
 from elftools.common.exceptions import ELFError
 
-from . import cache, code_index, placement
+from .. import cache
+from . import code_index, placement
 from .code_index import function_code
 from .placement import MAX_SKIP_BYTES, Placement, confirmed, kernel_version, place_probe
 
