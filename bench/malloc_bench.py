@@ -84,7 +84,8 @@ def run_floor(binary, pairs, threads, placed: bool):
     """Empty programs on every function leaktrace hooks; entry probes placed or at +0."""
     import bcc
     from leaktrace.allocator import discover
-    from leaktrace.probes.user import HANDLERS, emulated_offset
+    from leaktrace.probes.alloc_functions import HANDLERS
+    from leaktrace.probes.user import emulated_offset
 
     proc = start_target(binary, pairs, threads)
     bpf = bcc.BPF(src_file=str(HERE / "empty_probe.c").encode())

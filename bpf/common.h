@@ -1,27 +1,18 @@
 /* Structs and constants shared by the BPF programs and leaktrace's Python side
- * (leaktrace/probes/layout.py mirrors them: keep both in step).
+ * (leaktrace/probes/user.py and unwinder.py mirror them; tests/unit/test_bpf_agreement.py
+ * keeps both in step).
  * bcc dialect: compiled at run time by bcc, not by a build step. */
 #ifndef LEAKTRACE_COMMON_H
 #define LEAKTRACE_COMMON_H
 
 #include "age_blocks.h"
 
-/* Allocator entry points that need state carried from entry to return. */
-enum alloc_fn {
-	FN_MALLOC = 1,
-	FN_CALLOC,
-	FN_REALLOC,
-	FN_REALLOCARRAY,
-	FN_POSIX_MEMALIGN,
-	FN_ALIGNED_ALLOC,
-	FN_MEMALIGN,
-	FN_VALLOC,
-	FN_PVALLOC,
-	FN_MMAP,
-	FN_MREMAP,
-};
-#define FN_LAST_HEAP FN_PVALLOC
-#define FN_LAST FN_MREMAP
+/* Allocator entry points that carry state from entry to return are numbered
+ * FN_<NAME> (1..FN_LAST, the allocator's own 1..FN_LAST_HEAP) by the table in
+ * leaktrace/probes/alloc_functions.py, which passes them as -D flags. */
+#if !defined(FN_MALLOC) || !defined(FN_LAST_HEAP) || !defined(FN_LAST)
+#error "compile with the FN_* flags of leaktrace/probes/alloc_functions.py (--dump-bpf shows them)"
+#endif
 #define HEAP_FN_BITS (((1u << (FN_LAST_HEAP + 1)) - 1) & ~1u)
 
 enum alloc_kind {

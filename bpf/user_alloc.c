@@ -2,7 +2,9 @@
  *
  * bcc dialect, compiled at run time by bcc (leaktrace/probes/user.py) with the
  * settings below passed as -D flags. Each probe is a short wrapper around the
- * shared helpers: a new allocator entry point costs a few lines.
+ * shared helpers: a new allocator entry point is one row in
+ * leaktrace/probes/alloc_functions.py (which numbers it FN_<NAME> and says
+ * which registers its entry handler reads) plus its <name>_enter/_exit here.
  *
  * Data kept in the kernel:
  *   task_calls    per-thread arguments from entry to return (task storage: no

@@ -6,7 +6,8 @@ defines it: the executable, then the LD_PRELOAD libraries and those in
 last, as a dependency of everything). search_order() computes that order, for
 a running process (from its maps and environment) and for a program about to
 be started (from the files, as the linker would find them); the allocator is
-the first object in it that defines malloc. mmap, munmap and mremap are
+the first object in it that defines malloc. Which functions are hooked, and
+where, is probes/alloc_functions.py's table: mmap, munmap and mremap are
 system-call wrappers that always come from libc (or from the executable when
 it is static).
 """
@@ -21,14 +22,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from elftools.elf.elffile import ELFFile
 
 from .errors import TargetError, UsageError
+from .probes.alloc_functions import FUNCTIONS
 from .symbols import ElfError, open_elf, read_maps
 from .symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
-
-HEAP_FUNCTIONS = (
-    "malloc", "calloc", "realloc", "reallocarray", "free",
-    "posix_memalign", "aligned_alloc", "memalign", "valloc", "pvalloc",
-)
-MMAP_FUNCTIONS = ("mmap", "munmap", "mremap")
 
 _KNOWN_ALLOCATORS = (
     ("jemalloc", "jemalloc"),
@@ -251,13 +247,14 @@ def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str
 
 
 def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]], exe_path: str) -> HookPlan:
-    objects = list(objects)
-    hooks = [(fn, chosen[1]) for fn in HEAP_FUNCTIONS if _defines(chosen[1], fn)]
-    for fn in MMAP_FUNCTIONS:
-        # Prefer the allocator object itself (static binaries), else libc.
-        for _, host in [chosen] + [o for o in objects if "libc" in os.path.basename(o[0])]:
-            if _defines(host, fn):
-                hooks.append((fn, host))
+    libc = [o for o in objects if "libc" in os.path.basename(o[0])]
+    hooks = []
+    for function in FUNCTIONS:
+        # libc's wrappers: the allocator object itself first (static binaries).
+        providers = [chosen] + (libc if function.defined_by == "libc" else [])
+        for _, host in providers:
+            if _defines(host, function.name):
+                hooks.append((function.name, host))
                 break
     return HookPlan(
         pid=pid,

@@ -16,12 +16,13 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..age_blocks import AgeTotal, BlockFolder
-from ..allocator import MMAP_FUNCTIONS, HookPlan
+from ..allocator import HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
-from . import features, hooks, release, source
+from . import alloc_functions, features, hooks, release, source
+from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
@@ -43,39 +44,6 @@ COUNTERS = (
 INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
 LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns")
 WEIGHT_SHIFT = 10
-FN_NAMES = {0: "free", 1: "malloc", 2: "calloc", 3: "realloc", 4: "reallocarray",
-            5: "posix_memalign", 6: "aligned_alloc", 7: "memalign", 8: "valloc",
-            9: "pvalloc", 10: "mmap", 11: "mremap"}
-
-# function -> (entry handler, return handler); None where no probe is needed.
-HANDLERS: Dict[str, Tuple[Optional[str], Optional[str]]] = {
-    "malloc": ("malloc_enter", "malloc_exit"),
-    "calloc": ("calloc_enter", "calloc_exit"),
-    "realloc": ("realloc_enter", "realloc_exit"),
-    "reallocarray": ("reallocarray_enter", "reallocarray_exit"),
-    "posix_memalign": ("posix_memalign_enter", "posix_memalign_exit"),
-    "aligned_alloc": ("aligned_alloc_enter", "aligned_alloc_exit"),
-    "memalign": ("memalign_enter", "memalign_exit"),
-    "valloc": ("valloc_enter", "valloc_exit"),
-    "pvalloc": ("pvalloc_enter", "pvalloc_exit"),
-    "free": ("free_enter", None),
-    "mmap": ("mmap_enter", "mmap_exit"),
-    "munmap": ("munmap_enter", None),
-    "mremap": ("mremap_enter", "mremap_exit"),
-}
-
-
-# Entry probes that release blocks: attached before those that record them.
-FREE_SIDE = ("free", "munmap")
-
-# Registers each entry handler reads (System V argument order).
-ARG_REGS: Dict[str, Tuple[str, ...]] = {
-    "malloc": ("rdi",), "calloc": ("rdi", "rsi"), "realloc": ("rdi", "rsi"),
-    "reallocarray": ("rdi", "rsi", "rdx"), "posix_memalign": ("rdi", "rsi", "rdx"),
-    "aligned_alloc": ("rdi", "rsi"), "memalign": ("rdi", "rsi"), "valloc": ("rdi",),
-    "pvalloc": ("rdi",), "free": ("rdi",), "mmap": ("rdi", "rsi", "rdx", "rcx"),
-    "munmap": ("rdi",), "mremap": ("rdi", "rsi", "rdx"),
-}
 
 
 # Per-thread call state: task storage (bpf_task_storage_get and
@@ -206,8 +174,12 @@ class UserProbe:
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
 
+    def defines(self) -> Dict[str, int]:
+        """The -D settings: the options, and the function numbers of the allocator table."""
+        return {**self.config.defines(), **alloc_functions.defines()}
+
     def dump(self) -> str:
-        return source.dump(SOURCE, self.config.defines())
+        return source.dump(SOURCE, self.defines())
 
     def load(self, links: Optional[bool] = None) -> None:
         """Compile and load; links: whether uprobes will be BPF links (probes/hooks.py)."""
@@ -215,18 +187,18 @@ class UserProbe:
             return
         version = kernel_version()
         if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
-            self.bpf = source.load(SOURCE, self.config.defines())
+            self.bpf = source.load(SOURCE, self.defines())
             self.probes = [f"{CALL_STATE_HASH} (asked for)"]
         elif version >= TASK_STORAGE_SINCE:
             try:
-                self.bpf = source.load(SOURCE, self.config.defines())
+                self.bpf = source.load(SOURCE, self.defines())
                 self.probes = [CALL_STATE_TASK_STORAGE]
             except ProbeLoadError as exc:  # a kernel built without it, or a verifier that refuses it
                 self.probes = [call_state_without_task_storage(version, exc.message)]
         else:
             self.probes = [call_state_without_task_storage(version)]
         if self.bpf is None:
-            self.bpf = source.load(SOURCE, dict(self.config.defines(), PENDING_HASH=1))
+            self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         self.probes.append(describe_kernel(version))
         self._install_recorder()

@@ -10,14 +10,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from leaktrace.model import Frame, ReportRow
-
-# Allocator entry points: a plot's legend names the caller, not malloc.
-ALLOCATOR_SYMBOLS = frozenset((
-    "malloc", "calloc", "realloc", "reallocarray", "free", "posix_memalign", "aligned_alloc",
-    "memalign", "valloc", "pvalloc", "mmap", "mmap64", "mremap", "__libc_malloc", "__libc_calloc",
-    "__libc_realloc", "__libc_memalign", "operator new(unsigned long)", "operator new[](unsigned long)",
-    "_Znwm", "_Znam", "je_malloc", "tc_malloc", "mi_malloc", "__kmalloc", "kmalloc",
-))
+from leaktrace.probes.alloc_functions import ALLOCATOR_SYMBOLS
 
 
 def frame_name(frame: Frame) -> str:

@@ -18,7 +18,7 @@ import pytest
 from harness import Tracer
 from leaktrace.probes.code_index import function_code
 from leaktrace.probes.release import HELPER_NAME
-from leaktrace.probes.user import HANDLERS
+from leaktrace.probes.alloc_functions import HANDLERS
 
 pytestmark = pytest.mark.privileged
 

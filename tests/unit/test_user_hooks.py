@@ -4,10 +4,11 @@ import subprocess
 
 from click.testing import CliRunner
 
-from leaktrace.allocator import HEAP_FUNCTIONS, MMAP_FUNCTIONS, HookPlan
+from leaktrace.allocator import HookPlan
 from leaktrace.cli import cli
 from leaktrace.commands import options
 from leaktrace.config import ProbeConfig
+from leaktrace.probes.alloc_functions import HEAP_FUNCTIONS, MMAP_FUNCTIONS
 from leaktrace.probes.hooks import UprobeHooks
 from leaktrace.probes.user import (
     TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage, distinct_entry_points, function_address,
