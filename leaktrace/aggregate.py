@@ -13,7 +13,7 @@ its oldest bucket (an upper bound, rounded to the bucket width).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
 from leaktrace.config import ReportConfig
 from leaktrace.errors import UsageError
@@ -37,12 +37,6 @@ GROUP_KEYS: Dict[str, Callable[[Bucket], Tuple]] = {
 }
 
 
-# Orders every site that passed the filters (given most bytes first) before
-# the top N cut, e.g. by evidence of leaking (growth.GrowthTracker.rank);
-# the int is the snapshot's taken_ns.
-Ranker = Callable[[Sequence[Site], int], Sequence[Site]]
-
-
 @dataclass(frozen=True)
 class AggregateResult:
     sites: Tuple[Site, ...]  # the top N, most bytes first
@@ -54,12 +48,12 @@ class AggregateResult:
         return replace(self, sites=self.sites[:top]) if top > 0 else self
 
 
-def aggregate(snapshot: Snapshot, config: ReportConfig,
-              rank: Optional[Ranker] = None) -> AggregateResult:
+def aggregate(snapshot: Snapshot, config: ReportConfig) -> AggregateResult:
     """Group the snapshot's buckets into sites and keep the top config.top.
 
     config.top <= 0 keeps every site. Buckets with count <= 0 are ignored.
-    Sites are ordered by bytes, then by `rank` when given, before the cut.
+    Sites are ordered by bytes (the session orders them by verdict after:
+    judgement.judge_interval aggregates with top 0, judges, then cuts).
     """
     key_of = _group_key(config.group_by)
     kept = [b for b in snapshot.buckets if _passes(b, snapshot.taken_ns, config.older_than_ms)]
@@ -74,8 +68,6 @@ def aggregate(snapshot: Snapshot, config: ReportConfig,
          for key, buckets in groups.items()),
         key=lambda s: (-s.bytes, -s.count, s.key),  # keys of one grouping share a shape
     )
-    if rank is not None:
-        sites = list(rank(sites, snapshot.taken_ns))
     top = sites[: config.top] if config.top > 0 else sites
     totals = {"bytes": sum(b.bytes for b in kept), "count": sum(b.count for b in kept)}
     return AggregateResult(sites=tuple(top), totals=totals, sites_total=len(sites))

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .model import Allocation, ContentSample, KernelPointer, Report, RowContents, Site
+from .model import Allocation, ContentSample, KernelPointer, RowContents, Site
 from .reach import content
 
 READABLE_KINDS = ("kmalloc", "cache")  # slab objects: pages, percpu and vmalloc areas are not read
@@ -103,10 +103,3 @@ def row_contents(allocations: Sequence[Allocation], heads: Mapping[int, bytes],
     found = [head for _, head in read]
     return RowContents(sampled=len(read), samples=samples, similarity=content.similarity(found, WORD),
                        pointers=pointers(found, lookup))
-
-
-def annotate(report: Report, sites: Sequence[Site], contents: Mapping[Tuple, RowContents]) -> Report:
-    """The report with each row's contents (rows and sites in the same order)."""
-    rows = tuple(replace(row, contents=contents.get(site.key)) if site.key in contents else row
-                 for row, site in zip(report.rows, sites))
-    return replace(report, rows=rows + report.rows[len(rows):])

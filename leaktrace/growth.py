@@ -19,19 +19,20 @@ were freed by the next interval. judge() turns one site's series into:
 
 with the numbers behind each (reason). A leak the session's losses could
 explain (missed_frees.Doubts: kernel frees that were missed) is `unknown`, with
-the reason. Sites are ranked leak, growing,
-unknown, stable, then by bytes, so a steadily growing 800 KiB leak outranks a
-one-off 8 MiB thread stack. Pure: no clock and no I/O; callers feed the
-sites of each snapshot in order, the same way in user and kernel mode.
+the reason (judged()). Sites are ranked leak, growing, unknown, stable, then
+by bytes (judgement.py), so a steadily growing 800 KiB leak outranks a
+one-off 8 MiB thread stack. Pure: no clock and no I/O; judgement.judge()
+feeds the sites of each snapshot in order (observe), the same way in user
+and kernel mode.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, Optional, Sequence, Tuple
 
 from leaktrace.missed_frees import Doubts
-from leaktrace.model import AGE_THRESHOLDS_S, Report, Site
+from leaktrace.model import AGE_THRESHOLDS_S, Site
 from leaktrace.report.table import format_bytes
 
 MIN_POINTS = 3
@@ -174,23 +175,14 @@ class GrowthTracker:
     max_points: int = MAX_POINTS
     times: Deque[int] = field(default_factory=deque)
     sites: Dict[Tuple, _SiteHistory] = field(default_factory=dict)
-    latest: Dict[Tuple, Growth] = field(default_factory=dict)
-    doubts: Doubts = field(default_factory=Doubts)  # of the snapshot being ranked
 
-    def rank(self, sites: Sequence[Site], taken_ns: int) -> List[Site]:
-        """aggregate()'s ranker: record this interval, order by evidence of leaking."""
-        self.observe(sites, taken_ns)
-        self.latest = {site.key: self._judged(site) for site in sites}
-        # sort is stable: sites arrive most bytes first
-        return sorted(sites, key=lambda s: VERDICT_ORDER[self.latest[s.key].verdict])
-
-    def _judged(self, site: Site) -> Growth:
-        """The site's verdict, unless the losses could explain its figures."""
+    def judged(self, site: Site, doubts: Doubts = Doubts()) -> Growth:
+        """The site's verdict, unless the snapshot's losses could explain its figures."""
         growth = self.growth(site.key)
-        why = self.doubts.reason(site)
+        why = doubts.reason(site)
         if why and growth.verdict == "leak":
             return replace(growth, verdict="unknown", reason=f"not called a leak: {why}; {growth.reason}")
-        if site.cache in self.doubts.counted:
+        if site.cache in doubts.counted:
             return replace(growth, reason=f"upper bound: {why}; {growth.reason}")
         return growth
 
@@ -251,14 +243,3 @@ class GrowthTracker:
         if series is None:
             return Growth("unknown", "not seen yet", 0.0, ())
         return judge(series)
-
-    def annotate(self, report: Report, sites: Sequence[Site]) -> Report:
-        """The report with each row's history, growth rate and verdict (rows follow sites)."""
-        rows = []
-        for row, site in zip(report.rows, sites):
-            growth = self.latest.get(site.key)
-            if growth is not None:
-                row = replace(row, history=growth.history, growth_bps=growth.growth_bps,
-                              verdict=growth.verdict, verdict_reason=growth.reason)
-            rows.append(row)
-        return replace(report, rows=tuple(rows) + report.rows[len(rows):])

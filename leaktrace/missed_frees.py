@@ -26,10 +26,10 @@ figures, so a user-mode snapshot has no doubts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, Mapping, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Tuple
 
-from leaktrace.model import Report, Site, Snapshot
+from leaktrace.model import Site, Snapshot
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,3 @@ def doubts(snapshot: Snapshot) -> Doubts:
     over = {cache: (n, snapshot.slab_slots[cache]) for cache, n in counted.items()
             if n > snapshot.slab_slots[cache]}
     return Doubts(over, snapshot.losses.get("missed_frees", 0) if snapshot.mode == "kernel" else 0)
-
-
-def annotate(report: Report, sites: Sequence[Site], found: Doubts) -> Report:
-    """The report with each row's uncertain bytes and silent frees (rows follow sites)."""
-    rows = tuple(replace(row, uncertain_bytes=found.uncertain_bytes(site), silent_frees=site.silent_frees)
-                 for row, site in zip(report.rows, sites))
-    return replace(report, rows=rows + report.rows[len(rows):])

@@ -1,16 +1,17 @@
 """The reporting loop shared by every tracing command.
 
-Every interval: probe.snapshot() -> aggregate -> build_report -> render.
-A recording (record) gets every site that passed the filters, the rendered
-report the top N of them, so a diff of recordings never mistakes a stack
-that fell below the cut for one that went away.
-Sites are ranked and judged (leak, growing, stable) by the session's
-GrowthTracker, which sees every interval, in either mode, with the doubts
-the snapshot's losses raise (missed_frees.doubts). With
---reachability, `inspect` adds a scan of the targets' memory to the snapshot
-(at the final report, or at each); reach.rows.Judgement then folds it into
-the ranking, the verdicts and the rows. In kernel mode, `evidence` reads
-what the shown sites' objects hold (at the final report) and the rows carry it.
+Every interval, one straight line: probe.snapshot() -> aggregate (every site
+that passed the filters) -> judge (judgement.judge: the session's
+GrowthTracker records the interval and each site gets its verdict, with the
+doubts the snapshot's losses raise and, with --reachability, the scan that
+`inspect` added to the snapshot) -> rank by verdict and cut to the top N ->
+build_report (symbols through `resolve`, cgroup names through `cgroup_name`,
+the same way in both modes) -> record the full report -> render the cut.
+A recording gets every site, so a diff of recordings never mistakes a stack
+that fell below the cut for one that went away; the cut reuses the full
+report's frames, so each site is symbolized once per interval (every site
+with --record, the top N without). In kernel mode, `evidence` reads what the
+shown sites' objects hold (at the final report) and the rows carry it.
 Stops on Ctrl-C, SIGTERM or SIGHUP, when the targets are gone, after
 --duration, or after COUNT reports, and always prints a final report: nothing
 collected is lost. The final report reads the maps (and the objects' contents),
@@ -26,17 +27,16 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import missed_frees, stop_signals
-from .aggregate import aggregate
 from .config import ReportConfig, RunConfig
 from .errors import LeaktraceError
-from .evidence import annotate as annotate_contents
 from .growth import GrowthTracker
+from .judgement import judge_interval
 from .model import Report, RowContents, Site, Snapshot
-from .reach.rows import Judgement
 from .symbolize import build_report
 
 POLL_MS = 100
@@ -51,6 +51,7 @@ class Session:
     run_config: RunConfig
     render: Callable[[Report], None]
     resolve: Callable  # (StackKey, RawStack) -> tuple[Frame, ...]
+    cgroup_name: Callable[[int], str] = str  # cgroup id -> what a row shows (kernel: its container)
     targets: Callable[[], tuple] = tuple
     alive: Callable[[], bool] = lambda: True
     warnings: Callable[[], List[str]] = list
@@ -89,28 +90,23 @@ class Session:
             snapshot = self.inspect(snapshot)
         config = self.report_config
         doubts = missed_frees.doubts(snapshot)
-        self.growth.doubts = doubts
-        judgement = Judgement(snapshot, config.older_than_ms, self.growth)
-        # A recording gets every site; the rendered report the top N of them.
-        result = aggregate(snapshot, replace(config, top=0) if self.record else config,
-                           rank=judgement.rank)
+        ranked, judged = judge_interval(snapshot, config, self.growth, doubts)
+        shown = ranked.limited(config.top)
         warnings = tuple(self.warnings()) + doubts.notes()
-        shown = result.limited(config.top)
         contents = self.evidence(snapshot, shown.sites) if read else {}
         if detach and read:
             self.probe.detach()  # the objects' contents were the last thing read
+        # One symbolization per interval: the recording's full report resolves
+        # every site, the rendered cut reuses those frames.
+        build = partial(build_report, snapshot, resolve=self.resolve, config=config,
+                        warnings=warnings, judged=judged,
+                        contents=contents, cgroup_name=self.cgroup_name, symbolized={})
         if self.record:  # first: a broken pipe on stdout loses nothing recorded
-            self.record(self._build(snapshot, result, warnings, judgement, contents))
-        report = self._build(snapshot, shown, warnings, judgement, contents)
+            self.record(build(ranked))
+        report = build(shown)
         self.render(report)
         self.reports += 1
         return report
-
-    def _build(self, snapshot, result, warnings: tuple, judgement: Judgement, contents) -> Report:
-        report = build_report(snapshot, result, self.resolve, self.report_config, warnings)
-        report = judgement.annotate(self.growth.annotate(report, result.sites), result.sites)
-        report = missed_frees.annotate(report, result.sites, self.growth.doubts)
-        return annotate_contents(report, result.sites, contents) if contents else report
 
     def _last_by_count(self) -> bool:
         count = self.run_config.count

@@ -1,19 +1,24 @@
-"""Pure stage: top sites -> a self-contained Report.
+"""Pure stage: judged sites -> a self-contained Report.
 
-build_report() resolves the stacks of the shown sites only (one call of the
-injected `resolve` per shown site, for the stack holding most of its bytes),
-turns nanoseconds into seconds, attaches --show-allocs allocations and adds
-the warnings a user needs to trust the figures. `resolve` is where the
+build_report() resolves the stacks of the sites it is given only (one call
+of the injected `resolve` per site, for the stack holding most of its bytes,
+and once per interval: a cut built after the full report reuses its frames),
+turns nanoseconds into seconds, gives each row its site's verdict and
+contents (looked up by site key), names cgroups through the injected
+`cgroup_name`, attaches --show-allocs allocations and adds the warnings a
+user needs to trust the figures. `resolve` and `cgroup_name` are where the
 process and kernel symbolizers plug in; this module does no I/O itself.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from leaktrace.aggregate import NS_PER_MS, AggregateResult
 from leaktrace.config import ReportConfig
-from leaktrace.model import Allocation, Frame, RawStack, Report, ReportRow, Site, Snapshot, StackKey
+from leaktrace.judgement import Judged, SiteVerdict
+from leaktrace.model import (Allocation, Frame, RawStack, Report, ReportRow, RowContents, Site, Snapshot,
+                             StackKey)
 
 Resolver = Callable[[StackKey, RawStack], Tuple[Frame, ...]]
 
@@ -35,25 +40,41 @@ FRAME_POINTER_WARNING = (
 )
 
 
+@dataclass(frozen=True)
+class SiteFrames:
+    """A site's symbolized stacks: the heaviest, and the next ones for rows not grouped by stack."""
+
+    frames: Tuple[Frame, ...]
+    depth: int  # collected depth of the heaviest stack; 0 if not collected
+    more_stacks: Tuple[Tuple[Frame, ...], ...] = ()
+
+
 def build_report(
     snapshot: Snapshot,
     result: AggregateResult,
     resolve: Resolver,
     config: ReportConfig,
     warnings: Iterable[str] = (),
+    judged: Judged = Judged(),
+    contents: Optional[Mapping[Tuple, RowContents]] = None,
+    cgroup_name: Callable[[int], str] = str,
+    symbolized: Optional[Dict[Tuple, SiteFrames]] = None,
 ) -> Report:
-    """Symbolize the shown sites of `result` and package everything for rendering."""
+    """Symbolize the sites of `result` and package everything for rendering.
+
+    Rows take their verdicts, reachability and contents from judged and
+    contents by site key. `symbolized` (site key -> SiteFrames) is filled as
+    sites are resolved: pass the same dict to build a cut of the same
+    interval's report without resolving its stacks again."""
+    symbolized = {} if symbolized is None else symbolized
     estimated = snapshot.sample_rate > 1  # 0 or 1: every allocation was recorded
     rows: List[ReportRow] = []
-    depths: List[int] = []
     for rank, site in enumerate(result.sites, start=1):
-        frames, depth = _site_frames(snapshot, site, resolve)
-        if depth:
-            depths.append(depth)
-        row = _make_row(rank, site, frames, estimated)
-        if config.group_by != "stack":
-            row = replace(row, more_stacks=_more_stacks(snapshot, site, resolve))
-        rows.append(row)
+        if site.key not in symbolized:
+            symbolized[site.key] = _symbolize(snapshot, site, resolve, config.group_by)
+        row = _make_row(rank, site, symbolized[site.key], estimated, cgroup_name)
+        rows.append(_judged_row(row, judged.verdicts.get(site.key), (contents or {}).get(site.key)))
+    depths = [symbolized[site.key].depth for site in result.sites if symbolized[site.key].depth]
     notes = list(snapshot.notes) + list(warnings)
     if snapshot.mode == "user" and _mostly_shallow(depths):
         notes.append(FRAME_POINTER_WARNING)
@@ -75,7 +96,23 @@ def build_report(
         older_than_ms=config.older_than_ms,
         sites_total=result.sites_total,
         taken_ns=snapshot.taken_ns,
+        reach=judged.reach,
     )
+
+
+def _symbolize(snapshot: Snapshot, site: Site, resolve: Resolver, group_by: str) -> SiteFrames:
+    frames, depth = _site_frames(snapshot, site, resolve)
+    more = _more_stacks(snapshot, site, resolve) if group_by != "stack" else ()
+    return SiteFrames(frames, depth, more)
+
+
+def _judged_row(row: ReportRow, verdict: Optional[SiteVerdict], contents: Optional[RowContents]) -> ReportRow:
+    """The row with its site's verdict (growth history, reachability) and contents."""
+    if verdict is not None:
+        growth = verdict.growth
+        row = replace(row, history=growth.history, growth_bps=growth.growth_bps, verdict=verdict.verdict,
+                      verdict_reason=verdict.reason, reach=verdict.reach, uncertain_bytes=verdict.uncertain_bytes)
+    return replace(row, contents=contents) if contents is not None else row
 
 
 def _site_frames(snapshot: Snapshot, site: Site, resolve: Resolver) -> Tuple[Tuple[Frame, ...], int]:
@@ -112,20 +149,23 @@ def _mostly_shallow(depths: List[int]) -> bool:
     return shallow * 2 > len(depths)
 
 
-def _make_row(rank: int, site: Site, frames: Tuple[Frame, ...], estimated: bool) -> ReportRow:
+def _make_row(rank: int, site: Site, symbolized: SiteFrames, estimated: bool,
+              cgroup_name: Callable[[int], str]) -> ReportRow:
     return ReportRow(
         rank=rank,
         bytes=site.bytes,
         count=site.count,
         oldest_s=site.oldest_ns / 1e9,
-        frames=frames,
+        frames=symbolized.frames,
         kind=site.kind,
         pid=site.pid,
         comm=site.comm,
         cache=site.cache,
-        cgroup=str(site.cgroup_id) if site.cgroup_id else "",
+        cgroup=cgroup_name(site.cgroup_id) if site.cgroup_id else "",
         bytes_older=site.bytes_older,
         estimated=estimated,
+        more_stacks=symbolized.more_stacks,
+        silent_frees=site.silent_frees,
     )
 
 

@@ -156,23 +156,19 @@ def _kernel(request: Request):
     kinds = KERNEL_KINDS_OF.get(request.kind) or parse_kinds((), caches)
     probe = KernelProbe(ProbeConfig(), KernelFilters(kinds=kinds, caches=caches))
     probe.detect()
-    return probe, dict(resolve=KernelSymbols().resolve, tick=lambda: None), probe.attach
+    names = dict(resolve=KernelSymbols().resolve, cgroup_name=CgroupPaths().label)
+    return probe, dict(names, tick=lambda: None), probe.attach
 
 
 def _run(request: Request, probe, parts: dict, record, check, measured: bool) -> Outcome:
-    from leaktrace.commands.kernel import relabel_cgroups
     reports = []
-    cgroups = CgroupPaths() if request.mode == "kernel" else None
 
     def keep(report: Report) -> None:
-        reports[:] = [relabel_cgroups(report, cgroups) if cgroups else report]
-
-    def save(report: Report) -> None:
-        record(relabel_cgroups(report, cgroups) if cgroups else report)
+        reports[:] = [report]
 
     refresh = parts.pop("tick")
     scan = parts.get("inspect")
-    session = Session(probe=probe, render=keep, record=save,
+    session = Session(probe=probe, render=keep, record=record,
                       report_config=ReportConfig(top=request.top,
                                                  group_by="stack" if request.mode == "user" else "process"),
                       run_config=RunConfig(interval_s=request.interval_s, duration_s=request.duration_s),

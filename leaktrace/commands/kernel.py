@@ -16,7 +16,7 @@ import click
 
 from ..cgroups import CgroupPaths
 from ..errors import UsageError
-from ..model import KERNEL_KINDS, Report
+from ..model import KERNEL_KINDS
 from ..probes import features, slabs
 from ..probes.kernel import KernelFilters, KernelProbe
 from ..probes.kernel_contents import ContentReader, data_bounds
@@ -73,13 +73,6 @@ def resolve_merged(caches: Sequence[str]) -> Tuple[str, ...]:
             stderr_line(f"leaktrace: warning: slab cache {cache} is merged into {aliases[cache]} on "
                         f"this kernel; its objects are reported under {aliases[cache]}")
     return tuple(dict.fromkeys(aliases.get(cache, cache) for cache in caches))
-
-
-def relabel_cgroups(report: Report, paths: CgroupPaths) -> Report:
-    """Rows carry the cgroup id as text; show its container or path instead."""
-    rows = tuple(replace(row, cgroup=paths.label(int(row.cgroup))) if row.cgroup.isdigit() else row
-                 for row in report.rows)
-    return replace(report, rows=rows)
 
 
 def announce(probe: KernelProbe, filters: KernelFilters) -> None:
@@ -160,16 +153,13 @@ def trace(probe: KernelProbe, group_by: str, opts: dict, content: bool = True) -
     warnings = [] if not symbols.hidden else [
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
     evidence = content_reader(probe, symbols, warnings) if content else None
-    cgroup_paths = CgroupPaths()
     announce(probe, probe.filters)
-    def relabeled(sink):
-        return sink and (lambda report: sink(relabel_cgroups(report, cgroup_paths)))
-
     with options.report_sink(opts) as render, options.recording_sink(opts) as record:
         session = Session(
             probe=probe, report_config=options.report_config(opts, group_by=group_by),
-            run_config=options.run_config(opts), render=relabeled(render), record=relabeled(record),
-            resolve=symbols.resolve, warnings=lambda: warnings, evidence=evidence,
+            run_config=options.run_config(opts), render=render, record=record,
+            resolve=symbols.resolve, cgroup_name=CgroupPaths().label, warnings=lambda: warnings,
+            evidence=evidence,
         )
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

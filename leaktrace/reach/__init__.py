@@ -4,7 +4,7 @@ The stage runs between the probes' snapshot and aggregation, on the targets of
 attach and run, and flows one way:
 
   Snapshot (allocations) -> scan.inspect -> Snapshot with a ReachScan
-                         -> aggregate (ranked with rows.Ranker) -> rows.annotate -> Report
+                         -> aggregate -> judgement.judge (rows.site_reach, rows.combine) -> Report
 
   target.py    the only impure part: freezes a process's threads (ptrace),
                reads its registers, maps, pagemap and memory (process_vm_readv)

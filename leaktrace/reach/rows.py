@@ -1,11 +1,9 @@
-"""Pure: reachability per report row, and the verdict that uses it.
+"""Pure: reachability per site, and the verdict that uses it.
 
-Judgement wraps the session's GrowthTracker for one report. Its rank() is
-aggregate()'s ranker: growth's order, then re-sorted by the combined verdict,
-so a site whose blocks nothing points at ranks with the leaks even when its
-total is flat. annotate() gives each row its classes, content samples and
-combined verdict, and the report its scan summary. Without a scan in the
-snapshot both pass growth's results through unchanged.
+site_reach() gives each site its classes and content samples, reach_summary()
+the scan's totals; judgement.judge() folds them into each site's verdict with
+combine(), so a site whose blocks nothing points at ranks with the leaks even
+when its total is flat.
 
 The combined verdict (combine()):
   leak     at least LOST_SHARE of the row's classified bytes are unreferenced
@@ -20,55 +18,24 @@ a little less than its totals.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Dict, List, Sequence, Tuple
 
 from ..aggregate import NS_PER_MS
-from ..growth import VERDICT_ORDER, GrowthTracker
 from ..model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACH_CLASSES, UNREFERENCED, Allocation,
-                     ContentSample, ReachSummary, Report, RowReach, Site, Snapshot)
+                     ContentSample, ReachSummary, RowReach, Site, Snapshot)
 from . import content
 
 LOST_SHARE = 0.5
 HELD_SHARE = 0.95
 
 
-@dataclass
-class Judgement:
-    snapshot: Snapshot
-    older_than_ms: int
-    growth: GrowthTracker
-    by_site: Dict[Tuple, RowReach] = field(default_factory=dict)
-
-    def rank(self, sites: Sequence[Site], taken_ns: int) -> List[Site]:
-        ordered = self.growth.rank(sites, taken_ns)
-        if self.snapshot.reach is None:
-            return list(ordered)
-        self.by_site = site_reach(ordered, self.snapshot, self.older_than_ms)
-        return sorted(ordered, key=lambda s: VERDICT_ORDER[self._verdict(s)])
-
-    def _verdict(self, site: Site) -> str:
-        growth = self.growth.latest.get(site.key)
-        verdict = growth.verdict if growth else "unknown"
-        reach = self.by_site.get(site.key)
-        return combine(verdict, "", reach)[0] if reach else verdict
-
-    def annotate(self, report: Report, sites: Sequence[Site]) -> Report:
-        reach = self.snapshot.reach
-        if reach is None:
-            return report
-        rows = []
-        for row, site in zip(report.rows, sites):
-            found = self.by_site.get(site.key)
-            if found is not None:
-                verdict, reason = combine(row.verdict, row.verdict_reason, found)
-                row = replace(row, reach=found, verdict=verdict, verdict_reason=reason)
-            rows.append(row)
-        bytes_, counts = _totals(self.snapshot, self.older_than_ms)
-        summary = ReachSummary(scanned_bytes=reach.scanned_bytes, elapsed_s=reach.elapsed_s,
-                               frozen_s=reach.frozen_s, threads=reach.threads, bytes=bytes_,
-                               counts=counts, problems=reach.problems)
-        return replace(report, rows=tuple(rows) + report.rows[len(rows):], reach=summary)
+def reach_summary(snapshot: Snapshot, older_than_ms: int) -> ReachSummary:
+    """The scan's totals over every classified allocation old enough to count."""
+    reach = snapshot.reach
+    bytes_, counts = _totals(snapshot, older_than_ms)
+    return ReachSummary(scanned_bytes=reach.scanned_bytes, elapsed_s=reach.elapsed_s,
+                        frozen_s=reach.frozen_s, threads=reach.threads, bytes=bytes_,
+                        counts=counts, problems=reach.problems)
 
 
 def combine(verdict: str, reason: str, reach: RowReach) -> Tuple[str, str]:

@@ -17,9 +17,9 @@ from typing import Dict, Tuple
 
 import pytest
 
-from leaktrace.aggregate import aggregate
 from leaktrace.config import ReportConfig
 from leaktrace.growth import GrowthTracker
+from leaktrace.judgement import judge_interval
 from leaktrace.model import (Bucket, ContentSample, Frame, RawStack, ReachSummary, Report, ReportRow,
                              RowReach, Snapshot, StackKey, Target)
 from leaktrace.symbolize import build_report
@@ -59,8 +59,8 @@ def live_report() -> Tuple[Report, ...]:
         buckets.append(Bucket(buffer, boot, boot + (1 << 28), 1 << 20, 1))
         snap = Snapshot("user", now, boot, 1_714_000_000.0 + second * 2, tuple(buckets), stacks,
                         targets=(Target(4242, "app", APP, LIBC, "glibc"),))
-        result = aggregate(snap, config, rank=tracker.rank)
-        reports.append(tracker.annotate(build_report(snap, result, resolve, config), result.sites))
+        ranked, judged = judge_interval(snap, config, tracker)
+        reports.append(build_report(snap, ranked.limited(config.top), resolve, config, judged=judged))
     return tuple(reports)
 
 

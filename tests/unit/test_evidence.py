@@ -3,8 +3,11 @@ kernel symbols their words point at (pure; no kernel needed)."""
 from __future__ import annotations
 
 from leaktrace import evidence
-from leaktrace.model import Allocation, Report, ReportRow, Site, StackKey
+from leaktrace.aggregate import AggregateResult
+from leaktrace.config import ReportConfig
+from leaktrace.model import Allocation, Site, Snapshot, StackKey
 from leaktrace.reach.content import similarity
+from leaktrace.symbolize import build_report
 from leaktrace.symbols.kallsyms import POINTER_TYPES, KernelSymbols
 
 KALLSYMS = """\
@@ -89,12 +92,11 @@ def test_similarity_by_word_or_byte():
     assert similarity(heads[:1], 8) is None
 
 
-def test_annotate_gives_rows_their_sites_contents():
-    rows = tuple(ReportRow(rank=i, bytes=1, count=1, oldest_s=0.0, frames=()) for i in (1, 2))
-    report = Report(mode="kernel", timestamp=0.0, elapsed_s=0.0, targets=(), totals={}, events={},
-                    losses={}, rows=rows)
+def test_rows_get_their_sites_contents():
+    snap = Snapshot(mode="kernel", taken_ns=0, started_ns=0, wall_time=0.0, buckets=(), stacks={})
+    result = AggregateResult(sites=(site("a"), site("b")), totals={}, sites_total=2)
     contents = evidence.row_contents([alloc(0x1000)], {0x1000: word(FOPS)}, lambda a: None)
-    out = evidence.annotate(report, [site("a"), site("b")], {"b": contents})
+    out = build_report(snap, result, lambda key, raw: (), ReportConfig(), contents={"b": contents})
     assert out.rows[0].contents is None and out.rows[1].contents == contents
 
 

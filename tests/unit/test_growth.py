@@ -9,9 +9,9 @@ from typing import List, Optional
 
 import pytest
 
-from leaktrace.aggregate import aggregate
 from leaktrace.config import ReportConfig
 from leaktrace.growth import MIN_POINTS, GrowthTracker, Series, fit_line, judge
+from leaktrace.judgement import judge_interval
 from leaktrace.model import Bucket, RawStack, Snapshot, StackKey
 
 S = 1_000_000_000
@@ -48,8 +48,9 @@ def trace(allocs: List[Alloc], seconds: float, interval: float = 1.0, older_than
     config = ReportConfig(top=0, older_than_ms=older_than_ms)
     steps = int(round(seconds / interval))
     for i in range(1, steps + 1):
-        result = aggregate(snapshot(allocs, i * interval), config, rank=tracker.rank)
-    return {site.key[1]: tracker.latest[site.key] for site in result.sites}, result
+        result, judged = judge_interval(snapshot(allocs, i * interval), config, tracker)
+        result = result.limited(config.top)
+    return {site.key[1]: judged.verdicts[site.key].growth for site in result.sites}, result
 
 
 def every(stack, start, stop, step, size, lifetime=None):
@@ -130,11 +131,11 @@ def test_site_that_frees_everything_is_stable_and_dropped_later():
     tracker = GrowthTracker()
     config = ReportConfig(top=0, older_than_ms=0)
     for i in range(1, 5):
-        aggregate(snapshot(allocs, i), config, rank=tracker.rank)
+        judge_interval(snapshot(allocs, i), config, tracker)
     key = (CHURN.pid, CHURN.stack_id, "heap")
     assert tracker.growth(key).verdict == "stable"
     for i in range(5, 11):  # nothing outstanding any more
-        aggregate(snapshot(allocs, i), config, rank=tracker.rank)
+        judge_interval(snapshot(allocs, i), config, tracker)
     assert key not in tracker.sites
 
 

@@ -1,5 +1,5 @@
 """Kernel-mode snapshots through aggregate and build_report, by each --by key;
-cache naming, --kind/--cache parsing and cgroup relabelling. No root needed:
+cache naming, --kind/--cache parsing and cgroup naming. No root needed:
 stacks are symbolized with kallsyms lines captured in tests/data/kallsyms."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from leaktrace.aggregate import aggregate
 from leaktrace.cgroups import CgroupPaths
-from leaktrace.commands.kernel import check_caches, parse_kinds, relabel_cgroups, split_words
+from leaktrace.commands.kernel import check_caches, parse_kinds, split_words
 from leaktrace.config import ReportConfig
 from leaktrace.errors import UsageError
 from leaktrace.model import KERNEL_KINDS, Bucket, RawStack, Snapshot, StackKey
@@ -49,11 +49,11 @@ def snapshot(buckets=BUCKETS):
                     buckets=tuple(buckets), stacks=STACKS)
 
 
-def report(group_by, buckets=BUCKETS):
+def report(group_by, buckets=BUCKETS, cgroup_name=str):
     config = ReportConfig(top=10, older_than_ms=0, group_by=group_by)
     snap = snapshot(buckets)
     symbols = KernelSymbols(text=(DATA / "kallsyms" / "sample.txt").read_text())
-    return build_report(snap, aggregate(snap, config), symbols.resolve, config)
+    return build_report(snap, aggregate(snap, config), symbols.resolve, config, cgroup_name=cgroup_name)
 
 
 def test_by_cache_sums_objects_per_cache():
@@ -90,8 +90,8 @@ def test_cgroup_ids_become_paths(tmp_path):
     (tmp_path / "system.slice").mkdir()
     paths = CgroupPaths(root=str(tmp_path))
     inode = (tmp_path / "system.slice").stat().st_ino
-    relabelled = relabel_cgroups(report("cgroup", [bucket(1, 10, 1, cgroup=inode)]), paths)
-    assert relabelled.rows[0].cgroup == "/system.slice"
+    labelled = report("cgroup", [bucket(1, 10, 1, cgroup=inode)], cgroup_name=paths.label)
+    assert labelled.rows[0].cgroup == "/system.slice"
 
 
 @pytest.mark.parametrize("size, kind, name", [

@@ -4,13 +4,15 @@ aggregate() and GrowthTracker; no root."""
 from dataclasses import replace
 from pathlib import Path
 
-from leaktrace.aggregate import aggregate
+from leaktrace.aggregate import AggregateResult
 from leaktrace.config import ReportConfig
-from leaktrace.missed_frees import Doubts, annotate, doubts
+from leaktrace.missed_frees import Doubts, doubts
 from leaktrace.growth import GrowthTracker
-from leaktrace.model import Bucket, Report, ReportRow, Site, Snapshot, StackKey
+from leaktrace.judgement import Judged, SiteVerdict, judge_interval
+from leaktrace.model import Bucket, Site, Snapshot, StackKey
 from leaktrace.probes.kernel import slab_slots
 from leaktrace.report.serialize import report_from_dict, report_to_dict
+from leaktrace.symbolize import build_report
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "slabinfo" / "slabinfo.txt"
 S = 1_000_000_000
@@ -38,9 +40,8 @@ def verdicts(counts: dict, seconds: int = 8, missed_frees: int = 0) -> dict:
     config = ReportConfig(top=0, older_than_ms=0, group_by="cache")
     for t in range(1, seconds + 1):
         snapshot = kernel_snapshot(t, counts, missed_frees)
-        tracker.doubts = doubts(snapshot)
-        result = aggregate(snapshot, config, rank=tracker.rank)
-    return {site.key[0]: tracker.latest[site.key] for site in result.sites}
+        result, judged = judge_interval(snapshot, config, tracker, doubts(snapshot))
+    return {site.key[0]: judged.verdicts[site.key].growth for site in result.sites}
 
 
 def test_slabinfo_gives_each_cache_the_objects_its_slabs_have_room_for():
@@ -92,16 +93,18 @@ def test_a_row_whose_objects_go_silently_is_all_uncertain_and_not_a_leak():
     config = ReportConfig(top=0, older_than_ms=0, group_by="stack")
     for t in range(1, 9):
         snapshot = silent(kernel_snapshot(t, {"dentry": 40, "filp": 40}), "dentry", 25)
-        tracker.doubts = doubts(snapshot)
-        result = aggregate(snapshot, config, rank=tracker.rank)
+        found = doubts(snapshot)
+        result, judged = judge_interval(snapshot, config, tracker, found)
     by_cache = {site.cache: site for site in result.sites}
     dentry, filp = by_cache["dentry"], by_cache["filp"]
     assert dentry.silent_frees == 25 and filp.silent_frees == 0
-    assert tracker.doubts.uncertain_bytes(dentry) == dentry.bytes == 320 * SOCK_SIZE
-    assert tracker.doubts.uncertain_bytes(filp) == 0
-    assert tracker.latest[dentry.key].verdict == "unknown"
-    assert "25 of this row's objects were freed where no tracepoint fires" in tracker.latest[dentry.key].reason
-    assert tracker.latest[filp.key].verdict == "leak"
+    assert found.uncertain_bytes(dentry) == dentry.bytes == 320 * SOCK_SIZE
+    assert found.uncertain_bytes(filp) == 0
+    assert judged.verdicts[dentry.key].uncertain_bytes == dentry.bytes  # what the row will carry
+    assert judged.verdicts[dentry.key].growth.verdict == "unknown"
+    assert ("25 of this row's objects were freed where no tracepoint fires"
+            in judged.verdicts[dentry.key].growth.reason)
+    assert judged.verdicts[filp.key].growth.verdict == "leak"
 
 
 def test_missed_frees_make_as_many_objects_uncertain_at_the_row_mean_size():
@@ -114,10 +117,15 @@ def test_missed_frees_make_as_many_objects_uncertain_at_the_row_mean_size():
 def test_report_rows_carry_uncertain_bytes_and_silent_frees_into_json():
     site = Site(key=(0, 1, "cache"), bytes=4000, count=40, oldest_ns=0, stacks=(), cache="dentry",
                 silent_frees=7)
-    row = ReportRow(rank=1, bytes=4000, count=40, oldest_s=1.0, frames=(), kind="cache", cache="dentry")
-    report = Report("kernel", 0.0, 1.0, (), {}, {}, {}, (row, replace(row, rank=2)))
-    rows = annotate(report, [site], Doubts(missed_frees=1)).rows
+    other = replace(site, key=(0, 2, "cache"), silent_frees=0)
+    growth = GrowthTracker().judged(site)
+    judged = Judged({site.key: SiteVerdict(growth.verdict, growth.reason, growth,
+                                           uncertain_bytes=Doubts(missed_frees=1).uncertain_bytes(site))})
+    snap = Snapshot("kernel", 0, 0, 0.0, (), {})
+    report = build_report(snap, AggregateResult((site, other), {}, 2), lambda key, raw: (), ReportConfig(),
+                          judged=judged)
+    rows = report.rows
     assert (rows[0].uncertain_bytes, rows[0].silent_frees) == (4000, 7)
-    assert rows[1].uncertain_bytes == 0  # beyond the sites given: left as is
-    again = report_from_dict(report_to_dict(replace(report, rows=rows))).rows[0]
+    assert rows[1].uncertain_bytes == 0  # a site without a verdict: nothing uncertain said
+    again = report_from_dict(report_to_dict(report)).rows[0]
     assert (again.uncertain_bytes, again.silent_frees) == (4000, 7)

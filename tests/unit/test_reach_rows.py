@@ -1,5 +1,5 @@
 """Reachability in rows and verdicts: the pure stage after the scan, driven the
-way the session drives it (aggregate with Judgement.rank, build_report, annotate)."""
+way the session drives it (judge_interval: aggregate, judge, rank; then build_report)."""
 from __future__ import annotations
 
 import io
@@ -8,10 +8,11 @@ from dataclasses import replace
 from leaktrace.aggregate import aggregate
 from leaktrace.config import ReportConfig
 from leaktrace.growth import GrowthTracker
+from leaktrace.judgement import Judged, SiteVerdict, judge_interval
 from leaktrace.model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACHABLE, UNREFERENCED, Allocation,
                              Bucket, Frame, RawStack, ReachScan, RowReach, Snapshot, StackKey)
 from leaktrace.reach import content
-from leaktrace.reach.rows import Judgement, combine
+from leaktrace.reach.rows import combine
 from leaktrace.report.table import TableReporter
 from leaktrace.symbolize import build_report
 
@@ -47,10 +48,8 @@ def snapshot(now_s, allocs, classes=None, heads=None):
 
 def report_of(snap, tracker, older_than_ms=500):
     config = ReportConfig(top=10, older_than_ms=older_than_ms)
-    judgement = Judgement(snap, config.older_than_ms, tracker)
-    result = aggregate(snap, config, rank=judgement.rank)
-    report = build_report(snap, result, resolve, config)
-    return judgement.annotate(tracker.annotate(report, result.sites), result.sites)
+    ranked, judged = judge_interval(snap, config, tracker)
+    return build_report(snap, ranked.limited(config.top), resolve, config, judged=judged)
 
 
 def row(report, stack):
@@ -126,8 +125,11 @@ def test_without_a_scan_nothing_changes():
     plain = report_of(snapshot(5.0, allocs), tracker_a)
     config = ReportConfig(top=10, older_than_ms=500)
     snap = snapshot(5.0, allocs)
-    result = aggregate(snap, config, rank=tracker_b.rank)
-    expected = tracker_b.annotate(build_report(snap, result, resolve, config), result.sites)
+    result = aggregate(snap, config)
+    tracker_b.observe(result.sites, snap.taken_ns)  # growth's verdicts alone, nothing combined
+    growth_only = Judged({s.key: SiteVerdict(g.verdict, g.reason, g)
+                          for s in result.sites for g in [tracker_b.judged(s)]})
+    expected = build_report(snap, growth_only.ranked(result), resolve, config, judged=growth_only)
     assert plain == expected and plain.reach is None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from leaktrace.config import ReportConfig, RunConfig
 from leaktrace.model import Bucket, Frame, RawStack, Snapshot, StackKey
 from leaktrace.session import Session
@@ -46,6 +48,24 @@ def test_recording_holds_every_site_and_the_render_the_top_n():
     assert len(saved.rows) == 25 and saved.rows[:3] == shown.rows
     assert saved.sites_total == shown.sites_total == 25
     assert saved.totals == shown.totals == {"bytes": sum(range(1, 26)) * 1024, "count": 25}
+
+
+@pytest.mark.parametrize("recording, resolved", [(True, 25), (False, 3)])
+def test_each_site_is_symbolized_once_per_interval(recording, resolved):
+    """--record symbolizes every site (a recording renders again without the
+    process), once: the rendered cut reuses those frames; without it only
+    the shown top N are symbolized."""
+    calls = []
+
+    def counting(key, raw):
+        calls.append(key)
+        return resolve(key, raw)
+
+    session = Session(probe=StaticProbe(25), report_config=ReportConfig(top=3, older_than_ms=0),
+                      run_config=RunConfig(), render=lambda report: None,
+                      record=(lambda report: None) if recording else None, resolve=counting)
+    session.report()
+    assert len(calls) == len(set(calls)) == resolved
 
 
 def test_without_a_recording_only_the_top_n_is_built():
