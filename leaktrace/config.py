@@ -2,13 +2,14 @@
 
 ProbeConfig is fixed before the BPF program is compiled (each field becomes a
 -D define of the same name in upper case: min_size -> MIN_SIZE).
-ReportConfig is read by aggregation and rendering only, so a saved recording
-can be re-rendered with other report settings.
+ReportConfig is read by aggregation and the report builder only, so a saved
+recording can be re-rendered with other report settings; RunConfig by the
+session loop; OutputConfig by the report sinks; ReachConfig by the scanner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_TOP = 10
@@ -54,13 +55,8 @@ class ProbeConfig:
 class ReportConfig:
     top: int = DEFAULT_TOP
     older_than_ms: int = DEFAULT_OLDER_THAN_MS
-    min_size: int = 0
-    max_size: int = 0
     show_allocs: bool = False
     group_by: str = "stack"
-    lines: bool = False  # file:line from DWARF for shown frames
-    show_unwind: bool = False
-    format: str = "table"
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,21 @@ class RunConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     count: Optional[int] = None  # stop after this many reports
     duration_s: Optional[float] = None
-    output: Optional[str] = None  # file path; None = stdout
-    pids: Tuple[int, ...] = field(default_factory=tuple)
-    obj: Optional[str] = None  # allocator override
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where reports go and how they look: nothing upstream of rendering reads it."""
+
+    format: str = "table"
+    path: Optional[str] = None  # -o FILE; None = stdout
+    record: Optional[str] = None  # --record FILE: every site of every report
+    show_unwind: bool = False
+
+
+@dataclass(frozen=True)
+class ReachConfig:
+    """--reachability: when to scan the targets' memory, and how much of it."""
+
+    when: str = ""  # "" (off), "final" or "each" report
+    max_bytes: int = 0

@@ -181,7 +181,7 @@ def _shown_allocations(
     per_site: Dict[int, List[Allocation]] = {}
     for alloc in snapshot.allocations:
         rank = rank_of.get(alloc.stack)
-        if rank is None or alloc.timestamp_ns > cutoff or not _size_shown(alloc.size, config):
+        if rank is None or alloc.timestamp_ns > cutoff:
             continue
         per_site.setdefault(rank, []).append(alloc)
     shown: List[Allocation] = []
@@ -190,7 +190,3 @@ def _shown_allocations(
         shown.extend(allocs[:MAX_ALLOCS_PER_SITE])
     shown.sort(key=lambda a: (-a.size, a.timestamp_ns, a.address))
     return tuple(shown)
-
-
-def _size_shown(size: int, config: ReportConfig) -> bool:
-    return size >= config.min_size and (config.max_size <= 0 or size <= config.max_size)

@@ -100,31 +100,32 @@ class UserSymbols:
         return [w for symbols in self.by_pid.values() for w in symbols.warnings]
 
 
-def open_trace_output(probe: UserProbe, opts: dict) -> None:
+def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None:
     """--trace: print each event on stderr from now on (again: no effect)."""
-    if opts["trace"]:
+    if settings.trace_events:
         probe.open_trace(lambda line: click.echo(line, err=True))
 
 
-def trace_processes(probe: UserProbe, target_list, opts: dict, alive, resolver: UserSymbols,
-                    command=None) -> None:
+def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettings, alive,
+                    resolver: UserSymbols, command=None) -> None:
     """Announce, run the report loop, print the final report. command (`run`'s
     Command): the probes saw every allocation of its process from the start; it
     hears stop signals, is ended before the final report and adds its warnings."""
-    inspect = options.reach_scanner(opts, probe.read_allocations, from_start=command is not None)
+    inspect = options.reach_scanner(settings.reach, probe.config, probe.read_allocations,
+                                    from_start=command is not None)
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
-    open_trace_output(probe, opts)  # before "tracing": events sent before it opens are dropped
+    open_trace_output(probe, settings)  # before "tracing": events sent before it opens are dropped
     for target in target_list:
         stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                     f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
-    with options.report_sink(opts) as render, options.recording_sink(opts) as record:
+    with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
-            probe=probe, report_config=options.report_config(opts),
-            run_config=options.run_config(opts), render=render, record=record, resolve=resolver.resolve,
-            targets=lambda: tuple(target_list), alive=alive, warnings=resolver.warnings,
-            tick=resolver.refresh, inspect=inspect, inspect_each=opts.get("reachability") == "each",
+            probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
+            resolve=resolver.resolve, targets=lambda: tuple(target_list), alive=alive,
+            warnings=resolver.warnings, tick=resolver.refresh, inspect=inspect,
+            inspect_each=settings.reach.when == "each",
         )
         if command is not None:
             session.on_signal, session.finish = command.forward, command.finish
@@ -168,7 +169,8 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     if opts["dump_bpf"]:
         options.dump_bpf(probe.dump())
         return
-    options.check_outputs(opts)
+    settings = options.trace_settings(opts)
+    options.check_outputs(settings.output)
     pids = list(dict.fromkeys([*pids, *container_pids(container_name, all_processes)]))
     if not pids:
         raise UsageError("no process to trace",
@@ -178,13 +180,13 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     features.check_privileges()
     uretprobe.check_targets(pids)
     plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
-    resolver = UserSymbols(lines=opts["lines"], docker_cp=docker_cp)
+    resolver = UserSymbols(lines=settings.lines, docker_cp=docker_cp)
     for pid in pids:
         resolver.add(pid)
     try:
         for plan in plans:
             probe.attach(plan, plan.pid)
-        trace_processes(probe, [describe(plan, plan.pid) for plan in plans], opts,
+        trace_processes(probe, [describe(plan, plan.pid) for plan in plans], settings,
                         lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()

@@ -125,14 +125,15 @@ def kernel(group_by, kinds, caches, pids, comms, full_stacks, no_content, **opts
         probe.detect(tracefs)
         options.dump_bpf(probe.dump())
         return
-    options.check_outputs(opts)
+    settings = options.trace_settings(opts, group_by=group_by)
+    options.check_outputs(settings.output)
     features.check_privileges()
     check_caches(caches, slabs.slab_caches())
     probe = KernelProbe(config, replace(filters, caches=resolve_merged(caches)), full_stacks)
     probe.detect(tracefs)
     try:
         probe.attach()
-        trace(probe, group_by, opts, content=not no_content)
+        trace(probe, settings, content=not no_content)
     finally:
         probe.close()
 
@@ -147,17 +148,16 @@ def content_reader(probe: KernelProbe, symbols: KernelSymbols, warnings: list):
     return lambda snapshot, sites: reader.contents(snapshot, sites, pointed.name, symbols)
 
 
-def trace(probe: KernelProbe, group_by: str, opts: dict, content: bool = True) -> None:
+def trace(probe: KernelProbe, settings: options.TraceSettings, content: bool = True) -> None:
     """Announce, run the report loop, print the final report."""
     symbols = KernelSymbols()
     warnings = [] if not symbols.hidden else [
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
     evidence = content_reader(probe, symbols, warnings) if content else None
     announce(probe, probe.filters)
-    with options.report_sink(opts) as render, options.recording_sink(opts) as record:
+    with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
-            probe=probe, report_config=options.report_config(opts, group_by=group_by),
-            run_config=options.run_config(opts), render=render, record=record,
+            probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
             resolve=symbols.resolve, cgroup_name=CgroupPaths().label, warnings=lambda: warnings,
             evidence=evidence,
         )

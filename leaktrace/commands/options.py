@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, TextIO
 
 import click
 
 from .. import output_files
-from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, ProbeConfig,
-                      ReportConfig, RunConfig)
+from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, OutputConfig, ProbeConfig,
+                      ReachConfig, ReportConfig, RunConfig)
 from ..errors import UsageError
 from ..model import Report
 from ..recording import RecordingWriter
@@ -124,30 +125,40 @@ def probe_config(opts: dict) -> ProbeConfig:
     )
 
 
-def reach_scanner(opts: dict, read_allocations, from_start: bool):
+@dataclass(frozen=True)
+class TraceSettings:
+    """What a tracing command's report loop reads from its options, typed once
+    at the command line: nothing past this point sees click's options."""
+
+    report: ReportConfig
+    run: RunConfig
+    output: OutputConfig
+    reach: ReachConfig = ReachConfig()
+    lines: bool = False  # file:line from DWARF for shown frames
+    trace_events: bool = False  # --trace: print every event on stderr
+
+
+def trace_settings(opts: dict, group_by: str = "stack") -> TraceSettings:
+    return TraceSettings(
+        report=ReportConfig(top=opts["top"], older_than_ms=opts["older_than_ms"],
+                            show_allocs=opts["show_allocs"], group_by=group_by),
+        run=RunConfig(interval_s=opts["interval"], count=opts["count"], duration_s=opts["duration"]),
+        output=OutputConfig(format=opts["output_format"], path=opts["output"], record=opts.get("record"),
+                            show_unwind=opts.get("show_unwind", False)),
+        reach=ReachConfig(when=opts.get("reachability") or "",
+                          max_bytes=opts.get("reachability_max_mb", DEFAULT_REACH_MAX_MB) << 20),
+        lines=opts.get("lines", False), trace_events=opts.get("trace", False),
+    )
+
+
+def reach_scanner(reach: ReachConfig, probe_config: ProbeConfig, read_allocations, from_start: bool):
     """The Session's inspect hook for --reachability, or None without it.
     from_start: the probes saw every allocation since exec (run)."""
-    if not opts.get("reachability"):
+    if not reach.when:
         return None
     from ..reach.scan import Scanner  # numpy: only when asked for
-    filtered = bool(opts["min_size"] or opts["max_size"])
-    return Scanner(read_allocations, max_bytes=opts["reachability_max_mb"] << 20,
-                   missing_blocks=filtered or not from_start)
-
-
-def report_config(opts: dict, group_by: str = "stack") -> ReportConfig:
-    return ReportConfig(
-        top=opts["top"], older_than_ms=opts["older_than_ms"], show_allocs=opts["show_allocs"],
-        group_by=group_by, lines=opts.get("lines", False), format=opts["output_format"],
-        show_unwind=opts.get("show_unwind", False),
-    )
-
-
-def run_config(opts: dict, pids=()) -> RunConfig:
-    return RunConfig(
-        interval_s=opts["interval"], count=opts["count"], duration_s=opts["duration"],
-        output=opts["output"], pids=tuple(pids), obj=opts.get("obj"),
-    )
+    filtered = bool(probe_config.min_size or probe_config.max_size)
+    return Scanner(read_allocations, max_bytes=reach.max_bytes, missing_blocks=filtered or not from_start)
 
 
 # Formats whose reports can follow each other in one stream; the others
@@ -155,30 +166,29 @@ def run_config(opts: dict, pids=()) -> RunConfig:
 STREAMING_FORMATS = ("table", "json")
 
 
-def check_outputs(opts: dict) -> None:
+def check_outputs(output: OutputConfig) -> None:
     """Refuse a bad --format/-o/--record combination or path before any probe is attached."""
-    name = opts["output_format"]
-    if name not in STREAMING_FORMATS and not opts["output"]:
+    name = output.format
+    if name not in STREAMING_FORMATS and not output.path:
         raise UsageError(f"--format {name} writes one file per report, not a stream",
                          hint=f"add -o FILE (rewritten at every interval), or --record FILE "
                               f"and `leaktrace report FILE --format {name}` later")
-    if opts["output"]:
-        output_files.check(opts["output"], "-o", replace=name not in STREAMING_FORMATS)
-    if opts.get("record"):
-        output_files.check(opts["record"], "--record")
+    if output.path:
+        output_files.check(output.path, "-o", replace=name not in STREAMING_FORMATS)
+    if output.record:
+        output_files.check(output.record, "--record")
 
 
 @contextmanager
-def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
+def report_sink(output: OutputConfig) -> Iterator[Callable[[Report], None]]:
     """A function that renders one report to --output or stdout, flushed.
     Whole-file formats replace --output with the latest report each interval."""
-    check_outputs(opts)
-    name = opts["output_format"]
-    reporter = get_reporter(name, show_unwind=opts.get("show_unwind", False))
-    if name not in STREAMING_FORMATS:
-        yield _file_sink(reporter, opts["output"])
+    check_outputs(output)
+    reporter = get_reporter(output.format, show_unwind=output.show_unwind)
+    if output.format not in STREAMING_FORMATS:
+        yield _file_sink(reporter, output.path)
         return
-    out: TextIO = output_files.open_file(opts["output"], "-o", append=True) if opts["output"] else sys.stdout
+    out: TextIO = output_files.open_file(output.path, "-o", append=True) if output.path else sys.stdout
     try:
         def render(report: Report) -> None:
             reporter.render(report, out)
@@ -190,12 +200,12 @@ def report_sink(opts: dict) -> Iterator[Callable[[Report], None]]:
 
 
 @contextmanager
-def recording_sink(opts: dict) -> Iterator[Optional[Callable[[Report], None]]]:
+def recording_sink(output: OutputConfig) -> Iterator[Optional[Callable[[Report], None]]]:
     """A function that appends one report to the --record recording, or None."""
-    if not opts.get("record"):
+    if not output.record:
         yield None
         return
-    recorder = RecordingWriter(opts["record"])
+    recorder = RecordingWriter(output.record)
     try:
         yield recorder.write
     finally:

@@ -158,7 +158,8 @@ def run(command, **opts):
     if opts["dump_bpf"]:
         options.dump_bpf(probe.dump())
         return 0
-    options.check_outputs(opts)
+    settings = options.trace_settings(opts)
+    options.check_outputs(settings.output)
     executable = shutil.which(command[0])
     if executable is None:
         raise UsageError(f"command not found: {command[0]}")
@@ -170,9 +171,9 @@ def run(command, **opts):
         probe.attach(plan, pid)
         target = Target(pid=pid, comm=child.comm, exe=executable,
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name)
-        open_trace_output(probe, opts)  # the child's first events too
+        open_trace_output(probe, settings)  # the child's first events too
         child.release()
-        trace_processes(probe, [target], opts, child.alive, UserSymbols(lines=opts["lines"]), child)
+        trace_processes(probe, [target], settings, child.alive, UserSymbols(lines=settings.lines), child)
     finally:
         if child.alive():  # attach or the report loop failed: the child must not run untraced
             os.kill(pid, signal.SIGKILL)

@@ -136,12 +136,13 @@ def test_record_option_is_offered_by_every_tracing_command():
 def test_live_sinks_record_every_interval_and_rewrite_whole_file_formats(tmp_path):
     from format_cases import live_report as reports
     from leaktrace.commands.options import recording_sink, report_sink
+    from leaktrace.config import OutputConfig
     from leaktrace.report.pprof import PprofReporter
     import io
 
     out, rec = tmp_path / "live.pb.gz", tmp_path / "live.rec"
-    opts = {"output_format": "pprof", "output": str(out), "record": str(rec)}
-    with report_sink(opts) as render, recording_sink(opts) as save:
+    output = OutputConfig(format="pprof", path=str(out), record=str(rec))
+    with report_sink(output) as render, recording_sink(output) as save:
         for report in reports():
             save(report)
             render(report)
@@ -149,8 +150,8 @@ def test_live_sinks_record_every_interval_and_rewrite_whole_file_formats(tmp_pat
     PprofReporter().render(reports()[-1], latest)
     assert out.read_bytes() == latest.getvalue()  # the file holds the latest interval
     assert read_recording(str(rec)).reports == reports()
-    with recording_sink({"record": None}) as save:
+    with recording_sink(OutputConfig(record=None)) as save:
         assert save is None
     with pytest.raises(UsageError, match="writes one file per report"):
-        with report_sink({"output_format": "flamegraph", "output": None, "record": None}):
+        with report_sink(OutputConfig(format="flamegraph", path=None, record=None)):
             pass

@@ -171,14 +171,6 @@ def test_show_allocs_lists_old_allocations_of_shown_sites_largest_first_capped()
     assert report_for(snap, ReportConfig(top=1)).allocations == ()
 
 
-def test_show_allocs_respects_the_size_range():
-    allocs = tuple(Allocation(PID, 0x5581_0000 + 4096 * i, size, NOW - 40 * S, LEAK)
-                   for i, size in enumerate((16, 4096, 65536)))
-    snap = snapshot([bucket(LEAK, 40, 69648, 3)], allocations=allocs)
-    report = report_for(snap, ReportConfig(show_allocs=True, min_size=100, max_size=10000))
-    assert [a.size for a in report.allocations] == [4096]
-
-
 def test_format_helpers():
     assert [format_bytes(n) for n in (0, 1023, 8192, 1024 * 1024 - 1, 1 << 40)] == [
         "0 B", "1023 B", "8.0 KiB", "1.0 MiB", "1.0 TiB"]
