@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from leaktrace.report.table import format_bytes
-from leaktrace.triage.render import human_bytes
+from leaktrace.units import format_bytes
 
 
 def final_report(reports: Path) -> Dict:
@@ -52,7 +51,7 @@ def triage_line(triage: Dict, pid: int) -> str:
     anon = next(v for v in triage["verdicts"] if v["category"] == "user_anon")
     rate = anon["rate"] or 0
     state = (f"user anonymous memory {anon['verdict'].upper()} at "
-             f"{'+' if rate >= 0 else ''}{human_bytes(rate)}/s")
+             f"{'+' if rate >= 0 else ''}{format_bytes(rate)}/s")
     growers: List[Dict] = triage["growers"].get("user_anon", [])
     step: Optional[Dict] = next((s for s in triage["next_steps"] if s["category"] == "user_anon"), None)
     if step is None:

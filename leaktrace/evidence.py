@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .model import Allocation, ContentSample, KernelPointer, RowContents, Site
+from .model import Allocation, ContentSample, KernelPointer, RowContents, Site, Snapshot
 from .reach import content
 
 READABLE_KINDS = ("kmalloc", "cache")  # slab objects: pages, percpu and vmalloc areas are not read
@@ -30,6 +30,8 @@ MAX_SITES = 50  # the heaviest: reading every site of thousands would hold up th
 
 # address -> "symbol" or "symbol+0xoff" (None: not a kernel symbol)
 SymbolLookup = Callable[[int], Optional[str]]
+# addresses -> the first bytes of each that could be read
+Reader = Callable[[Iterable[int]], Mapping[int, bytes]]
 
 
 def belongs(allocation: Allocation, site: Site) -> bool:
@@ -103,3 +105,17 @@ def row_contents(allocations: Sequence[Allocation], heads: Mapping[int, bytes],
     found = [head for _, head in read]
     return RowContents(sampled=len(read), samples=samples, similarity=content.similarity(found, WORD),
                        pointers=pointers(found, lookup))
+
+
+def gather(snapshot: Snapshot, sites: Sequence[Site], read: Reader, read_tables: Reader,
+           names: SymbolLookup, functions) -> Dict[Tuple, RowContents]:
+    """Per site key, what a sample of its outstanding objects holds. read: the
+    first bytes of slab objects, read_tables: of kernel data (the probe's
+    reader); names: any kernel symbol; functions: the text symbols
+    (symbols.kallsyms.KernelSymbols: lookup, function_at)."""
+    chosen = choose(sites, snapshot.allocations)
+    heads = read(a.address for sampled in chosen.values() for a in sampled)
+    found = {key: row_contents(sampled, heads, names) for key, sampled in chosen.items()}
+    rows = {key: value for key, value in found.items() if value is not None}
+    tables = read_tables(tables_to_read(rows.values(), lambda a: functions.lookup(a) is not None))
+    return {key: with_tables(value, tables, functions.function_at) for key, value in rows.items()}

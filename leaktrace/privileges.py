@@ -1,5 +1,5 @@
-"""What this process may do: its capabilities, the bpf() syscall, and why the
-kernel refused it a process's files.
+"""What this process may do: its capabilities, and why the kernel refused it a
+process's files (whether bpf() itself is allowed: probes/features.py).
 
 Being root is not enough: capsh, setpriv or a container can drop CAP_BPF,
 CAP_PERFMON and CAP_SYS_ADMIN from root, a seccomp filter or an LSM can refuse
@@ -9,12 +9,9 @@ bcc prints its own multi-line errors.
 """
 from __future__ import annotations
 
-import errno
 import os
-import struct
 
 from .errors import PRIVILEGE_HINT, PermissionProblem
-from .probes import syscall
 
 # linux/capability.h
 CAP_SYS_PTRACE = 19
@@ -28,7 +25,6 @@ _CAP_NAMES = ("chown", "dac_override", "dac_read_search", "fowner", "fsetid", "k
               "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write",
               "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
               "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore")
-_BPF_MAP_TYPE_ARRAY = 2
 
 
 def capabilities(pid: object = "self", field: str = "CapEff") -> int:
@@ -60,22 +56,6 @@ def check_tracing() -> None:
         "(capsh, setpriv, a container's settings)",
         hint="run leaktrace with those capabilities (docker: --cap-add BPF --cap-add PERFMON, "
              "or --privileged)")
-
-
-def check_bpf_syscall() -> None:
-    """Create and close a one-entry BPF map: an EPERM here is a seccomp filter or
-    an LSM refusing bpf() (capabilities were checked before)."""
-    if not syscall.available():
-        return  # bcc will say what fails on this architecture
-    try:
-        os.close(syscall.bpf(syscall.BPF_MAP_CREATE, struct.pack("=IIII", _BPF_MAP_TYPE_ARRAY, 4, 4, 1)))
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            raise PermissionProblem(
-                f"the kernel refused the bpf() system call ({exc.strerror}) although this process "
-                "has the capabilities: a seccomp filter or a security module blocks it",
-                hint="inside a container run with --privileged (or a seccomp profile that allows "
-                     "bpf); check kernel.unprivileged_bpf_disabled and the LSM's policy") from None
 
 
 def denied(path: str, pid: int) -> PermissionProblem:

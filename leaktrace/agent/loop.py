@@ -34,7 +34,7 @@ from leaktrace.agent.findings import SiteFinding, event, top_sites
 from leaktrace.agent.policy import Escalations
 from leaktrace.agent.sampler import Clock, Sampler
 from leaktrace.agent.watch import CGROUP, PROCESS, SLAB, TOTAL, Judged, Key, Watch, policy_for
-from leaktrace.report.table import format_bytes
+from leaktrace.units import format_bytes
 from leaktrace.triage.procfs import Sample
 from leaktrace.triage.sampling import read_sample
 

@@ -18,7 +18,8 @@ from ..errors import UsageError
 from ..model import Report, ReportRow
 from ..recording import read_recording, select
 from ..report.frames import row_title
-from ..report.table import format_bytes, printable
+from ..report.table import printable
+from ..units import format_bytes
 from ..session import stderr_line
 from .output import open_output
 

@@ -14,12 +14,13 @@ from typing import Sequence, Tuple
 
 import click
 
+from .. import evidence
 from ..cgroups import CgroupPaths
 from ..errors import UsageError
 from ..model import KERNEL_KINDS
 from ..probes import features, slabs
 from ..probes.kernel import KernelFilters, KernelProbe
-from ..probes.kernel_contents import ContentReader, data_bounds
+from ..probes.kernel_contents import SPACE_KERNEL_DATA, ContentReader, data_bounds
 from ..session import Session, stderr_line
 from ..symbols.kallsyms import POINTER_TYPES, KernelSymbols
 from . import options
@@ -145,7 +146,9 @@ def content_reader(probe: KernelProbe, symbols: KernelSymbols, warnings: list):
     if not reader.attach(data_bounds(pointed)):
         warnings.append(reader.problem)
         return None
-    return lambda snapshot, sites: reader.contents(snapshot, sites, pointed.name, symbols)
+    return lambda snapshot, sites: evidence.gather(
+        snapshot, sites, reader.read, lambda addresses: reader.read(addresses, SPACE_KERNEL_DATA),
+        pointed.name, symbols)
 
 
 def trace(probe: KernelProbe, settings: options.TraceSettings, content: bool = True) -> None:

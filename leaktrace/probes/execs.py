@@ -14,7 +14,7 @@ from typing import Dict, Hashable, Mapping, Tuple
 
 from .. import targets as processes
 from ..model import Target
-from ..report.table import format_bytes
+from ..units import format_bytes
 
 
 @dataclass(frozen=True)

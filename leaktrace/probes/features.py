@@ -6,19 +6,39 @@ hint, so the CLI can print it without a traceback.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import struct
 from typing import Optional
 
 from .. import privileges
-from ..errors import EnvironmentProblem
+from ..errors import EnvironmentProblem, PermissionProblem
+from . import syscall
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_BPF_MAP_TYPE_ARRAY = 2
 
 
 def check_privileges() -> None:
     """Raise PermissionProblem unless BPF programs can be loaded (root is not enough)."""
     privileges.check_tracing()
-    privileges.check_bpf_syscall()
+    check_bpf_syscall()
+
+
+def check_bpf_syscall() -> None:
+    """Create and close a one-entry BPF map: an EPERM here is a seccomp filter or
+    an LSM refusing bpf() (capabilities were checked before)."""
+    if not syscall.available():
+        return  # bcc will say what fails on this architecture
+    try:
+        os.close(syscall.bpf(syscall.BPF_MAP_CREATE, struct.pack("=IIII", _BPF_MAP_TYPE_ARRAY, 4, 4, 1)))
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            raise PermissionProblem(
+                f"the kernel refused the bpf() system call ({exc.strerror}) although this process "
+                "has the capabilities: a seccomp filter or a security module blocks it",
+                hint="inside a container run with --privileged (or a seccomp profile that allows "
+                     "bpf); check kernel.unprivileged_bpf_disabled and the LSM's policy") from None
 
 
 def import_bcc():

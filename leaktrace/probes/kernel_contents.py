@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
-from .. import evidence
-from ..model import RowContents, Site, Snapshot
 from ..symbols.kallsyms import KernelSymbols
 
 BATCH = 64  # CONTENT_BATCH in bpf/kernel_common.h
@@ -71,18 +69,6 @@ class ContentReader:
                 if head.len:
                     found[address] = bytes(head.bytes[:head.len])
         return found
-
-    def contents(self, snapshot: Snapshot, sites: Sequence[Site], names: evidence.SymbolLookup,
-                 functions: KernelSymbols) -> Dict[Tuple, RowContents]:
-        """Per site key, what a sample of its outstanding objects holds.
-        names: any kernel symbol; functions: the text symbols."""
-        chosen = evidence.choose(sites, snapshot.allocations)
-        heads = self.read(a.address for sampled in chosen.values() for a in sampled)
-        found = {key: evidence.row_contents(sampled, heads, names) for key, sampled in chosen.items()}
-        rows = {key: value for key, value in found.items() if value is not None}
-        tables = self.read(evidence.tables_to_read(rows.values(), lambda a: functions.lookup(a) is not None),
-                           SPACE_KERNEL_DATA)
-        return {key: evidence.with_tables(value, tables, functions.function_at) for key, value in rows.items()}
 
 
 def data_bounds(symbols: KernelSymbols) -> Optional[Tuple[int, int]]:

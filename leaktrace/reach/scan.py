@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from ..errors import LeaktraceError
 from ..model import NOT_CLASSIFIED, Allocation, ReachScan, Snapshot
-from ..report.table import format_bytes
+from ..units import format_bytes
 from ..symbols.maps import read_maps
 from . import classify, content, regions, target
 from .memory import ROOT, MemoryImage, Segment

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from leaktrace.model import Report
 from leaktrace.report.frames import root_first
-from leaktrace.report.table import format_bytes
+from leaktrace.units import format_bytes
 
 WIDTH = 1200
 ROW = 17

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 from leaktrace.compare import stack_signature
 from leaktrace.model import Report, ReportRow
 from leaktrace.report.frames import row_title
-from leaktrace.report.table import format_age, format_bytes
+from leaktrace.units import format_age, format_bytes
 
 MAX_LINES = 8
 WIDTH, HEIGHT = 960, 540

@@ -14,35 +14,14 @@ from tabulate import tabulate
 from leaktrace.model import (REACH_CLASSES, Frame, KernelPointer, Report, ReportRow, RowContents, RowReach,
                              Target)
 from leaktrace.reach.content import hex_lines
+from leaktrace.units import format_age, format_bytes
 
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 RED, RESET = "\033[1;31m", "\033[0m"
 FRAME_INDENT = "      "
 # Optional identity columns, shown only when some row has a value.
 IDENTITY_COLUMNS = (("pid", "pid"), ("comm", "comm"), ("cache", "cache"), ("cgroup", "cgroup"))
 REACH_NAMES = ("unreferenced", "indirectly lost", "reachable")  # REACH_CLASSES for people
 SAMPLE_SHOWN_BYTES = 32  # of each content sample, in the table (JSON has them all)
-
-
-def format_bytes(n: int) -> str:
-    if abs(n) < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in UNITS[1:]:
-        value /= 1024
-        # 1023.97 KiB would print as "1024.0 KiB": move up a unit instead.
-        if abs(value) < 1023.95 or unit == UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def format_age(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def printable(text: str) -> str:

@@ -15,6 +15,7 @@ from tabulate import tabulate
 
 from leaktrace.triage.oom import OomCheck
 from leaktrace.triage.verdicts import Triage
+from leaktrace.units import format_bytes
 
 
 def to_data(triage: Optional[Triage], oom_checks: Optional[Sequence[OomCheck]]) -> dict:
@@ -27,16 +28,6 @@ def to_data(triage: Optional[Triage], oom_checks: Optional[Sequence[OomCheck]]) 
     return data
 
 
-def human_bytes(value: float) -> str:
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    return ""  # unreachable: GiB ends the loop
-
-
 def human_duration(seconds: Optional[float]) -> str:
     if seconds is None:
         return "-"
@@ -47,15 +38,15 @@ def human_duration(seconds: Optional[float]) -> str:
 
 
 def _rate(rate: Optional[float]) -> str:
-    return "-" if rate is None else f"{'+' if rate >= 0 else ''}{human_bytes(rate)}/s"
+    return "-" if rate is None else f"{'+' if rate >= 0 else ''}{format_bytes(rate)}/s"
 
 
 def _verdict_table(data: dict, out: TextIO) -> None:
     out.write(f"Memory triage over {data['window_s']:.1f} s ({data['samples']} samples): "
-              f"MemTotal {human_bytes(data['mem_total'])}, "
-              f"MemAvailable {human_bytes(data['mem_available'])}\n\n")
+              f"MemTotal {format_bytes(data['mem_total'])}, "
+              f"MemAvailable {format_bytes(data['mem_available'])}\n\n")
     rows = [
-        (v["label"], human_bytes(v["level"]), _rate(v["rate"]),
+        (v["label"], format_bytes(v["level"]), _rate(v["rate"]),
          human_duration(v["exhaust_s"]), v["verdict"].upper() if v["verdict"] == "leak" else v["verdict"])
         for v in data["verdicts"]
     ]
@@ -71,7 +62,7 @@ def _grower_row(grower: dict) -> tuple:
         who, extra = grower["name"], "reclaimable" if grower["reclaimable"] else "unreclaimable"
     else:
         who, extra = grower["name"], "-"
-    return who, human_bytes(grower["level"]), _rate(grower["rate"]), extra
+    return who, format_bytes(grower["level"]), _rate(grower["rate"]), extra
 
 
 def _growers_table(data: dict, out: TextIO) -> None:
