@@ -25,11 +25,10 @@ or after it when the final report scans the command's memory).
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import missed_frees, stop_signals
 from .config import ReportConfig, RunConfig
@@ -156,10 +155,6 @@ class Session:
             return reason
         finally:
             restore_signals()
-
-
-def stderr_line(message: str, stream: Optional[TextIO] = None) -> None:
-    print(message, file=stream or sys.stderr, flush=True)
 
 
 def describe_error(error: LeaktraceError) -> str:

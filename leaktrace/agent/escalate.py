@@ -114,7 +114,8 @@ def _start(request: Request):
 
 
 def _user(request: Request):
-    from leaktrace.commands.attach import UserSymbols, describe  # the attach command's own wiring
+    from leaktrace.commands.tracing import describe  # the tracing commands' own wiring
+    from leaktrace.symbols.user import UserSymbols
     targets.check_traceable(request.pid)
     plan = allocator.discover(request.pid, None)
     resolver = UserSymbols()

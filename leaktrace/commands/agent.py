@@ -8,9 +8,9 @@ from ..agent.evidence import EvidenceStore
 from ..agent.exporter import serve
 from ..agent.loop import Agent
 from ..agent.watch import TARGET_KINDS
+from ..console import stderr_line
 from ..errors import UsageError
 from ..probes import features
-from ..session import stderr_line
 from .options import DEFAULT_REACH_MAX_MB
 from .triage import parse_duration
 

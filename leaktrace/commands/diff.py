@@ -14,13 +14,13 @@ from tabulate import tabulate
 
 from .. import output_files
 from ..compare import Change, compare, to_dict
+from ..console import stderr_line
 from ..errors import UsageError
 from ..model import Report, ReportRow
 from ..recording import read_recording, select
 from ..report.frames import row_title
 from ..report.table import printable
 from ..units import format_bytes
-from ..session import stderr_line
 from .output import open_output
 
 

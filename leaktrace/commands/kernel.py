@@ -16,12 +16,13 @@ import click
 
 from .. import evidence
 from ..cgroups import CgroupPaths
+from ..console import stderr_line
 from ..errors import UsageError
 from ..model import KERNEL_KINDS
 from ..probes import features, slabs
 from ..probes.kernel import KernelFilters, KernelProbe
 from ..probes.kernel_contents import SPACE_KERNEL_DATA, ContentReader, data_bounds
-from ..session import Session, stderr_line
+from ..session import Session
 from ..symbols.kallsyms import POINTER_TYPES, KernelSymbols
 from . import options
 

@@ -13,10 +13,10 @@ import click
 
 from .. import output_files
 from ..config import DEFAULT_TOP
+from ..console import stderr_line
 from ..errors import UsageError
 from ..recording import limited, read_recording, select
 from ..report import REPORTERS, get_reporter, is_binary, render_reports
-from ..session import stderr_line
 from .output import open_output
 
 

@@ -33,8 +33,9 @@ from ..forks import ForkWatch
 from ..model import Target
 from ..probes import features
 from ..probes.user import UserProbe
-from .attach import UserSymbols, open_trace_output, trace_processes
+from ..symbols.user import UserSymbols
 from . import options
+from .tracing import open_trace_output, trace_processes
 
 PTRACE_TRACEME = 0
 PTRACE_DETACH = 17

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from leaktrace import containers
-from leaktrace.commands import attach
 from leaktrace.errors import LeaktraceError
 from leaktrace.model import Container, Report, Target
 from leaktrace.report.table import TableReporter
+from leaktrace.symbols import user as user_symbols
 from leaktrace.symbols.copyout import CopyOutError, DockerCopy, private_dir
 from leaktrace.symbols.paths import open_in_root
 
@@ -226,21 +226,21 @@ def test_root_access_problem_reads_the_root_and_honours_the_test_hook(monkeypatc
 ])
 def test_unreadable_proc_root_is_one_clear_line(monkeypatch, docker_cp, runtime, fallback):
     said = []
-    monkeypatch.setattr(attach, "stderr_line", said.append)
+    monkeypatch.setattr(user_symbols, "stderr_line", said.append)
     monkeypatch.setenv(containers.SIMULATE_NO_PROC_ROOT, "1")
     monkeypatch.setattr(containers, "container_of",
                         lambda pid, ask_docker=True: Container(runtime, DOCKER_ID, "web"))
-    attach.UserSymbols(docker_cp=docker_cp)._copier(4242)
+    user_symbols.UserSymbols(docker_cp=docker_cp)._copier(4242)
     assert said == [
         f"leaktrace: cannot read /proc/4242/root (permission denied); symbols come from {fallback}"]
 
 
 def test_readable_proc_root_says_nothing(monkeypatch):
     said = []
-    monkeypatch.setattr(attach, "stderr_line", said.append)
+    monkeypatch.setattr(user_symbols, "stderr_line", said.append)
     monkeypatch.setattr(containers, "container_of",
                         lambda pid, ask_docker=True: Container("docker", DOCKER_ID, "web"))
-    attach.UserSymbols(docker_cp="never")._copier(os.getpid())
+    user_symbols.UserSymbols(docker_cp="never")._copier(os.getpid())
     assert said == []
 
 

@@ -1,0 +1,54 @@
+"""The report loop's wiring shared by `attach` and `run` (user mode): name the
+targets, open --trace's stream, build the Session from typed settings, run it."""
+from __future__ import annotations
+
+import click
+
+from .. import allocator, containers, targets
+from ..console import stderr_line
+from ..model import Target
+from ..probes.user import UserProbe
+from ..session import Session
+from ..symbols.user import UserSymbols
+from . import options
+
+
+def describe(plan: allocator.HookPlan, pid: int) -> Target:
+    return Target(pid=pid, comm=targets.comm(pid), exe=targets.exe(pid),
+                  allocator=plan.allocator_path, allocator_name=plan.allocator_name,
+                  container=containers.container_of(pid))
+
+
+def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None:
+    """--trace: print each event on stderr from now on (again: no effect)."""
+    if settings.trace_events:
+        probe.open_trace(lambda line: click.echo(line, err=True))
+
+
+def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettings, alive,
+                    resolver: UserSymbols, command=None) -> None:
+    """Announce, run the report loop, print the final report. command (`run`'s
+    Command): the probes saw every allocation of its process from the start; it
+    hears stop signals, is ended before the final report and adds its warnings."""
+    inspect = options.reach_scanner(settings.reach, probe.config, probe.read_allocations,
+                                    from_start=command is not None)
+    for target in target_list:
+        if target.pid not in resolver.by_pid:
+            resolver.add(target.pid)
+    open_trace_output(probe, settings)  # before "tracing": events sent before it opens are dropped
+    for target in target_list:
+        stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
+                    f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
+    with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
+        session = Session(
+            probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
+            resolve=resolver.resolve, targets=lambda: tuple(target_list), alive=alive,
+            warnings=resolver.warnings, tick=resolver.refresh, inspect=inspect,
+            inspect_each=settings.reach.when == "each",
+        )
+        if command is not None:
+            session.on_signal, session.finish = command.forward, command.finish
+            session.warnings = lambda: resolver.warnings() + command.warnings()
+            session.tick = lambda: (resolver.refresh(), command.watch())
+        reason = session.run()
+    stderr_line(f"leaktrace: stopped ({reason})")
