@@ -83,7 +83,7 @@ def run_untraced(binary, pairs, threads):
 def run_floor(binary, pairs, threads, placed: bool):
     """Empty programs on every function leaktrace hooks; entry probes placed or at +0."""
     import bcc
-    from leaktrace.allocator import discover
+    from leaktrace.probes.allocator import discover
     from leaktrace.probes.alloc_functions import HANDLERS
     from leaktrace.probes.user import emulated_offset
 

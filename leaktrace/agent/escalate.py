@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from leaktrace import allocator, targets
+from leaktrace import targets
+from leaktrace.probes import allocator
 from leaktrace.agent.budget import ProbeCost
 from leaktrace.cgroups import CgroupPaths
 from leaktrace.config import ProbeConfig, ReportConfig, RunConfig

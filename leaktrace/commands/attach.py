@@ -5,9 +5,9 @@ from typing import List, Optional
 
 import click
 
-from .. import allocator, containers, targets
+from .. import containers, targets
 from ..errors import UsageError
-from ..probes import features, uretprobe
+from ..probes import allocator, features, uretprobe
 from ..probes.user import UserProbe
 from ..symbols.copyout import MODES as DOCKER_CP_MODES
 from ..symbols.user import UserSymbols

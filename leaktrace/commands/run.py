@@ -27,11 +27,10 @@ from typing import Callable, List, Optional
 
 import click
 
-from .. import allocator
 from ..errors import TargetError, UsageError
 from ..forks import ForkWatch
 from ..model import Target
-from ..probes import features
+from ..probes import allocator, features
 from ..probes.user import UserProbe
 from ..symbols.user import UserSymbols
 from . import options

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .. import allocator, containers, targets
+from .. import containers, targets
 from ..console import stderr_line
 from ..model import Target
+from ..probes import allocator
 from ..probes.user import UserProbe
 from ..session import Session
 from ..symbols.user import UserSymbols

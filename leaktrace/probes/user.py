@@ -16,12 +16,12 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..age_blocks import AgeTotal, BlockFolder
-from ..allocator import HookPlan
 from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from . import alloc_functions, features, hooks, release, source
+from .allocator import HookPlan
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error

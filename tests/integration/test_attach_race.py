@@ -22,7 +22,7 @@ import time
 import pytest
 
 from harness import LeakyProcess, OLDER_THAN_MS, SETTLE_S
-from leaktrace import allocator
+from leaktrace.probes import allocator
 from leaktrace.aggregate import NS_PER_MS
 from leaktrace.config import ProbeConfig
 from leaktrace.probes.user import UserProbe

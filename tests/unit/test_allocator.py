@@ -15,7 +15,7 @@ from typing import Dict, List
 import pytest
 
 from harness import compile_c
-from leaktrace import allocator
+from leaktrace.probes import allocator
 from leaktrace.cli import main
 from leaktrace.errors import UsageError
 from leaktrace.probes import features

@@ -24,9 +24,9 @@ STAGES = (
     ("foundation", ("__init__", "errors", "config", "model", "units", "cache", "output_files",
                     "privileges", "age_blocks", "containers", "cgroups", "targets", "forks",
                     "stop_signals", "console", "symbols", "unwind", "triage.procfs")),
-    # What goes into the kernel: which functions of which objects (allocator),
-    # the programs, placements, unwind tables, and reading the maps back.
-    ("probes", ("probes", "allocator")),
+    # What goes into the kernel (which functions of which objects, the programs,
+    # placements, unwind tables) and reading the maps back.
+    ("probes", ("probes",)),
     ("aggregate", ("aggregate",)),
     ("judge", ("missed_frees", "growth", "trend", "reach", "judgement", "evidence", "compare")),
     ("build", ("symbolize",)),

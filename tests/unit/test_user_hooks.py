@@ -4,7 +4,7 @@ import subprocess
 
 from click.testing import CliRunner
 
-from leaktrace.allocator import HookPlan
+from leaktrace.probes.allocator import HookPlan
 from leaktrace.cli import cli
 from leaktrace.commands import options
 from leaktrace.config import ProbeConfig

@@ -21,10 +21,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from elftools.elf.elffile import ELFFile
 
-from .errors import TargetError, UsageError
-from .probes.alloc_functions import FUNCTIONS
-from .symbols import ElfError, open_elf, read_maps
-from .symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
+from ..errors import TargetError, UsageError
+from ..symbols import ElfError, open_elf, read_maps
+from ..symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
+from .alloc_functions import FUNCTIONS
 
 _KNOWN_ALLOCATORS = (
     ("jemalloc", "jemalloc"),
