@@ -41,7 +41,7 @@ def test_kernel_thread_pid():
 
 
 @pytest.mark.parametrize("options, named", [
-    (["--top", "0"], "--top"),
+    (["--top", "-1"], "--top"),
     (["--older-than", "-1"], "--older-than"),
     (["--min-size", "-5"], "--min-size"),
     (["--min-size", "4096", "--max-size", "16"], "--max-size"),
