@@ -12,7 +12,8 @@ that fell below the cut for one that went away; the cut reuses the full
 report's frames, so each site is symbolized once per interval (every site
 with --record, the top N without). In kernel mode, `evidence` reads what the
 shown sites' objects hold (at the final report) and the rows carry it.
-Stops on Ctrl-C, SIGTERM or SIGHUP, when the targets are gone, after
+Stops on Ctrl-C, SIGTERM or SIGHUP (taken by listen(), before the command
+says it is tracing), when the targets are gone, after
 --duration, or after COUNT reports, and always prints a final report: nothing
 collected is lost. The final report reads the maps (and the objects' contents),
 then detaches every probe (probe.detach: fast, and no later signal can leave
@@ -69,6 +70,13 @@ class Session:
     evidence: Optional[Callable[[Snapshot, Sequence[Site]], Dict[Tuple, RowContents]]] = None
     reports: int = 0
     _stop_reason: str = field(default="", init=False)
+    _restore_signals: Optional[Callable[[], None]] = field(default=None, init=False)
+
+    def listen(self) -> None:
+        """Take the stop signals now, before the command says it is tracing: a
+        signal sent the moment that line appears still ends with a final report."""
+        if self._restore_signals is None:
+            self._restore_signals = stop_signals.take(STOP_SIGNALS, self._request_stop)
 
     def _request_stop(self, signum, frame) -> None:
         self.stop(STOP_SIGNALS.get(signum, "interrupted"))
@@ -126,7 +134,7 @@ class Session:
 
     def run(self) -> str:
         """Report until a stop condition; returns why it stopped."""
-        restore_signals = stop_signals.take(STOP_SIGNALS, self._request_stop)
+        self.listen()
         started = time.monotonic()
         next_report = started + self.run_config.interval_s
         reported_at = None
@@ -154,7 +162,8 @@ class Session:
                 self.finish(reason)
             return reason
         finally:
-            restore_signals()
+            self._restore_signals()
+            self._restore_signals = None
 
 
 def describe_error(error: LeaktraceError) -> str:

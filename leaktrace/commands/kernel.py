@@ -158,12 +158,13 @@ def trace(probe: KernelProbe, settings: options.TraceSettings, content: bool = T
     warnings = [] if not symbols.hidden else [
         "kernel addresses are hidden (/proc/kallsyms reads 0): stacks cannot be symbolized"]
     evidence = content_reader(probe, symbols, warnings) if content else None
-    announce(probe, probe.filters)
     with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
             probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
             resolve=symbols.resolve, cgroup_name=CgroupPaths().label, warnings=lambda: warnings,
             evidence=evidence,
         )
+        session.listen()
+        announce(probe, probe.filters)
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

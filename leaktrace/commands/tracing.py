@@ -36,10 +36,6 @@ def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettin
     for target in target_list:
         if target.pid not in resolver.by_pid:
             resolver.add(target.pid)
-    open_trace_output(probe, settings)  # before "tracing": events sent before it opens are dropped
-    for target in target_list:
-        stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
-                    f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
     with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
             probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
@@ -51,5 +47,10 @@ def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettin
             session.on_signal, session.finish = command.forward, command.finish
             session.warnings = lambda: resolver.warnings() + command.warnings()
             session.tick = lambda: (resolver.refresh(), command.watch())
+        session.listen()
+        open_trace_output(probe, settings)  # before "tracing": events sent before it opens are dropped
+        for target in target_list:
+            stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
+                        f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

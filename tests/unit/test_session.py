@@ -125,3 +125,15 @@ def test_a_final_scan_reads_the_command_before_it_is_ended_still_traced():
     # No detach here: probe.close() detaches once the command is gone.
     assert events == [f"signal {signal.SIGTERM}", "signalled", "snapshot", "scan", "render",
                       "finish terminated"]
+
+
+def test_a_stop_signal_between_listen_and_run_still_gets_the_final_report():
+    """Commands listen before they print "tracing": a script that signals the
+    moment that line appears must not kill leaktrace by the default action."""
+    events = []
+    session = signalled_session(events)
+    session.listen()
+    os.kill(os.getpid(), signal.SIGTERM)  # sent before the loop runs
+    assert session.run() == "terminated"
+    assert events == [f"signal {signal.SIGTERM}", "finish terminated", "snapshot", "detach", "render"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
