@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import click
 
-from .. import containers, targets
+from .. import containers, targets, timing
 from ..errors import UsageError
 from ..probes import allocator, features, uretprobe
 from ..probes.user import UserProbe
@@ -70,3 +70,4 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
                         lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()
+        timing.report("of the exit")

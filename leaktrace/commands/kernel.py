@@ -14,7 +14,7 @@ from typing import Sequence, Tuple
 
 import click
 
-from .. import evidence
+from .. import evidence, timing
 from ..cgroups import CgroupPaths
 from ..console import stderr_line
 from ..errors import UsageError
@@ -90,6 +90,7 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
     for note in probe.plan.notes:
         stderr_line(f"leaktrace: warning: {note}")
     stderr_line(f"leaktrace: tracing kernel allocations ({what}){scope}; Ctrl-C to stop")
+    timing.report("to tracing")
 
 
 @click.command()
@@ -138,6 +139,7 @@ def kernel(group_by, kinds, caches, pids, comms, full_stacks, no_content, **opts
         trace(probe, settings, content=not no_content)
     finally:
         probe.close()
+        timing.report("of the exit")
 
 
 def content_reader(probe: KernelProbe, symbols: KernelSymbols, warnings: list):

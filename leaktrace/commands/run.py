@@ -27,6 +27,7 @@ from typing import Callable, List, Optional
 
 import click
 
+from .. import timing
 from ..errors import TargetError, UsageError
 from ..forks import ForkWatch
 from ..model import Target
@@ -182,4 +183,5 @@ def run(command, **opts):
         probe.close()
         if child.forks:
             child.forks.close()
+        timing.report("of the exit")
     return child.exit_code()

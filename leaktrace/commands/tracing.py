@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import containers, targets
+from .. import containers, targets, timing
 from ..console import stderr_line
 from ..model import Target
 from ..probes import allocator
@@ -52,5 +52,6 @@ def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettin
         for target in target_list:
             stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                         f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
+        timing.report("to tracing")
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

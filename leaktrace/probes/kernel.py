@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
+from .. import timing
 from ..age_blocks import AgeTotal, BlockFolder
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem, ProbeLoadError
@@ -352,8 +353,9 @@ class KernelProbe:
             self._nested_fds.append(fd)
 
     def close(self) -> None:
-        if self.bpf is not None:
-            self.detach()
-            self.bpf.cleanup()
-            self.bpf = None
-        release.wait()
+        with timing.step("detach"):
+            if self.bpf is not None:
+                self.detach()
+                self.bpf.cleanup()
+                self.bpf = None
+            release.wait()

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+from .. import timing
 from ..errors import PRIVILEGE_HINT, PermissionProblem, ProbeLoadError
 from . import features, headers
 
@@ -71,7 +72,8 @@ def load(name: str, defines: Mapping[str, int]):
     headers.ensure_kernel_source()
     path = bpf_dir() / name
     try:
-        return bcc.BPF(src_file=str(path).encode(), cflags=cflags(defines))
+        with timing.step("compile", "compiling the probes"):
+            return bcc.BPF(src_file=str(path).encode(), cflags=cflags(defines))
     except Exception as exc:  # bcc raises bare Exception on compile/load errors
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, PermissionError) or any(sign in str(exc) for sign in _REFUSED):

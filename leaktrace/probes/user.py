@@ -20,6 +20,7 @@ from ..config import ProbeConfig
 from ..errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
+from .. import timing
 from . import alloc_functions, features, hooks, release, source
 from .allocator import HookPlan
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
@@ -221,17 +222,31 @@ class UserProbe:
         a hooked address (probes/hooks.py's links_usable)."""
         if self.bpf is None:
             bcc_bpf = features.import_bcc().BPF
-            self.load(hooks.links_usable(hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)))
+            with timing.step("placement", "placing the probes"):
+                addresses = hooks.plan_addresses(bcc_bpf, plan.objects(), pid, self._placement)
+            with timing.step("link check"):
+                links = hooks.links_usable(addresses)
+            self.load(links)
 
     def attach(self, plan: HookPlan, pid: int) -> None:
         """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
         self.load_for(plan, pid)
-        self._load_unwind_tables(pid)
+        with timing.step("unwind tables", "reading unwind tables"):
+            self._load_unwind_tables(pid)
         self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.
         pairs = [(path, function) for path, functions in plan.objects().items()
                  for function in distinct_entry_points(path, functions, self._address_of)
                  if function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        with timing.step("uprobes", "attaching uprobes"):
+            offsets = self._attach_pairs(pairs, pid)
+        self.live_ns = monotonic_ns()
+        self.started_ns = self.started_ns or self.live_ns
+        for path, function in pairs:
+            self.attached.append((pid, function, path, offsets.get((path, function), 0)))
+
+    def _attach_pairs(self, pairs: List[Tuple[str, str]], pid: int) -> Dict[Tuple[str, str], int]:
+        """Attach in attach_order; returns each entry probe's offset."""
         offsets = {}
         for path, function, side in attach_order(pairs):
             # Tracing starts with the first probe that records, not the last
@@ -241,10 +256,7 @@ class UserProbe:
             offset = self._attach_probe(path, function, pid, side)
             if side == "entry":
                 offsets[(path, function)] = offset
-        self.live_ns = monotonic_ns()
-        self.started_ns = self.started_ns or self.live_ns
-        for path, function in pairs:
-            self.attached.append((pid, function, path, offsets.get((path, function), 0)))
+        return offsets
 
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
@@ -367,8 +379,9 @@ class UserProbe:
 
     def close(self) -> None:
         """Detach, free the BPF objects and wait until the targets are clean."""
-        if self.bpf is not None:
-            self.detach()
-            self.bpf.cleanup()
-            self.bpf = None
-        release.wait()
+        with timing.step("detach"):
+            if self.bpf is not None:
+                self.detach()
+                self.bpf.cleanup()
+                self.bpf = None
+            release.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Optional
 
-from .. import containers, targets
+from .. import containers, targets, timing
 from ..console import stderr_line
 from ..errors import LeaktraceError
 from .copyout import DockerCopy
@@ -31,8 +31,9 @@ class UserSymbols:
         self._refreshed = 0.0
 
     def add(self, pid: int) -> None:
-        self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
-        self._prime(pid)
+        with timing.step("symbol tables", "reading symbol tables"):
+            self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
+            self._prime(pid)
 
     def _copier(self, pid: int) -> Optional[DockerCopy]:
         """The docker cp fallback for pid's container (one per container), if any."""

@@ -23,7 +23,7 @@ STAGES = (
     # the libraries that read processes and files (ELF, maps, CFI, /proc).
     ("foundation", ("__init__", "errors", "config", "model", "units", "cache", "output_files",
                     "privileges", "age_blocks", "containers", "cgroups", "targets", "forks",
-                    "stop_signals", "console", "symbols", "unwind", "triage.procfs")),
+                    "stop_signals", "console", "timing", "symbols", "unwind", "triage.procfs")),
     # What goes into the kernel (which functions of which objects, the programs,
     # placements, unwind tables) and reading the maps back.
     ("probes", ("probes",)),
