@@ -6,6 +6,7 @@ missing facility.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -18,7 +19,32 @@ from .errors import EX_SOFTWARE, EX_USAGE, LeaktraceError
 from .session import describe_error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Subcommand -> (module under leaktrace.commands, its click command). A
+# command's module is imported only when that command runs (or --help lists
+# them all): `attach` does not pay for the kernel, agent and triage imports.
+COMMANDS = {
+    "attach": ("attach", "attach"),
+    "run": ("run", "run"),
+    "report": ("report", "report"),
+    "diff": ("diff", "diff"),
+    "kernel": ("kernel", "kernel"),
+    "triage": ("triage", "triage"),
+    "agent": ("agent", "agent"),
+}
+
+
+class CommandsOnDemand(click.Group):
+    def list_commands(self, ctx) -> list:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str) -> Optional[click.Command]:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__package__}.commands.{module}"), attribute)
+
+
+@click.group(cls=CommandsOnDemand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="leaktrace")
 def cli():
     """Find who holds memory that is never given back: live, on eBPF.
@@ -32,32 +58,6 @@ def cli():
     triage   is this machine leaking, in which kind of memory (no BPF)
     agent    run unattended: watch everything, trace what grows, export metrics
     """
-
-
-def _register() -> None:
-    from .commands.attach import attach
-    from .commands.diff import diff as diff_command
-    from .commands.kernel import kernel
-    from .commands.report import report as report_command
-    from .commands.run import run
-
-    cli.add_command(attach)
-    cli.add_command(run)
-    cli.add_command(report_command)
-    cli.add_command(diff_command)
-    cli.add_command(kernel)
-    try:
-        from .commands.triage import triage
-    except ImportError:
-        pass
-    else:
-        cli.add_command(triage)
-    from .commands.agent import agent
-
-    cli.add_command(agent)
-
-
-_register()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -53,9 +53,21 @@ def breakdown(steps: List[Tuple[str, float]]) -> str:
     return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in totals.items())
 
 
-def report(when: str) -> None:
-    """Print the steps since the last report (LEAKTRACE_TIMING=1 only)."""
+def since_start() -> float:
+    """Seconds since this process started (Python's own start-up included)."""
+    with open("/proc/self/stat") as stat:
+        started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def report(when: str, total: bool = False) -> None:
+    """Print the steps since the last report (LEAKTRACE_TIMING=1 only); total:
+    with the time since the process started, and what no step covers."""
     global _reported
     steps, _reported = _steps[_reported:], len(_steps)
     if enabled() and steps:
-        stderr_line(f"leaktrace: timing {when}: {breakdown(steps)}")
+        line = f"leaktrace: timing {when}: {breakdown(steps)}"
+        if total:
+            elapsed = since_start()
+            line += f"; {elapsed:.2f} s since the command started ({elapsed - sum(s for _, s in steps):.2f} s in no step)"
+        stderr_line(line)

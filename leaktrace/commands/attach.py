@@ -59,7 +59,8 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
         targets.check_traceable(pid)
     features.check_privileges()
     uretprobe.check_targets(pids)
-    plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
+    with timing.step("allocator"):
+        plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
     resolver = UserSymbols(lines=settings.lines, docker_cp=docker_cp)
     for pid in pids:
         resolver.add(pid)

@@ -90,7 +90,7 @@ def announce(probe: KernelProbe, filters: KernelFilters) -> None:
     for note in probe.plan.notes:
         stderr_line(f"leaktrace: warning: {note}")
     stderr_line(f"leaktrace: tracing kernel allocations ({what}){scope}; Ctrl-C to stop")
-    timing.report("to tracing")
+    timing.report("to tracing", total=True)
 
 
 @click.command()

@@ -52,6 +52,6 @@ def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettin
         for target in target_list:
             stderr_line(f"leaktrace: tracing PID {target.pid} ({target.comm}), "
                         f"{target.allocator_name} allocator in {target.allocator}; Ctrl-C to stop")
-        timing.report("to tracing")
+        timing.report("to tracing", total=True)
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")

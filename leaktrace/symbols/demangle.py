@@ -11,10 +11,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-try:
-    import cxxfilt
-except (ImportError, OSError):  # cxxfilt loads libstdc++ with ctypes at import
-    cxxfilt = None
+_NOT_LOADED = object()
+_cxxfilt = _NOT_LOADED
+
+
+def _demangler():
+    """cxxfilt, imported at the first mangled name: its import finds and loads
+    libstdc++ with ctypes (0.2 s), which a C program's trace never needs."""
+    global _cxxfilt
+    if _cxxfilt is _NOT_LOADED:
+        try:
+            import cxxfilt
+        except (ImportError, OSError):
+            cxxfilt = None
+        _cxxfilt = cxxfilt
+    return _cxxfilt
 
 
 # The demangler spells out these typedefs; the old (pre-C++11) ABI's
@@ -29,10 +40,10 @@ _TYPEDEFS = tuple(
 
 @lru_cache(maxsize=65536)
 def demangle(name: str) -> str:
-    if cxxfilt is None or not name.startswith("_Z"):
+    if not name.startswith("_Z") or _demangler() is None:
         return name
     try:
-        readable = cxxfilt.demangle(name)
+        readable = _demangler().demangle(name)
     except Exception:  # InvalidName, or a runtime error from the C++ library
         return name
     for spelled, typedef in _TYPEDEFS:

@@ -129,8 +129,8 @@ def test_record_option_is_offered_by_every_tracing_command():
     from leaktrace.cli import cli
 
     for name in ("attach", "run", "kernel"):
-        if name in cli.commands:
-            assert "--record" in {o for p in cli.commands[name].params for o in p.opts}, name
+        command = cli.get_command(None, name)
+        assert "--record" in {o for p in command.params for o in p.opts}, name
 
 
 def test_live_sinks_record_every_interval_and_rewrite_whole_file_formats(tmp_path):
