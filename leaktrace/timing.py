@@ -62,12 +62,12 @@ def since_start() -> float:
 
 def report(when: str, total: bool = False) -> None:
     """Print the steps since the last report (LEAKTRACE_TIMING=1 only); total:
-    with the time since the process started, and what no step covers."""
+    with the time since the process started (Python's start-up and imports
+    included; the compile runs beside other steps, so steps may overlap)."""
     global _reported
     steps, _reported = _steps[_reported:], len(_steps)
     if enabled() and steps:
         line = f"leaktrace: timing {when}: {breakdown(steps)}"
         if total:
-            elapsed = since_start()
-            line += f"; {elapsed:.2f} s since the command started ({elapsed - sum(s for _, s in steps):.2f} s in no step)"
+            line += f"; {since_start():.2f} s since the command started"
         stderr_line(line)

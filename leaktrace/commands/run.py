@@ -169,6 +169,9 @@ def run(command, **opts):
     pid = _spawn_stopped(list(command))
     child = Command(pid, os.path.basename(executable)[:15], idle=lambda s: probe.poll(int(s * 1000)))
     try:
+        # After the fork (a child forked beside a compiling thread runs Python
+        # before its exec): clang runs while placements and unwind tables are read.
+        probe.compile_early()
         probe.attach(plan, pid)
         target = Target(pid=pid, comm=child.comm, exe=executable,
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name)

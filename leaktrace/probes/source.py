@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from .. import timing
 from ..errors import PRIVILEGE_HINT, PermissionProblem, ProbeLoadError
@@ -85,3 +86,34 @@ def load(name: str, defines: Mapping[str, int]):
             hint="rerun with --dump-bpf and include the output in a bug report; "
             "check kernel headers (BCC_KERNEL_SOURCE=" + os.environ.get("BCC_KERNEL_SOURCE", "") + ")",
         ) from None
+
+
+class Compiling:
+    """load(name, defines) started now in a thread, so the rest of the start-up
+    (symbol tables, placement, unwind tables) runs while clang compiles: bcc's
+    compile is a foreign call, which releases Python's lock. result() waits and
+    returns or raises what load would have. The checks that print or refuse
+    (tracefs, headers) run here, in the caller's thread."""
+
+    def __init__(self, name: str, defines: Mapping[str, int]):
+        features.import_bcc()
+        features.ensure_tracefs()
+        headers.ensure_kernel_source()
+        self.defines = dict(defines)
+        self._loaded = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._load, args=(name,), name="compile", daemon=True)
+        self._thread.start()
+
+    def _load(self, name: str) -> None:
+        try:
+            self._loaded = load(name, self.defines)
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self._error = exc
+
+    def result(self):
+        with timing.step("waiting for the compile"):
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._loaded

@@ -174,6 +174,7 @@ class UserProbe:
         self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
+        self._compiling: Optional[source.Compiling] = None  # compile_early()
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
@@ -182,21 +183,40 @@ class UserProbe:
     def dump(self) -> str:
         return source.dump(SOURCE, self.defines())
 
+    def _first_choice(self) -> Dict[str, int]:
+        """Per-thread call state in task storage where the kernel has it (or
+        the thread-id hash when asked for, or before Linux 5.11)."""
+        if self.config.pending_hash or kernel_version() >= TASK_STORAGE_SINCE:
+            return self.defines()
+        return dict(self.defines(), PENDING_HASH=1)
+
+    def compile_early(self) -> None:
+        """Start compiling the programs now, in the background (load() waits)."""
+        if self.bpf is None and self._compiling is None:
+            self._compiling = source.Compiling(SOURCE, self._first_choice())
+
+    def _compiled(self):
+        """The program as compiled with the first choice of defines."""
+        self.compile_early()
+        compiling, self._compiling = self._compiling, None
+        return compiling.result()
+
     def load(self, links: Optional[bool] = None) -> None:
         """Compile and load; links: whether uprobes will be BPF links (probes/hooks.py)."""
         if self.bpf is not None:
             return
         version = kernel_version()
         if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
-            self.bpf = source.load(SOURCE, self.defines())
+            self.bpf = self._compiled()
             self.probes = [f"{CALL_STATE_HASH} (asked for)"]
         elif version >= TASK_STORAGE_SINCE:
             try:
-                self.bpf = source.load(SOURCE, self.defines())
+                self.bpf = self._compiled()
                 self.probes = [CALL_STATE_TASK_STORAGE]
             except ProbeLoadError as exc:  # a kernel built without it, or a verifier that refuses it
                 self.probes = [call_state_without_task_storage(version, exc.message)]
         else:
+            self.bpf = self._compiled()
             self.probes = [call_state_without_task_storage(version)]
         if self.bpf is None:
             self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=1))
