@@ -353,7 +353,7 @@ class KernelProbe:
             self._nested_fds.append(fd)
 
     def close(self) -> None:
-        with timing.step("detach"):
+        with timing.step("detach", "removing the probes"):
             if self.bpf is not None:
                 self.detach()
                 self.bpf.cleanup()

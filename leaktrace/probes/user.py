@@ -399,7 +399,7 @@ class UserProbe:
 
     def close(self) -> None:
         """Detach, free the BPF objects and wait until the targets are clean."""
-        with timing.step("detach"):
+        with timing.step("detach", "removing the probes"):
             if self.bpf is not None:
                 self.detach()
                 self.bpf.cleanup()
