@@ -6,4 +6,8 @@ from typing import Optional, TextIO
 
 
 def stderr_line(message: str, stream: Optional[TextIO] = None) -> None:
-    print(message, file=stream or sys.stderr, flush=True)
+    # One write: print() writes the text and the newline apart, and a
+    # progress line from another thread could land between them.
+    stream = stream or sys.stderr
+    stream.write(message + "\n")
+    stream.flush()

@@ -59,9 +59,9 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
         targets.check_traceable(pid)
     features.check_privileges()
     uretprobe.check_targets(pids)
-    probe.compile_early()  # clang runs while the symbol tables and placements are read
     with timing.step("allocator"):
         plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
+    probe.compile_early()  # clang runs while the symbol tables and placements are read
     resolver = UserSymbols(lines=settings.lines, docker_cp=docker_cp)
     for pid in pids:
         resolver.add(pid)

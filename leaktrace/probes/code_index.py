@@ -14,7 +14,7 @@ import bisect
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import capstone
 from capstone import x86 as cs_x86
@@ -138,27 +138,35 @@ class _OpenElf:
         return None
 
 
-_open_elves: Dict[Tuple[int, int, int, int], _OpenElf] = {}
-_MAX_OPEN = 4
+class PerFileVersion:
+    """What was built from one file, kept per version (st_dev, st_ino, st_size,
+    st_mtime_ns), so every path that reaches it (/proc/PID/root/...) shares it;
+    the oldest goes first when `limit` are kept (on_drop: what to release)."""
+
+    def __init__(self, build: Callable[[str], object], limit: int, on_drop: Callable = lambda built: None):
+        self.build, self.limit, self.on_drop = build, limit, on_drop
+        self.kept: Dict[Tuple[int, int, int, int], object] = {}
+
+    def get(self, path: str):
+        info = os.stat(path)
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        found = self.kept.get(key)
+        if found is None:
+            found = self.build(path)
+            if len(self.kept) >= self.limit:
+                self.on_drop(self.kept.pop(next(iter(self.kept))))
+            self.kept[key] = found
+        return found
 
 
-def _opened(path: str) -> _OpenElf:
-    info = os.stat(path)
-    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-    found = _open_elves.get(key)
-    if found is None:
-        found = _OpenElf(path)
-        if len(_open_elves) >= _MAX_OPEN:
-            _open_elves.pop(next(iter(_open_elves))).stream.close()
-        _open_elves[key] = found
-    return found
+_open_elves = PerFileVersion(_OpenElf, limit=4, on_drop=lambda opened: opened.stream.close())
 
 
 def function_code(path: str, name: str) -> Optional[Tuple[int, bytes]]:
     """(vaddr, bytes) of the plain function `name` as index_elf finds it,
     without indexing the file's branches; None if it is not a sized STT_FUNC
     in an executable section. Raises OSError or ELFError."""
-    opened = _opened(path)
+    opened = _open_elves.get(path)
     symbol = _named_symbol(opened.elf, name)
     if symbol is None or symbol["st_info"]["type"] != "STT_FUNC" or symbol["st_size"] == 0:
         return None
@@ -166,24 +174,10 @@ def function_code(path: str, name: str) -> Optional[Tuple[int, bytes]]:
     return None if code is None else (symbol["st_value"], code)
 
 
-# (st_dev, st_ino, st_size, st_mtime_ns) -> CodeIndex: one per file version, shared by
-# every function placed in it and every path that reaches it (/proc/PID/root/...).
-_indexes: Dict[Tuple[int, int, int, int], CodeIndex] = {}
-_MAX_INDEXES = 16
-
-
 def index_elf(path: str) -> CodeIndex:
     """The CodeIndex of the file at path, built once per file version.
     Raises OSError or ELFError."""
-    info = os.stat(path)
-    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-    index = _indexes.get(key)
-    if index is None:
-        index = _build_index(path)
-        if len(_indexes) >= _MAX_INDEXES:
-            _indexes.pop(next(iter(_indexes)))  # the oldest: indexes of big libraries are MBs
-        _indexes[key] = index
-    return index
+    return _indexes.get(path)
 
 
 def _build_index(path: str) -> CodeIndex:
@@ -206,3 +200,7 @@ def _build_index(path: str) -> CodeIndex:
         pairs.sort()
         return CodeIndex(elf["e_machine"], functions, sorted(addrs), code,
                          [t for t, _ in pairs], [s for _, s in pairs])
+
+
+# Indexes of big libraries are MBs: 16 file versions at most.
+_indexes = PerFileVersion(_build_index, limit=16)

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
-from .. import timing
 from ..age_blocks import AgeTotal, BlockFolder
 from ..config import ProbeConfig
 from ..errors import EnvironmentProblem, ProbeLoadError
@@ -353,9 +352,4 @@ class KernelProbe:
             self._nested_fds.append(fd)
 
     def close(self) -> None:
-        with timing.step("detach", "removing the probes"):
-            if self.bpf is not None:
-                self.detach()
-                self.bpf.cleanup()
-                self.bpf = None
-            release.wait()
+        release.close(self)

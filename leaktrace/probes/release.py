@@ -37,6 +37,8 @@ import sys
 import threading
 from typing import List, Optional, Sequence
 
+from .. import timing
+
 HELPER_NAME = b"lt-detach"
 WAIT_S = 60  # a detach never takes this long; past it, leaktrace exits anyway
 _PR_SET_NAME = 15
@@ -158,6 +160,17 @@ def wait() -> None:
             helper.wait(WAIT_S)
         except subprocess.TimeoutExpired:
             pass
+
+
+def close(probe) -> None:
+    """A probe's close() (UserProbe, KernelProbe): detach, free its BPF
+    objects, and wait until every helper has closed what it held."""
+    with timing.step("detach", "removing the probes"):
+        if probe.bpf is not None:
+            probe.detach()
+            probe.bpf.cleanup()
+            probe.bpf = None
+        wait()
 
 
 def _serve(channel: socket.socket, held: List[int]) -> bool:

@@ -399,9 +399,4 @@ class UserProbe:
 
     def close(self) -> None:
         """Detach, free the BPF objects and wait until the targets are clean."""
-        with timing.step("detach", "removing the probes"):
-            if self.bpf is not None:
-                self.detach()
-                self.bpf.cleanup()
-                self.bpf = None
-            release.wait()
+        release.close(self)
