@@ -75,8 +75,23 @@ def start_redis(work: str) -> subprocess.Popen:
     raise RuntimeError("redis-server did not answer")
 
 
-def leaktrace_once(pid: int, cache: str) -> Tuple[float, float, str]:
-    """(attach s, detach s, leaktrace's own breakdown) of one attach."""
+def leaktrace_once(pid: int, cache: str, tries: int = 3) -> Tuple[float, float, str]:
+    """(attach s, detach s, leaktrace's own breakdown) of one attach; again
+    when another tool's uprobe made the kernel refuse a link meanwhile."""
+    try:
+        return _leaktrace_once(pid, cache)
+    except LinkRefused as refused:
+        if tries <= 1:
+            raise RuntimeError(str(refused))
+        print(f"retrying: {refused}", file=sys.stderr)
+        return leaktrace_once(pid, cache, tries - 1)
+
+
+class LinkRefused(Exception):
+    pass
+
+
+def _leaktrace_once(pid: int, cache: str) -> Tuple[float, float, str]:
     env = dict(os.environ, LEAKTRACE_CACHE_DIR=cache, LEAKTRACE_TIMING="1", PYTHONUNBUFFERED="1")
     started = time.monotonic()
     tracer = subprocess.Popen(LEAKTRACE + ["attach", "-p", str(pid), "3600"], stdout=subprocess.DEVNULL,
@@ -87,7 +102,9 @@ def leaktrace_once(pid: int, cache: str) -> Tuple[float, float, str]:
         if line.startswith("leaktrace: tracing"):
             break
     else:
-        raise RuntimeError("leaktrace did not start: " + " | ".join(lines))
+        tracer.wait()
+        problem = "leaktrace did not start: " + " | ".join(lines)
+        raise LinkRefused(problem) if "refused a uprobe link" in problem else RuntimeError(problem)
     attach_s = time.monotonic() - started
     breakdown = ""
     for line in tracer.stderr:  # the timing line follows the tracing line at once
