@@ -31,25 +31,14 @@
 #include "kernel_common.h"
 #include "kernel_paths.h"
 
-/* ---- settings (fixed before load) ---------------------------------------- */
-#ifndef MIN_SIZE
-#define MIN_SIZE 0
-#endif
-#ifndef MAX_SIZE
-#define MAX_SIZE 0 /* 0 = no upper bound */
-#endif
-#ifndef MAX_ALLOCS
-#define MAX_ALLOCS 1048576
-#endif
-#ifndef MAX_STACKS
-#define MAX_STACKS 16384
-#endif
-#ifndef MAX_BUCKETS
-#define MAX_BUCKETS 131072
-#endif
-#ifndef AGE_BUCKET_SHIFT
-#define AGE_BUCKET_SHIFT 28 /* ~268 ms */
-#endif
+/* The totals program.h adds to, and the counters it uses. */
+#define BUCKET_KEY struct kbucket_key
+#define BUCKET_TOTALS struct kbucket_totals
+#define BUCKET_INSERTS_SLOT K_BUCKET_INSERTS
+#define BUCKET_MAP_FULL_SLOT K_BUCKET_MAP_FULL
+#include "program.h"
+
+/* ---- settings of this program (fixed before load; program.h has the shared ones) */
 #ifndef FILTER_PIDS
 #define FILTER_PIDS 0 /* only tgids in `wanted_pids` */
 #endif
@@ -119,21 +108,11 @@ BPF_HASH(wanted_caches, struct cache_name, u8, 1024);
 BPF_HASH(wanted_kmalloc, u32, u8, 1024); /* bytes_alloc | type << 28 */
 #endif
 
-static __always_inline void count(int slot)
-{
-	u64 *value = counters.lookup(&slot);
-	if (value)
-		*value += 1;
-}
-
-static __always_inline int size_wanted(u64 size)
-{
-	if (size < MIN_SIZE)
-		return 0;
-	if (MAX_SIZE && size > MAX_SIZE)
-		return 0;
-	return 1;
-}
+static __always_inline u64 *counter(int slot) { return counters.lookup(&slot); }
+static __always_inline struct kbucket_totals *totals_of(struct kbucket_key *key) { return buckets.lookup(key); }
+static __always_inline int totals_insert(struct kbucket_key *key, struct kbucket_totals *fresh) { return buckets.insert(key, fresh); }
+/* A row's task name: the allocating task's (a freeing one's above level 0). */
+static __always_inline void totals_start(struct kbucket_totals *fresh) { bpf_get_current_comm(&fresh->comm, sizeof(fresh->comm)); }
 
 static __always_inline int task_wanted(u32 tgid)
 {
@@ -150,25 +129,6 @@ static __always_inline int task_wanted(u32 tgid)
 		return 0;
 #endif
 	return 1;
-}
-
-static __always_inline void bucket_add(struct kbucket_key *key, u32 slot, s64 bytes, s64 objects)
-{
-	struct kbucket_totals *totals = buckets.lookup(key);
-	if (!totals) {
-		struct kbucket_totals zero = {};
-		bpf_get_current_comm(&zero.comm, sizeof(zero.comm));
-		if (!buckets.insert(key, &zero)) /* may race with another CPU: one insert wins */
-			count(K_BUCKET_INSERTS);
-		totals = buckets.lookup(key);
-		if (!totals) {
-			count(K_BUCKET_MAP_FULL);
-			return;
-		}
-	}
-	slot &= AGE_SLOTS - 1;
-	__sync_fetch_and_add(&totals->bytes[slot], bytes);
-	__sync_fetch_and_add(&totals->count[slot], objects);
 }
 
 #if !FULL_STACKS

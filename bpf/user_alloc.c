@@ -1,8 +1,8 @@
 /* user_alloc.c: uprobe/uretprobe handlers for a process's allocator family.
  *
  * bcc dialect, compiled at run time by bcc (leaktrace/probes/user.py) with the
- * settings below passed as -D flags. Each probe is a short wrapper around the
- * shared helpers: a new allocator entry point is one row in
+ * settings below and in program.h passed as -D flags. Each probe is a short
+ * wrapper around the shared helpers: a new allocator entry point is one row in
  * leaktrace/probes/alloc_functions.py (which numbers it FN_<NAME> and says
  * which registers its entry handler reads) plus its <name>_enter/_exit here.
  *
@@ -33,27 +33,16 @@
 #include "common.h"
 #include "unwind.h"
 
-/* ---- settings (fixed before load) ---------------------------------------- */
-#ifndef MIN_SIZE
-#define MIN_SIZE 0
-#endif
-#ifndef MAX_SIZE
-#define MAX_SIZE 0 /* 0 = no upper bound */
-#endif
+/* The totals program.h adds to, and the counters it uses. */
+#define BUCKET_KEY struct bucket_key
+#define BUCKET_TOTALS struct bucket_totals
+#define BUCKET_INSERTS_SLOT C_BUCKET_INSERTS
+#define BUCKET_MAP_FULL_SLOT C_BUCKET_MAP_FULL
+#include "program.h"
+
+/* ---- settings of this program (fixed before load; program.h has the shared ones) */
 #ifndef SAMPLE_RATE
 #define SAMPLE_RATE 0 /* bytes per sample; 0 = record every allocation */
-#endif
-#ifndef MAX_ALLOCS
-#define MAX_ALLOCS 1048576
-#endif
-#ifndef MAX_STACKS
-#define MAX_STACKS 16384
-#endif
-#ifndef MAX_BUCKETS
-#define MAX_BUCKETS 131072
-#endif
-#ifndef AGE_BUCKET_SHIFT
-#define AGE_BUCKET_SHIFT 28 /* ~268 ms */
 #endif
 #ifndef TRACE_EVENTS
 #define TRACE_EVENTS 0
@@ -135,13 +124,10 @@ static __always_inline void unwind_count(int slot, u64 n)
 #if TRACE_EVENTS
 BPF_PERF_OUTPUT(events);
 #endif
-
-static __always_inline void count(int slot)
-{
-	u64 *value = counters.lookup(&slot);
-	if (value)
-		*value += 1;
-}
+static __always_inline u64 *counter(int slot) { return counters.lookup(&slot); }
+static __always_inline struct bucket_totals *totals_of(struct bucket_key *key) { return buckets.lookup(key); }
+static __always_inline int totals_insert(struct bucket_key *key, struct bucket_totals *fresh) { return buckets.insert(key, fresh); }
+static __always_inline void totals_start(struct bucket_totals *fresh) {}
 
 static __always_inline void emit(struct pt_regs *ctx, u32 fn, u64 addr, u64 size, s32 stack_id)
 {
@@ -153,15 +139,6 @@ static __always_inline void emit(struct pt_regs *ctx, u32 fn, u64 addr, u64 size
 	};
 	events.perf_submit(ctx, &event, sizeof(event));
 #endif
-}
-
-static __always_inline int size_wanted(u64 size)
-{
-	if (size < MIN_SIZE)
-		return 0;
-	if (MAX_SIZE && size > MAX_SIZE)
-		return 0;
-	return 1;
 }
 
 /* Can the call of `marked` behind `mark` still be running around a call of
@@ -328,26 +305,6 @@ static __always_inline u32 image_of(u32 tgid)
 {
 	struct image *image = images.lookup(&tgid);
 	return image ? image->generation : 0;
-}
-
-/* Add to one slot of an age block's totals (user space reads the map
- * whole, so entries are made once and then only added to). */
-static __always_inline void bucket_add(struct bucket_key *key, u32 slot, s64 bytes, s64 weight)
-{
-	struct bucket_totals *totals = buckets.lookup(key);
-	if (!totals) {
-		struct bucket_totals zero = {};
-		if (!buckets.insert(key, &zero)) /* may race with another CPU: one insert wins */
-			count(C_BUCKET_INSERTS);
-		totals = buckets.lookup(key);
-		if (!totals) {
-			count(C_BUCKET_MAP_FULL);
-			return;
-		}
-	}
-	slot &= AGE_SLOTS - 1;
-	__sync_fetch_and_add(&totals->bytes[slot], bytes);
-	__sync_fetch_and_add(&totals->count[slot], weight);
 }
 
 /* The totals entry of a recorded allocation at epoch `now`; returns the slot. */
