@@ -86,10 +86,11 @@ def run_floor(binary, pairs, threads, placed: bool):
     from leaktrace.probes.allocator import discover
     from leaktrace.probes.alloc_functions import HANDLERS
     from leaktrace.probes.user import emulated_offset
+    from leaktrace.traced_process import TracedProcess
 
     proc = start_target(binary, pairs, threads)
     bpf = bcc.BPF(src_file=str(HERE / "empty_probe.c").encode())
-    for path, functions in discover(proc.pid).objects().items():
+    for path, functions in discover(TracedProcess(proc.pid)).objects().items():
         for function in functions:
             enter, exit_ = HANDLERS[function]
             offset = emulated_offset(path, function) if placed else 0

@@ -82,11 +82,12 @@ def container_of(pid: int, proc: str = "/proc", ask_docker: bool = True) -> Opti
         namespace = mount_namespace(pid, proc) or ""
         return Container(runtime=MOUNT_NS_RUNTIME, id=namespace.removeprefix("mnt:[").removesuffix("]"))
     if found.runtime == "docker" and ask_docker:
-        return _with_docker_names(found)
+        return with_docker_names(found)
     return found
 
 
-def _with_docker_names(found: Container) -> Container:
+def with_docker_names(found: Container) -> Container:
+    """A Docker container found from /proc, with the name and image Docker gives it."""
     try:
         details = inspect_container(found.id)
     except (EnvironmentProblem, TargetError):

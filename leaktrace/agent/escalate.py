@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from leaktrace import targets
-from leaktrace.probes import allocator
 from leaktrace.agent.budget import ProbeCost
 from leaktrace.cgroups import CgroupPaths
 from leaktrace.config import ProbeConfig, ReportConfig, RunConfig
@@ -115,18 +114,18 @@ def _start(request: Request):
 
 
 def _user(request: Request):
-    from leaktrace.commands.tracing import describe  # the tracing commands' own wiring
+    from leaktrace.commands.tracing import describe, traced  # the tracing commands' own wiring
     from leaktrace.symbols.user import UserSymbols
     targets.check_traceable(request.pid)
-    plan = allocator.discover(request.pid, None)
+    process = traced(request.pid, None)
     resolver = UserSymbols()
-    resolver.add(request.pid)
+    resolver.add(process)
     probe = UserProbe(ProbeConfig(sample_rate=request.sample_rate))
-    target = describe(plan, request.pid)
+    target = describe(process)
     parts = dict(resolve=resolver.resolve, targets=lambda: (target,),
                  alive=lambda: targets.is_running(request.pid), warnings=resolver.warnings,
                  tick=resolver.refresh, inspect=_scanner(request, probe))
-    return probe, parts, lambda: probe.attach(plan, request.pid)
+    return probe, parts, lambda: probe.attach(process)
 
 
 def _scanner(request: Request, probe: UserProbe) -> Optional["TimedScan"]:

@@ -7,12 +7,12 @@ import click
 
 from .. import containers, targets, timing
 from ..errors import UsageError
-from ..probes import allocator, features, uretprobe
+from ..probes import features, uretprobe
 from ..probes.user import UserProbe
 from ..symbols.copyout import MODES as DOCKER_CP_MODES
 from ..symbols.user import UserSymbols
 from . import options
-from .tracing import describe, trace_processes
+from .tracing import describe, trace_processes, traced
 
 
 def container_pids(name_or_id: Optional[str], all_processes: bool) -> List[int]:
@@ -60,15 +60,15 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     features.check_privileges()
     uretprobe.check_targets(pids)
     with timing.step("allocator"):
-        plans = [allocator.discover(pid, opts["obj"]) for pid in pids]
+        processes = [traced(pid, opts["obj"]) for pid in pids]
     probe.compile_early()  # clang runs while the symbol tables and placements are read
     resolver = UserSymbols(lines=settings.lines, docker_cp=docker_cp)
-    for pid in pids:
-        resolver.add(pid)
+    for process in processes:
+        resolver.add(process)
     try:
-        for plan in plans:
-            probe.attach(plan, plan.pid)
-        trace_processes(probe, [describe(plan, plan.pid) for plan in plans], settings,
+        for process in processes:
+            probe.attach(process)
+        trace_processes(probe, processes, [describe(process) for process in processes], settings,
                         lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()

@@ -34,6 +34,7 @@ from ..model import Target
 from ..probes import allocator, features
 from ..probes.user import UserProbe
 from ..symbols.user import UserSymbols
+from ..traced_process import TracedProcess
 from . import options
 from .tracing import open_trace_output, trace_processes
 
@@ -172,12 +173,15 @@ def run(command, **opts):
         # After the fork (a child forked beside a compiling thread runs Python
         # before its exec): clang runs while placements and unwind tables are read.
         probe.compile_early()
-        probe.attach(plan, pid)
+        process = TracedProcess(pid)
+        process.plan = plan
+        probe.attach(process)
         target = Target(pid=pid, comm=child.comm, exe=executable,
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name)
         open_trace_output(probe, settings)  # the child's first events too
         child.release()
-        trace_processes(probe, [target], settings, child.alive, UserSymbols(lines=settings.lines), child)
+        trace_processes(probe, [process], [target], settings, child.alive, UserSymbols(lines=settings.lines),
+                        child)
     finally:
         if child.alive():  # attach or the report loop failed: the child must not run untraced
             os.kill(pid, signal.SIGKILL)

@@ -1,23 +1,35 @@
-"""The report loop's wiring shared by `attach` and `run` (user mode): name the
-targets, open --trace's stream, build the Session from typed settings, run it."""
+"""The report loop's wiring shared by `attach` and `run` (user mode): one
+TracedProcess per target, name the targets, open --trace's stream, build the
+Session from typed settings, run it."""
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import click
 
-from .. import containers, targets, timing
+from .. import targets, timing
 from ..console import stderr_line
 from ..model import Target
 from ..probes import allocator
 from ..probes.user import UserProbe
 from ..session import Session
 from ..symbols.user import UserSymbols
+from ..traced_process import TracedProcess
 from . import options
 
 
-def describe(plan: allocator.HookPlan, pid: int) -> Target:
+def traced(pid: int, obj: Optional[str]) -> TracedProcess:
+    """A running process to trace, with its hook plan (--obj: the allocator)."""
+    process = TracedProcess(pid)
+    process.plan = allocator.discover(process, obj)
+    return process
+
+
+def describe(process: TracedProcess) -> Target:
+    pid, plan = process.pid, process.plan
     return Target(pid=pid, comm=targets.comm(pid), exe=targets.exe(pid),
                   allocator=plan.allocator_path, allocator_name=plan.allocator_name,
-                  container=containers.container_of(pid))
+                  container=process.named_container())
 
 
 def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None:
@@ -26,16 +38,16 @@ def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None
         probe.open_trace(lambda line: click.echo(line, err=True))
 
 
-def trace_processes(probe: UserProbe, target_list, settings: options.TraceSettings, alive,
-                    resolver: UserSymbols, command=None) -> None:
+def trace_processes(probe: UserProbe, processes: Sequence[TracedProcess], target_list, settings: options.TraceSettings,
+                    alive, resolver: UserSymbols, command=None) -> None:
     """Announce, run the report loop, print the final report. command (`run`'s
     Command): the probes saw every allocation of its process from the start; it
     hears stop signals, is ended before the final report and adds its warnings."""
     inspect = options.reach_scanner(settings.reach, probe.config, probe.read_allocations,
                                     from_start=command is not None)
-    for target in target_list:
-        if target.pid not in resolver.by_pid:
-            resolver.add(target.pid)
+    for process in processes:
+        if process.pid not in resolver.by_pid:
+            resolver.add(process)
     with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
             probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,

@@ -22,8 +22,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from elftools.elf.elffile import ELFFile
 
 from ..errors import TargetError, UsageError
-from ..symbols import ElfError, open_elf, read_maps
+from ..symbols import ElfError, open_elf
 from ..symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
+from ..traced_process import TracedProcess
 from .alloc_functions import FUNCTIONS
 
 _KNOWN_ALLOCATORS = (
@@ -174,28 +175,27 @@ def search_order(executable: str, preload: Sequence[str], needed: Callable[[str]
     return order
 
 
-def _host_path(pid: int, path: str) -> str:
+def _host_path(process: TracedProcess, path: str) -> str:
     """A path the host can open for a file the process mapped: /proc/self/fd/N of
     the file opened inside the process's root (paths.pin_in_root), so neither
     bcc nor the kernel's uprobe resolves the container's path again."""
-    root = f"/proc/{pid}/root"
-    if os.path.isdir(root):
+    if os.path.isdir(process.root):
         try:
-            return pin_in_root(root, path)
+            return pin_in_root(process.root, path)
         except (OSError, PathResolveError):
             return ""  # nothing there inside the root; no host file stands in for it
     return path
 
 
-def _mapped_objects(pid: int) -> List[str]:
+def _mapped_objects(process: TracedProcess) -> List[str]:
     """Executable-mapped files in address order, the executable first."""
     seen: List[str] = []
     exe = ""
     try:
-        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        exe = os.readlink(f"/proc/{process.pid}/exe").removesuffix(" (deleted)")
     except OSError:
         pass
-    for entry in read_maps(pid):
+    for entry in process.maps():
         if not entry.executable or not entry.path.startswith("/") or entry.path in seen:
             continue
         seen.append(entry.path)
@@ -205,19 +205,19 @@ def _mapped_objects(pid: int) -> List[str]:
     return seen
 
 
-def _process_preload(pid: int) -> List[str]:
-    """What the linker preloaded into pid: LD_PRELOAD as it was at exec, then ld.so.preload."""
-    environ = _read_text(f"/proc/{pid}/environ").split("\0")
+def _process_preload(process: TracedProcess) -> List[str]:
+    """What the linker preloaded: LD_PRELOAD as it was at exec, then ld.so.preload."""
+    environ = _read_text(f"/proc/{process.pid}/environ").split("\0")
     # ld.so takes the last LD_PRELOAD when the environment holds several.
     values = [var[len("LD_PRELOAD="):] for var in environ if var.startswith("LD_PRELOAD=")]
     entries = _split_preload(values[-1]) if values else []
-    return entries + _split_preload(_read_text(_host_path(pid, "/etc/ld.so.preload")))
+    return entries + _split_preload(_read_text(_host_path(process, "/etc/ld.so.preload")))
 
 
-def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+def _in_search_order(process: TracedProcess, objects: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
     """objects (process path, host path) in the linker's search order.
 
-    Names are matched against what pid really mapped (by path, file name or
+    Names are matched against what the process really mapped (by path, file name or
     DT_SONAME), so a preload the linker ignored counts for nothing; objects
     the search never reaches (dlopen) follow in address order.
     """
@@ -241,7 +241,7 @@ def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str
                     return path
         return None
 
-    order = search_order(objects[0][0], _process_preload(pid), lambda path: info(path).needed, resolve)
+    order = search_order(objects[0][0], _process_preload(process), lambda path: info(path).needed, resolve)
     order += [path for path, _ in objects if path not in order]
     return [(path, host[path]) for path in order]
 
@@ -264,10 +264,11 @@ def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]],
     )
 
 
-def discover(pid: int, obj: Optional[str] = None) -> HookPlan:
+def discover(process: TracedProcess, obj: Optional[str] = None) -> HookPlan:
     """The hook plan for a running process; --obj overrides the allocator."""
-    objects = [(path, _host_path(pid, path)) for path in _mapped_objects(pid)]
-    objects = _in_search_order(pid, objects)
+    pid = process.pid
+    objects = [(path, _host_path(process, path)) for path in _mapped_objects(process)]
+    objects = _in_search_order(process, objects)
     exe_path = objects[0][0] if objects else ""
     chosen = _override(obj) if obj else choose_allocator(objects)
     if chosen is None:

@@ -1,12 +1,13 @@
 """Unwinder: puts traced processes' unwind tables into the BPF maps of
 bpf/unwind.h and reads the stacks the walker stored.
 
-Contract: add(pid) maps the process (spaces.map_process), places each
+Contract: add(process) maps a TracedProcess (spaces.map_process), places each
 binary's rows once in `unwind_rows` (shared by every process mapping the
 same build-id) and writes the process's mappings; in "auto" mode a process
 whose every table-backed object keeps frame pointers gets no tables, so its
 stacks stay on bpf_get_stackid. refresh() re-maps processes whose executable
-mappings changed (exec under `leaktrace run`, dlopen). read_stack() turns an
+mappings changed (exec under `leaktrace run`, dlopen), looking at those only
+when the process's maps changed at all (TracedProcess.version). read_stack() turns an
 unwound stack id into a RawStack with a method per frame; notes() says,
 once per cause, why stacks may be incomplete. Needs the loaded bcc.BPF object.
 """
@@ -18,7 +19,8 @@ from typing import Dict, List, Optional
 
 from ..errors import LeaktraceError
 from ..model import RawStack
-from ..unwind.spaces import MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process
+from ..traced_process import TracedProcess
+from ..unwind.spaces import MappedObject, executable_mappings, is_unexeced_fork, map_process, signature_of
 from ..unwind.tables import ROW
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
@@ -42,17 +44,20 @@ class Unwinder:
         self._placed: Dict[str, tuple] = {}  # table key -> (first row, count)
         self._next_row = 0
         self._slots: Dict[int, int] = {}  # pid -> slot
+        self._processes: Dict[int, TracedProcess] = {}
         self._signatures: Dict[int, tuple] = {}
+        self._versions: Dict[int, int] = {}  # pid -> TracedProcess.version last looked at
         self._refreshed = 0.0
         self._notes: Dict[str, None] = {}
 
     # ---- loading -------------------------------------------------------------
-    def add(self, pid: int) -> None:
-        """Load pid's tables; a fork of ours that has not exec'd waits for refresh()."""
-        if is_unexeced_fork(pid):
-            self._signatures[pid] = ()
+    def add(self, process: TracedProcess) -> None:
+        """Load its tables; a fork of ours that has not exec'd waits for refresh()."""
+        self._processes[process.pid] = process
+        if is_unexeced_fork(process.pid):
+            self._signatures[process.pid] = ()
             return
-        self._load(map_process(pid))
+        self._load(process)
 
     def refresh(self) -> None:
         """Reload processes whose executable mappings changed; cheap when none did."""
@@ -60,17 +65,22 @@ class Unwinder:
         if now - self._refreshed < REFRESH_S:
             return
         self._refreshed = now
-        for pid, signature in list(self._signatures.items()):
+        for pid, process in list(self._processes.items()):
             try:
                 if is_unexeced_fork(pid):
                     continue
-                entries = executable_mappings(pid)
-                if tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries) != signature:
-                    self._load(map_process(pid))
+                process.maps()
+                if process.version == self._versions.get(pid):
+                    continue
+                if signature_of(executable_mappings(process)) != self._signatures[pid]:
+                    self._load(process)
+                self._versions[pid] = process.version
             except LeaktraceError:
-                del self._signatures[pid]  # gone: its stacks stay readable
+                del self._processes[pid]  # gone: its stacks stay readable
 
-    def _load(self, space: ProcessSpace) -> None:
+    def _load(self, process: TracedProcess) -> None:
+        space = map_process(process)
+        self._versions[space.pid] = process.version
         self._signatures[space.pid] = space.signature
         for obj in space.objects:
             if obj.problem:

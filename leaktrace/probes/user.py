@@ -21,6 +21,7 @@ from ..errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from .. import timing
+from ..traced_process import TracedProcess
 from . import alloc_functions, features, hooks, release, source
 from .allocator import HookPlan
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
@@ -248,11 +249,12 @@ class UserProbe:
                 links = hooks.links_usable(addresses)
             self.load(links)
 
-    def attach(self, plan: HookPlan, pid: int) -> None:
-        """Hook the plan's functions for pid (pid may be a child not yet exec'd)."""
+    def attach(self, process: TracedProcess) -> None:
+        """Hook the functions of the process's plan (it may be a child not yet exec'd)."""
+        plan, pid = process.plan, process.pid
         self.load_for(plan, pid)
         with timing.step("unwind tables", "reading unwind tables"):
-            self._load_unwind_tables(pid)
+            self._load_unwind_tables(process)
         self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.
         pairs = [(path, function) for path, functions in plan.objects().items()
@@ -278,13 +280,13 @@ class UserProbe:
                 offsets[(path, function)] = offset
         return offsets
 
-    def _load_unwind_tables(self, pid: int) -> None:
+    def _load_unwind_tables(self, process: TracedProcess) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
         if self.config.unwind == "fp":
             return
         if self.unwinder is None:
             self.unwinder = Unwinder(self.bpf, self.config.unwind)
-        self.unwinder.add(pid)
+        self.unwinder.add(process)
 
     def _attach_probe(self, path: str, function: str, pid: int, side: str) -> int:
         """Attach one probe; returns the entry probe's offset (0 for a return probe)."""

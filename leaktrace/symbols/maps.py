@@ -3,8 +3,8 @@
 Contract: parse_maps(text) turns the kernel's maps text into MapEntry values in
 file order; lines that do not have the kernel's shape are skipped (the kernel
 never writes them, and one bad line must not hide the rest). read_maps(pid)
-reads a live process's maps and raises TargetError when the process is gone,
-PermissionProblem when we may not read it.
+reads a live process's maps (read_maps_text(pid): the text alone) and raises
+TargetError when the process is gone, PermissionProblem when we may not read it.
 """
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def parse_maps(text: str) -> List[MapEntry]:
 
 
 def read_maps(pid: int) -> List[MapEntry]:
+    return parse_maps(read_maps_text(pid))
+
+
+def read_maps_text(pid: int) -> str:
     path = f"/proc/{pid}/maps"
     try:
         with open(path) as maps:
@@ -83,4 +87,4 @@ def read_maps(pid: int) -> List[MapEntry]:
     if not text:
         # Kernel threads, and processes about to vanish, have an empty map.
         raise TargetError(f"process {pid} has no user memory (a kernel thread, or exiting)")
-    return parse_maps(text)
+    return text

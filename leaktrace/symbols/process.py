@@ -1,6 +1,7 @@
 """Symbolize one process's raw stacks: address -> function, module, line.
 
-Contract: ProcessSymbols(pid).symbolize(raw_stack) returns one model.Frame per
+Contract: ProcessSymbols(process).symbolize(raw_stack), for a TracedProcess
+(its maps, pinned root and liveness come from it), returns one model.Frame per
 address and never raises. What it cannot resolve becomes an unknown frame
 (symbol None, module set when the address is in a mapping) plus a one-line
 entry in `warnings` (deduplicated). Maps and opened modules are cached, so
@@ -31,7 +32,7 @@ import os
 import stat
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from .. import model
 from ..containers import SIMULATE_NO_PROC_ROOT
@@ -41,8 +42,11 @@ from .debuginfo import find_debug_file, host_debug_file
 from .demangle import demangle
 from .elf import (ElfError, ElfSymbols, open_elf, open_elf_fd, open_elf_in_root,
                   read_build_id_note, runtime_to_vaddr)
-from .maps import MapEntry, read_maps
+from .maps import MapEntry
 from .paths import READ_FLAGS
+
+if TYPE_CHECKING:  # traced_process reads maps through this package
+    from ..traced_process import TracedProcess
 
 BUILD_ID_MISMATCH = "build-id mismatch"
 NOT_THE_MAPPED_FILE = "host file is not the mapped one"
@@ -54,15 +58,6 @@ class _Module:
     symbols: Optional[ElfSymbols] = None  # where names come from (it, or its debug file)
     lines: Optional[ElfSymbols] = None  # where DWARF line tables come from
     note: str = ""
-
-
-def _start_time(pid: int) -> Optional[str]:
-    # Field 22 of /proc/PID/stat tells a process from a later one reusing its pid.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def _merge(old: List[MapEntry], new: List[MapEntry]) -> List[MapEntry]:
@@ -80,10 +75,10 @@ def _merge(old: List[MapEntry], new: List[MapEntry]) -> List[MapEntry]:
 
 
 class ProcessSymbols:
-    def __init__(self, pid: int, root: Optional[str] = None, lines: bool = False,
-                 copier: Optional[DockerCopy] = None):
-        self.pid = pid
-        self.root = root if root is not None else f"/proc/{pid}/root"
+    def __init__(self, process: TracedProcess, lines: bool = False, copier: Optional[DockerCopy] = None):
+        self.process = process
+        self.pid = process.pid
+        self.root = process.root
         self.lines = lines
         self.copier = copier
         self._proc_files = os.environ.get(SIMULATE_NO_PROC_ROOT) != "1"
@@ -92,7 +87,7 @@ class ProcessSymbols:
         self._maps: List[MapEntry] = []
         self._starts: List[int] = []
         self._maps_read = False
-        self._started = None  # start time seen at the first maps read
+        self._version = -1  # of the process's maps last merged in
         self._modules: Dict[Tuple[str, int, str], _Module] = {}
         # (dev, inode) of a mapping -> the build-id in the mapped file itself (None: unknown)
         self._mapped_ids: Dict[Tuple[str, int], Optional[str]] = {}
@@ -102,7 +97,7 @@ class ProcessSymbols:
 
         Raises TargetError (or PermissionProblem) when the maps cannot be read.
         """
-        self._set_maps(read_maps(self.pid))
+        self._set_maps(self.process.maps())
         for entry in self._maps:
             if entry.executable and entry.file_backed:
                 self._module(entry)
@@ -165,22 +160,23 @@ class ProcessSymbols:
 
     def _refresh_maps(self) -> None:
         self._maps_read = True
-        if not self._alive():
+        if not self.process.alive():
             if not self._maps:
                 self._warn(f"pid {self.pid} exited before its memory map was read; "
                            "its frames show as [unknown]")
             return
         try:
-            self._set_maps(read_maps(self.pid))
+            self._set_maps(self.process.maps(fresh=True))
         except LeaktraceError as exc:
             self._warn(f"{exc.message}; frames outside modules seen earlier show as [unknown]")
 
-    def _set_maps(self, entries: List[MapEntry]) -> None:
-        if self._started is None:
-            self._started = _start_time(self.pid)
-        self._maps = _merge(self._maps, entries)
-        self._starts = [entry.start for entry in self._maps]
+    def _set_maps(self, entries: Tuple[MapEntry, ...]) -> None:
         self._maps_read = True
+        if self.process.version == self._version:
+            return  # the same text as last time: nothing new to merge
+        self._version = self.process.version
+        self._maps = _merge(self._maps, list(entries))
+        self._starts = [entry.start for entry in self._maps]
         for entry in entries:
             if entry.executable and entry.file_backed:
                 self._note_mapped_id(entry)
@@ -203,11 +199,6 @@ class ProcessSymbols:
                 finally:
                     os.close(fd)
         self._mapped_ids[identity] = build_id
-
-    def _alive(self) -> bool:
-        """The same process still holds the pid (not exited, not reused)."""
-        now = _start_time(self.pid)
-        return now is not None and (self._started is None or now == self._started)
 
     def _module(self, entry: MapEntry) -> _Module:
         key = (entry.dev, entry.inode, entry.path)
@@ -253,7 +244,7 @@ class ProcessSymbols:
         errors: List[str] = []
         expected = self._mapped_ids.get((entry.dev, entry.inode))
         mismatched = False
-        if self._alive():
+        if self.process.alive():
             for source, open_from in self._sources(entry):
                 try:
                     binary = open_from()
@@ -282,7 +273,7 @@ class ProcessSymbols:
         if self._proc_files:
             sources.append(("map_files", lambda: open_elf(self._map_file(entry))))
             if not entry.deleted:  # else the path now names some other file, or nothing
-                sources.append((self.root, lambda: open_elf_in_root(self.root, entry.path)))
+                sources.append((self.process.root_name, lambda: open_elf_in_root(self.root, entry.path)))
         if self.copier is not None and not entry.deleted:
             identity = f"{entry.dev}:{entry.inode}"  # a replaced file is copied again
             sources.insert(0 if self.copier.first else len(sources),

@@ -1,6 +1,7 @@
 """UserSymbols: the symbol policy for traced processes.
 
-One ProcessSymbols per traced pid, primed as soon as it is traced and
+One ProcessSymbols per traced process (a TracedProcess: its maps are read
+through it, shared with the probes), primed as soon as it is traced and
 re-primed (refresh) while it runs, so its stacks still resolve after it
 exits; for a process in a container, the `docker cp` fallback (--docker-cp)
 when its files cannot be reached through /proc/PID/root, one copier per
@@ -14,10 +15,11 @@ from typing import Dict, List, Optional
 from .. import containers, targets, timing
 from ..console import stderr_line
 from ..errors import LeaktraceError
+from ..traced_process import TracedProcess
 from .copyout import DockerCopy
 from .process import ProcessSymbols
 
-REFRESH_S = 0.5
+REFRESH_S = 0.5  # how often live targets' modules are looked at (their maps: TracedProcess)
 
 
 class UserSymbols:
@@ -30,16 +32,17 @@ class UserSymbols:
         self._copiers: Dict[str, Optional[DockerCopy]] = {}  # per container id
         self._refreshed = 0.0
 
-    def add(self, pid: int) -> None:
+    def add(self, process: TracedProcess) -> None:
         with timing.step("symbol tables", "reading symbol tables"):
-            self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
-            self._prime(pid)
+            self.by_pid[process.pid] = ProcessSymbols(process, lines=self.lines, copier=self._copier(process))
+            self._prime(process.pid)
 
-    def _copier(self, pid: int) -> Optional[DockerCopy]:
-        """The docker cp fallback for pid's container (one per container), if any."""
-        container = containers.container_of(pid, ask_docker=False)
+    def _copier(self, process: TracedProcess) -> Optional[DockerCopy]:
+        """The docker cp fallback for the process's container (one per container), if any."""
+        container = process.container()
         if container is None:
             return None
+        pid = process.pid
         problem = containers.root_access_problem(pid)
         if problem:
             copies = container.runtime == "docker" and self.docker_cp != "never"
@@ -78,12 +81,12 @@ class UserSymbols:
     def resolve(self, key, raw):
         symbols = self.by_pid.get(key.pid)
         if symbols is None:
-            self.add(key.pid)
+            self.add(TracedProcess(key.pid))
             symbols = self.by_pid[key.pid]
         return symbols.symbolize(raw)
 
     def refresh(self) -> None:
-        """Re-read maps of live targets, so symbols survive their exit."""
+        """Open the modules live targets mapped since, so symbols survive their exit."""
         now = time.monotonic()
         if now - self._refreshed < REFRESH_S:
             return

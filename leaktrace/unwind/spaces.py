@@ -1,6 +1,7 @@
 """Which unwind table covers which addresses of one process.
 
-Contract: map_process(pid) reads /proc/PID/maps and returns a ProcessSpace:
+Contract: map_process(process), for a TracedProcess (its maps and pinned
+root come from it), returns a ProcessSpace:
 one MappedObject per executable file mapping, with the load bias that turns
 its runtime addresses into the file's virtual addresses (the ones its rows
 use) and its UnwindTable, or the reason there is none. It opens the mapped
@@ -8,7 +9,7 @@ file through /proc/PID/map_files (the very file, even if deleted), else
 inside the process's root (symbols.elf.open_elf_in_root, which never leaves
 it), and builds the table from that open file (its /proc/self/fd path), so
 no path is resolved twice and container binaries are read correctly. It
-raises TargetError / PermissionProblem (from read_maps) and nothing else:
+raises TargetError / PermissionProblem (from its maps) and nothing else:
 one unreadable object costs that object its table, not the process.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import LeaktraceError
 from ..symbols.elf import ElfSymbols, open_elf, open_elf_in_root, segment_for_offset
-from ..symbols.maps import MapEntry, read_maps
+from ..symbols.maps import MapEntry
+from ..traced_process import TracedProcess
 from .tables import UnwindTable, read_table, table_for
 
 
@@ -46,19 +48,19 @@ class ProcessSpace:
         return any(o.table is not None and not o.table.frame_pointers for o in self.objects)
 
 
-def executable_mappings(pid: int) -> List[MapEntry]:
-    return [e for e in read_maps(pid) if e.executable and e.file_backed]
+def executable_mappings(process: TracedProcess) -> List[MapEntry]:
+    return [e for e in process.maps() if e.executable and e.file_backed]
 
 
 def signature_of(entries: List[MapEntry]) -> Tuple:
     return tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries)
 
 
-def _open_mapped(pid: int, entry: MapEntry) -> ElfSymbols:
+def _open_mapped(process: TracedProcess, entry: MapEntry) -> ElfSymbols:
     opens: List[Callable[[], ElfSymbols]] = [
-        lambda: open_elf(f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}")]
+        lambda: open_elf(f"/proc/{process.pid}/map_files/{entry.start:x}-{entry.end:x}")]
     if not entry.deleted:
-        opens.append(lambda: open_elf_in_root(f"/proc/{pid}/root", entry.path))
+        opens.append(lambda: open_elf_in_root(process.root, entry.path))
     problem = None
     for open_one in opens:
         try:
@@ -82,9 +84,9 @@ def _table_of(binary: ElfSymbols) -> UnwindTable:
     return table
 
 
-def map_object(pid: int, entry: MapEntry) -> MappedObject:
+def map_object(process: TracedProcess, entry: MapEntry) -> MappedObject:
     try:
-        binary = _open_mapped(pid, entry)
+        binary = _open_mapped(process, entry)
     except LeaktraceError as exc:
         return MappedObject(entry.start, entry.end, 0, entry.path, entry.path, None, exc.message)
     segment = segment_for_offset(binary.segments, entry.offset, executable=True)
@@ -101,10 +103,10 @@ def map_object(pid: int, entry: MapEntry) -> MappedObject:
     return MappedObject(entry.start, entry.end, bias, entry.path, key, table)
 
 
-def map_process(pid: int) -> ProcessSpace:
-    entries = executable_mappings(pid)
-    objects = tuple(map_object(pid, entry) for entry in entries)
-    return ProcessSpace(pid, objects, signature_of(entries))
+def map_process(process: TracedProcess) -> ProcessSpace:
+    entries = executable_mappings(process)
+    objects = tuple(map_object(process, entry) for entry in entries)
+    return ProcessSpace(process.pid, objects, signature_of(entries))
 
 
 def is_unexeced_fork(pid: int) -> bool:

@@ -27,6 +27,7 @@ from leaktrace.aggregate import NS_PER_MS
 from leaktrace.config import ProbeConfig
 from leaktrace.probes.user import UserProbe
 from leaktrace.symbols import ProcessSymbols
+from leaktrace.traced_process import TracedProcess
 
 pytestmark = [pytest.mark.privileged,
               # bcc warns about str map names when driven in-process
@@ -68,8 +69,9 @@ def leaked_lines(leaker, rounds, timeout=30):
 def test_attaching_while_threads_are_inside_the_allocator_loses_nothing_silently(build, pending_hash):
     binary = build("busy_allocator.c")
     with LeakyProcess([binary, THREADS, BLOCKS]) as leaker:
-        symbols = ProcessSymbols(leaker.pid)
-        plan = allocator.discover(leaker.pid, None)
+        process = TracedProcess(leaker.pid)
+        symbols = ProcessSymbols(process)
+        process.plan = plan = allocator.discover(process, None)
         for round_no in range(1, ROUNDS + 1):
             probe = UserProbe(ProbeConfig(pending_hash=pending_hash))
             try:
@@ -77,7 +79,7 @@ def test_attaching_while_threads_are_inside_the_allocator_loses_nothing_silently
                 leaker.proc.stdin.write("churn\n")
                 leaker.proc.stdin.flush()
                 time.sleep(CHURN_S)
-                probe.attach(plan, leaker.pid)
+                probe.attach(process)
                 leaker.go()  # at once: the threads never enter calloc or realloc again
                 leaked_lines(leaker, round_no)
                 time.sleep(SETTLE_S)

@@ -20,6 +20,7 @@ from leaktrace.cli import main
 from leaktrace.errors import UsageError
 from leaktrace.probes import features
 from leaktrace.symbols.elf import clear_cache
+from leaktrace.traced_process import TracedProcess
 from symbols_programs import need_tool
 
 # case -> (program, extra environment; {dir} is the build folder, object malloc must bind to)
@@ -107,7 +108,7 @@ def test_running_process_hooks_the_object_the_linker_bound(case, built):
     bound = expected_binding(case, built)
     process = start(built / CASES[case][0], case_env(case, built))
     try:
-        plan = allocator.discover(process.pid)
+        plan = allocator.discover(TracedProcess(process.pid))
         assert os.path.samefile(plan.allocator_path, bound), (case, plan)
         # host paths go through /proc/PID/root: compare while the process lives
         assert os.path.samefile(dict(plan.host_paths)["malloc"], bound), plan.host_paths
@@ -156,7 +157,7 @@ def test_obj_without_malloc_is_refused_by_attach_and_run_alike(built):
     process = start(built / "plain", case_env("plain_libc", built))
     try:
         with pytest.raises(UsageError) as from_attach:
-            allocator.discover(process.pid, obj=lib)
+            allocator.discover(TracedProcess(process.pid), obj=lib)
     finally:
         stop(process)
     assert "does not define malloc" in from_run.value.message

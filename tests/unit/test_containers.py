@@ -19,6 +19,7 @@ from leaktrace.report.table import TableReporter
 from leaktrace.symbols import user as user_symbols
 from leaktrace.symbols.copyout import CopyOutError, DockerCopy, private_dir
 from leaktrace.symbols.paths import open_in_root
+from leaktrace.traced_process import TracedProcess
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "containers"
 DOCKER_ID = "f784be303c25d25529721fdbaea9277d599cafc0f535d705f79ab210c5786451"
@@ -230,7 +231,7 @@ def test_unreadable_proc_root_is_one_clear_line(monkeypatch, docker_cp, runtime,
     monkeypatch.setenv(containers.SIMULATE_NO_PROC_ROOT, "1")
     monkeypatch.setattr(containers, "container_of",
                         lambda pid, ask_docker=True: Container(runtime, DOCKER_ID, "web"))
-    user_symbols.UserSymbols(docker_cp=docker_cp)._copier(4242)
+    user_symbols.UserSymbols(docker_cp=docker_cp)._copier(TracedProcess(4242))
     assert said == [
         f"leaktrace: cannot read /proc/4242/root (permission denied); symbols come from {fallback}"]
 
@@ -240,7 +241,7 @@ def test_readable_proc_root_says_nothing(monkeypatch):
     monkeypatch.setattr(user_symbols, "stderr_line", said.append)
     monkeypatch.setattr(containers, "container_of",
                         lambda pid, ask_docker=True: Container("docker", DOCKER_ID, "web"))
-    user_symbols.UserSymbols(docker_cp="never")._copier(os.getpid())
+    user_symbols.UserSymbols(docker_cp="never")._copier(TracedProcess(os.getpid()))
     assert said == []
 
 

@@ -11,6 +11,7 @@ from leaktrace.symbols import ProcessSymbols, open_elf, read_maps
 from leaktrace.symbols import elf as elf_module
 from leaktrace.symbols.elf import clear_cache
 from leaktrace.symbols.process import BUILD_ID_MISMATCH, NOT_THE_MAPPED_FILE
+from leaktrace.traced_process import TracedProcess
 from symbols_programs import (
     build_id,
     build_shape,
@@ -58,7 +59,7 @@ def test_functions_resolve_to_nm_names_and_offsets(tmp_path, layout, frames):
     program = compile_program(tmp_path / "leaky", "leaky.c", *LAYOUTS[layout], frames)
     functions = nm_functions(program)
     with running(program) as process:
-        symbols = ProcessSymbols(process.pid)
+        symbols = ProcessSymbols(TracedProcess(process.pid))
         for name in ("main", "leak_global", "leak_static"):
             start, size = functions[name]
             address = runtime_address(process.pid, program, start)
@@ -74,7 +75,7 @@ def test_shared_library_function(tmp_path):
     program, lib = build_shape(tmp_path)
     start, _ = nm_functions(lib)["shape_area"]
     with running(program) as process:
-        frame = frame_at(ProcessSymbols(process.pid), runtime_address(process.pid, lib, start) + 1)
+        frame = frame_at(ProcessSymbols(TracedProcess(process.pid)), runtime_address(process.pid, lib, start) + 1)
     assert (frame.symbol, frame.offset, frame.module) == ("shape_area", 1, str(lib))
 
 
@@ -83,7 +84,7 @@ def test_cxx_method_is_demangled(tmp_path):
     mangled = next(n for n in nm_functions(program) if "Cache" in n and "insert" in n)
     start, _ = nm_functions(program)[mangled]
     with running(program) as process:
-        frame = frame_at(ProcessSymbols(process.pid), runtime_address(process.pid, program, start))
+        frame = frame_at(ProcessSymbols(TracedProcess(process.pid)), runtime_address(process.pid, program, start))
     assert frame.symbol.startswith("Cache::insert(std::") and frame.symbol.endswith(" const&)")
     assert frame.label().startswith("Cache::insert(") and frame.label().endswith("+0x0 [cache]")
 
@@ -93,8 +94,8 @@ def test_lines_option_adds_file_and_line(tmp_path):
     start, _ = nm_functions(program)["leak_global"]
     with running(program) as process:
         address = runtime_address(process.pid, program, start)
-        with_lines = frame_at(ProcessSymbols(process.pid, lines=True), address)
-        without = frame_at(ProcessSymbols(process.pid), address)
+        with_lines = frame_at(ProcessSymbols(TracedProcess(process.pid), lines=True), address)
+        without = frame_at(ProcessSymbols(TracedProcess(process.pid)), address)
     assert with_lines.file.endswith("leaky.c") and with_lines.line in (13, 14)
     assert (without.file, without.line) == (None, None)
 
@@ -108,7 +109,7 @@ def test_stripped_binary_uses_its_debuglink_file(tmp_path, subdir):
     os.rename(tmp_path / "leaky.debug", tmp_path / subdir / "leaky.debug")
     assert open_elf(str(program)).find_function("leak_static") is None  # really stripped
     with running(program) as process:
-        symbols = ProcessSymbols(process.pid, lines=True)
+        symbols = ProcessSymbols(TracedProcess(process.pid), lines=True)
         frame = frame_at(symbols, runtime_address(process.pid, program, start) + 2)
     assert (frame.symbol, frame.offset) == ("leak_static", 2)
     assert frame.file.endswith("leaky.c")  # lines come from the debug file too
@@ -121,7 +122,7 @@ def test_debuglink_with_wrong_crc_is_refused(tmp_path):
     with open(tmp_path / "leaky.debug", "ab") as debug:
         debug.write(b"tampered")
     with running(program) as process:
-        symbols = ProcessSymbols(process.pid)
+        symbols = ProcessSymbols(TracedProcess(process.pid))
         frame = frame_at(symbols, runtime_address(process.pid, program, start) + 2)
     assert frame.symbol is None and frame.module == str(program)
     assert any("no symbols" in warning for warning in symbols.warnings)
@@ -143,9 +144,9 @@ def test_build_id_debug_file_is_found_inside_the_given_root(tmp_path):
     (tmp_path / "emptyroot").mkdir()
     with running(program) as process:
         address = runtime_address(process.pid, program, start) + 2
-        found = frame_at(ProcessSymbols(process.pid, root=str(tmp_path / "fakeroot")), address)
+        found = frame_at(ProcessSymbols(TracedProcess(process.pid, root=str(tmp_path / "fakeroot"))), address)
         clear_cache()
-        elsewhere = ProcessSymbols(process.pid, root=str(tmp_path / "emptyroot"))
+        elsewhere = ProcessSymbols(TracedProcess(process.pid, root=str(tmp_path / "emptyroot")))
         missing = frame_at(elsewhere, address)
     assert (found.symbol, found.offset) == ("leak_static", 2)
     assert (missing.symbol, missing.module) == (None, str(program))
@@ -157,7 +158,7 @@ def test_symbolizes_after_the_process_exited_when_primed(tmp_path):
     program = compile_program(tmp_path / "leaky", "leaky.c")
     start, _ = nm_functions(program)["leak_global"]
     with running(program) as process:
-        symbols = ProcessSymbols(process.pid)
+        symbols = ProcessSymbols(TracedProcess(process.pid))
         symbols.prime()
         address = runtime_address(process.pid, program, start)
         stop(process)
@@ -173,14 +174,14 @@ def test_deleted_binary_is_read_through_map_files(tmp_path):
     with running(program) as process:
         address = runtime_address(process.pid, program, start)
         program.unlink()
-        frame = frame_at(ProcessSymbols(process.pid), address + 4)
+        frame = frame_at(ProcessSymbols(TracedProcess(process.pid)), address + 4)
     assert (frame.symbol, frame.offset, frame.module) == ("leak_global", 4, str(program))
 
 
 def test_process_gone_before_anything_was_read(tmp_path):
     process = subprocess.Popen(["true"])
     process.wait()
-    symbols = ProcessSymbols(process.pid)
+    symbols = ProcessSymbols(TracedProcess(process.pid))
     frames = symbols.symbolize(RawStack((0x401000, 0x7F0000001000)))
     assert [f.symbol for f in frames] == [None, None]
     assert symbols.warnings == [
@@ -191,14 +192,15 @@ def test_anonymous_memory_and_unmapped_addresses(tmp_path):
     program = compile_program(tmp_path / "leaky", "leaky.c")
     with running(program) as process:
         heap = next(e for e in read_maps(process.pid) if e.path == "[heap]")
-        frames = ProcessSymbols(process.pid).symbolize(RawStack((heap.start + 8, 0x10), ("fp", "scan")))
+        symbols = ProcessSymbols(TracedProcess(process.pid))
+        frames = symbols.symbolize(RawStack((heap.start + 8, 0x10), ("fp", "scan")))
     assert (frames[0].symbol, frames[0].module, frames[0].unwind) == (None, "[heap]", "fp")
     assert (frames[1].module, frames[1].unwind, frames[1].note) == (None, "scan", "outside every mapping")
 
 
 def test_library_loaded_after_the_first_read_is_found(tmp_path):
     _, lib = build_shape(tmp_path)
-    symbols = ProcessSymbols(os.getpid())
+    symbols = ProcessSymbols(TracedProcess(os.getpid()))
     frame_at(symbols, 0x10)  # first read of our own maps, before the dlopen
     shape_area = ctypes.CDLL(str(lib)).shape_area
     address = ctypes.cast(shape_area, ctypes.c_void_p).value
@@ -269,7 +271,7 @@ def test_host_file_at_the_mapped_path_is_identified_before_it_is_parsed(
     start, _ = nm_functions(program)["leak_global"]
     with running(program) as process:
         address = runtime_address(process.pid, program, start)
-        same, copied, replaced = (ProcessSymbols(process.pid) for _ in range(3))
+        same, copied, replaced = (ProcessSymbols(TracedProcess(process.pid)) for _ in range(3))
         for symbols in (same, copied, replaced):
             frame_at(symbols, 0x10)  # reads the maps (and notes build-ids), opens no module
         stop(process)  # from here on only the host's path is left
@@ -304,7 +306,7 @@ def test_host_debuglink_next_to_the_binary_path_is_never_read(tmp_path):
     (tmp_path / "emptyroot").mkdir()
     with running(program) as process:
         address = runtime_address(process.pid, program, start) + 2
-        symbols = ProcessSymbols(process.pid, root=str(tmp_path / "emptyroot"))
+        symbols = ProcessSymbols(TracedProcess(process.pid, root=str(tmp_path / "emptyroot")))
         with watch_opens(tmp_path / "leaky.debug") as opened:
             frame = frame_at(symbols, address)
     assert frame.symbol is None
@@ -323,14 +325,14 @@ def test_planted_symlink_in_the_process_root_never_reaches_the_host(tmp_path, mo
     monkeypatch.setattr(ProcessSymbols, "_map_file", lambda self, entry: "/nonexistent/map_files")
     with running(program) as process:
         address = runtime_address(process.pid, program, start)
-        planted = ProcessSymbols(process.pid, root=str(tmp_path / "fakeroot"))
+        planted = ProcessSymbols(TracedProcess(process.pid, root=str(tmp_path / "fakeroot")))
         frame_at(planted, 0x10)
         os.rename(program, tmp_path / "moved")  # nor can the host's path stand in
         with watch_opens(canary) as opened:
             frame = frame_at(planted, address)
         os.unlink(inside)
         shutil.copy(canary, inside)  # control: a real file in the root is read
-        control = frame_at(ProcessSymbols(process.pid, root=str(tmp_path / "fakeroot")), address)
+        control = frame_at(ProcessSymbols(TracedProcess(process.pid, root=str(tmp_path / "fakeroot"))), address)
     assert frame.symbol is None and opened == []
     assert control.symbol == "leak_global"
 
@@ -343,7 +345,7 @@ def test_copy_out_with_another_build_id_is_refused(tmp_path):
     start, _ = nm_functions(program)["leak_global"]
     copier = FakeCopier(other, first=True)  # --docker-cp always: asked before /proc
     with running(program) as process:
-        symbols = ProcessSymbols(process.pid, copier=copier)
+        symbols = ProcessSymbols(TracedProcess(process.pid), copier=copier)
         frame = frame_at(symbols, runtime_address(process.pid, program, start) + 4)
     assert copier.asked == [str(program)]
     assert (frame.symbol, frame.offset, frame.note) == ("leak_global", 4, "")  # from map_files
@@ -361,7 +363,7 @@ def test_mismatches_in_the_root_and_the_copy_mark_the_frames(tmp_path, monkeypat
     shutil.copy(other, root / str(program).lstrip("/"))  # the container's file: another build
     with running(program) as process:
         address = runtime_address(process.pid, program, start)
-        symbols = ProcessSymbols(process.pid, root=str(root), copier=FakeCopier(other))
+        symbols = ProcessSymbols(TracedProcess(process.pid, root=str(root)), copier=FakeCopier(other))
         frame_at(symbols, 0x10)  # maps read: the mapped build-id is noted through map_files
         monkeypatch.setattr(symbols, "_map_file", lambda entry: "/nonexistent/map_files")
         os.rename(program, tmp_path / "moved")

@@ -20,10 +20,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "leaktrace"
 # "pkg.mod" places one module of a package apart from the rest of it.
 STAGES = (
     # What every stage may use: types, settings, errors, units, caches, and
-    # the libraries that read processes and files (ELF, maps, CFI, /proc).
+    # the libraries that read processes and files (ELF, maps, CFI, /proc),
+    # with the one object a traced process is read through.
     ("foundation", ("__init__", "errors", "config", "model", "units", "cache", "output_files",
                     "privileges", "age_blocks", "containers", "cgroups", "targets", "forks",
-                    "stop_signals", "console", "timing", "symbols", "unwind", "triage.procfs")),
+                    "stop_signals", "console", "timing", "traced_process", "symbols", "unwind",
+                    "triage.procfs")),
     # What goes into the kernel (which functions of which objects, the programs,
     # placements, unwind tables) and reading the maps back.
     ("probes", ("probes",)),

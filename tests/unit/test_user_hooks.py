@@ -10,6 +10,7 @@ from leaktrace.commands import options
 from leaktrace.config import ProbeConfig
 from leaktrace.probes.alloc_functions import HEAP_FUNCTIONS, MMAP_FUNCTIONS
 from leaktrace.probes.hooks import UprobeHooks
+from leaktrace.traced_process import TracedProcess
 from leaktrace.probes.user import (
     TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage, distinct_entry_points, function_address,
     loss_notes,
@@ -93,7 +94,9 @@ def attach_glibc_plan(functions, addresses):
     probe.hooks = RecordingHooks(probe.bpf, links=False)
     plan = HookPlan(pid=42, allocator_path="/libc.so.6", allocator_name="glibc",
                     host_paths=tuple((fn, "/libc.so.6") for fn in functions))
-    probe.attach(plan, 42)
+    process = TracedProcess(42)
+    process.plan = plan
+    probe.attach(process)
     return probe
 
 
