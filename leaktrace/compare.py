@@ -1,8 +1,8 @@
 """Pure: two reports -> which stacks grew, shrank, appeared or disappeared.
 
 Stacks are matched by what they mean, not by what the kernel called them:
-kind, slab cache, and each frame's function and offset (or `[unknown]` and
-the module's file name), so two runs of one program, with other addresses
+kind, slab cache, and each frame's function and offset (Frame.key(): or
+`[unknown]` and the module's file name), so two runs of one program, with other addresses
 (ASLR) and other stack ids, still match. Rows of one report that match the
 same signature (one stack in two processes) are summed. Only the rows a
 report holds are compared: recordings hold every site, but a `--format json`
@@ -19,17 +19,8 @@ from leaktrace.model import Frame, Report, ReportRow
 STATUSES = ("grew", "appeared", "shrank", "disappeared", "same")
 
 
-def frame_key(frame: Frame) -> str:
-    if frame.symbol:
-        return f"{frame.symbol}+0x{frame.offset:x}"
-    if frame.addr == 0 and frame.note:
-        return f"[{frame.note}]"
-    module = frame.module.rsplit("/", 1)[-1] if frame.module else "?"
-    return f"[unknown] {module}"
-
-
 def stack_signature(row: ReportRow) -> Tuple:
-    return (row.kind, row.cache, tuple(frame_key(f) for f in row.frames))
+    return (row.kind, row.cache, tuple(f.key() for f in row.frames))
 
 
 @dataclass(frozen=True)

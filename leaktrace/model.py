@@ -178,7 +178,14 @@ class Site:
 
 @dataclass(frozen=True)
 class Frame:
-    """One symbolized frame: `fibonacci+0x1f (app.c:5) [app]`."""
+    """One symbolized frame: `fibonacci+0x1f (app.c:5) [app]`.
+
+    Every name a frame goes by is made here: label() for a stack as printed,
+    name() the function alone (graphs merge frames by it), key() function and
+    offset (what matches a frame across runs, for diffs). A frame without a
+    symbol is `[unknown]` and its module's file name; a placeholder (address
+    0 and a note: a stack that was not collected) is its note in brackets.
+    """
 
     addr: int
     symbol: Optional[str] = None
@@ -189,14 +196,29 @@ class Frame:
     unwind: str = "fp"
     note: str = ""  # e.g. "build-id mismatch": never silently wrong
 
+    @property
+    def placeholder(self) -> bool:
+        return self.symbol is None and self.addr == 0 and bool(self.note)
+
+    @property
+    def module_name(self) -> str:
+        return self.module.rsplit("/", 1)[-1] if self.module else "unknown module"
+
+    def name(self) -> str:
+        if self.symbol:
+            return self.symbol
+        return f"[{self.note}]" if self.placeholder else f"[unknown] {self.module_name}"
+
+    def key(self) -> str:
+        return f"{self.symbol}+0x{self.offset:x}" if self.symbol else self.name()
+
     def label(self) -> str:
-        module = self.module.rsplit("/", 1)[-1] if self.module else "unknown module"
         if self.symbol is None:
-            return f"[unknown] 0x{self.addr:x} [{module}]"
-        text = f"{self.symbol}+0x{self.offset:x}"
+            return f"[unknown] 0x{self.addr:x} [{self.module_name}]"
+        text = self.key()
         if self.file:
             text += f" ({self.file}:{self.line})" if self.line else f" ({self.file})"
-        return f"{text} [{module}]"
+        return f"{text} [{self.module_name}]"
 
 
 @dataclass(frozen=True)

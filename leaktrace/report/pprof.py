@@ -13,7 +13,6 @@ import gzip
 from typing import BinaryIO, Dict, List, Tuple
 
 from leaktrace.model import Frame, Report, ReportRow
-from leaktrace.report.frames import frame_name
 from leaktrace.report.profile_proto import profile_classes
 
 
@@ -52,7 +51,7 @@ class _Tables:
         return self.functions[key]
 
     def location(self, frame: Frame) -> int:
-        name, module = frame_name(frame), frame.module or ""
+        name, module = frame.name(), frame.module or ""
         key = (frame.addr, module, name, frame.file or "", frame.line or 0)
         if key not in self.locations:
             location_id = len(self.locations) + 1

@@ -95,8 +95,8 @@ class TableReporter:
         return lines
 
     def _frame_text(self, frame: Frame) -> str:
-        if frame.symbol is None and frame.addr == 0 and frame.note:
-            return f"[{frame.note}]"
+        if frame.placeholder:
+            return frame.name()
         text = printable(frame.label())
         if self.show_unwind:
             text += f"  <{frame.unwind}>"
