@@ -40,19 +40,34 @@ DEFAULT_LIBRARY_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
 
 
 @dataclass(frozen=True)
+class Hook:
+    """One symbol to probe: a name of one row of the table, in one object."""
+
+    function: str  # the row (alloc_functions.BY_NAME): which handlers run
+    symbol: str  # where the probe goes
+    path: str  # host-visible path of the object that defines it
+    object: str = ""  # the object's path as the process sees it (for the report)
+
+
+@dataclass(frozen=True)
 class HookPlan:
-    """Which object provides each hooked function, for one process."""
+    """Which object provides each hooked symbol, for one process."""
 
     pid: int
     allocator_path: str  # path as the process sees it
     allocator_name: str
-    host_paths: Tuple[Tuple[str, str], ...]  # (function, host-visible path of its object)
+    hooks: Tuple[Hook, ...]  # table order: a row's symbols together
 
-    def objects(self) -> Dict[str, List[str]]:
-        by_object: Dict[str, List[str]] = {}
-        for function, path in self.host_paths:
-            by_object.setdefault(path, []).append(function)
+    def objects(self) -> Dict[str, List[Hook]]:
+        """host path -> its hooks."""
+        by_object: Dict[str, List[Hook]] = {}
+        for hook in self.hooks:
+            by_object.setdefault(hook.path, []).append(hook)
         return by_object
+
+    def provider(self, function: str) -> Optional[str]:
+        """Host path of the object whose symbols of `function` are hooked."""
+        return next((hook.path for hook in self.hooks if hook.function == function), None)
 
 
 def allocator_name(path: str, is_executable: bool) -> str:
@@ -248,19 +263,20 @@ def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str
 
 def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]], exe_path: str) -> HookPlan:
     libc = [o for o in objects if "libc" in os.path.basename(o[0])]
-    hooks = []
+    hooks: List[Hook] = []
     for function in FUNCTIONS:
         # libc's wrappers: the allocator object itself first (static binaries).
         providers = [chosen] + (libc if function.defined_by == "libc" else [])
-        for _, host in providers:
-            if _defines(host, function.name):
-                hooks.append((function.name, host))
+        for process_path, host in providers:
+            defined = [symbol for symbol in function.hooked_symbols if _defines(host, symbol)]
+            if defined:  # every name of the row this object defines; aliases are dropped at attach
+                hooks += [Hook(function.name, symbol, host, process_path) for symbol in defined]
                 break
     return HookPlan(
         pid=pid,
         allocator_path=chosen[0],
         allocator_name=allocator_name(chosen[0], chosen[0] == exe_path),
-        host_paths=tuple(hooks),
+        hooks=tuple(hooks),
     )
 
 

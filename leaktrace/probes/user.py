@@ -22,7 +22,7 @@ from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from .. import timing
 from . import alloc_functions, features, hooks, release, source
-from .allocator import HookPlan
+from .allocator import Hook, HookPlan
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
@@ -94,16 +94,17 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     return tuple(notes)
 
 
-def attach_order(hooks: Sequence[Tuple[str, str]]) -> List[Tuple[str, str, str]]:
-    """(path, function, "return" | "entry") in the order to attach them.
+def attach_order(hooks: Sequence[Hook]) -> List[Tuple[Hook, str]]:
+    """(hook, "return" | "entry") in the order to attach them.
 
     A call that enters between its entry probe and its return probe would
     leave a mark that never clears, and a block allocated before free is
     hooked would never be seen freed: so every return probe first, then the
     free side, then the entry probes that start a recording."""
-    returns = [(path, fn, "return") for path, fn in hooks if HANDLERS[fn][1]]
-    frees = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn in FREE_SIDE]
-    entries = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn not in FREE_SIDE]
+    returns = [(hook, "return") for hook in hooks if HANDLERS[hook.function][1]]
+    frees = [(hook, "entry") for hook in hooks if HANDLERS[hook.function][0] and hook.function in FREE_SIDE]
+    entries = [(hook, "entry") for hook in hooks
+               if HANDLERS[hook.function][0] and hook.function not in FREE_SIDE]
     return returns + frees + entries
 
 
@@ -112,40 +113,40 @@ def _context(key, value) -> Tuple[int, int, int, int]:
     return key.tgid, key.stack_id, key.kind, key.image
 
 
-def function_address(path: str, function: str) -> Optional[int]:
-    """Where `function` starts in the object at path; None when unknown."""
+def function_address(path: str, symbol: str) -> Optional[int]:
+    """Where `symbol` starts in the object at path; None when unknown."""
     try:
-        found = open_elf(path).find_function(function)
+        found = open_elf(path).find_function(symbol)
     except (ElfError, OSError):
         return None
     return found[0] if found else None
 
 
-def distinct_entry_points(path: str, functions: Sequence[str],
-                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[str]:
-    """functions without the aliases of one already listed (same address in path).
+def distinct_entry_points(path: str, hooks: Sequence[Hook],
+                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[Hook]:
+    """hooks without the aliases of one already listed (same address in path).
 
     Two probes on one address both fire on every call: Debian's glibc defines
-    memalign and aligned_alloc at one address, so each call would be recorded
-    twice (allocs +2, replaced +1). The first name in family order is kept;
-    functions whose address is unknown are all kept.
+    memalign and aligned_alloc at one address, tcmalloc's tc_malloc is malloc,
+    so each call would be recorded twice (allocs +2, replaced +1). The first
+    symbol in table order is kept; symbols whose address is unknown are all kept.
     """
     seen = set()
     kept = []
-    for function in functions:
-        address = address_of(path, function)
+    for hook in hooks:
+        address = address_of(path, hook.symbol)
         if address is not None:
             if address in seen:
                 continue
             seen.add(address)
-        kept.append(function)
+        kept.append(hook)
     return kept
 
 
-def emulated_offset(path: str, function: str) -> int:
+def emulated_offset(hook: Hook) -> int:
     """Where the entry probe costs a trap, not a single-step (see placement.py)."""
     try:
-        return placement_for(path, function, ARG_REGS[function]).offset
+        return placement_for(hook.path, hook.symbol, ARG_REGS[hook.function]).offset
     except LeaktraceError:
         return 0
 
@@ -156,16 +157,16 @@ def monotonic_ns() -> int:
 
 
 class UserProbe:
-    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[str, str], int]] = None,
+    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[Hook], int]] = None,
                  addresses: Optional[Callable[[str, str], Optional[int]]] = None):
         self.config = config
-        # (object path, function) -> its address, to hook each address once.
+        # (object path, symbol) -> its address, to hook each address once.
         self._address_of = addresses or function_address
         self.bpf = None
         self.started_ns = 0
         self.live_ns = 0  # when the last attach() had every probe in
-        self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
-        # (object path, function) -> entry probe offset; 0 keeps the entry.
+        self.attached: List[Tuple[int, Hook, int]] = []  # pid, hook, entry offset
+        # hook -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
         self._trace_open = False  # --trace's perf buffer
@@ -235,27 +236,27 @@ class UserProbe:
             self._load_unwind_tables(pid)
         self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.
-        pairs = [(path, function) for path, functions in plan.objects().items()
-                 for function in distinct_entry_points(path, functions, self._address_of)
-                 if function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        hooked = [hook for path, hooks in plan.objects().items()
+                  for hook in distinct_entry_points(path, hooks, self._address_of)
+                  if hook.function not in MMAP_FUNCTIONS or self.config.track_mmap]
         with timing.step("uprobes", "attaching uprobes"):
-            offsets = self._attach_pairs(pairs, pid)
+            offsets = self._attach_hooks(hooked, pid)
         self.live_ns = monotonic_ns()
         self.started_ns = self.started_ns or self.live_ns
-        for path, function in pairs:
-            self.attached.append((pid, function, path, offsets.get((path, function), 0)))
+        for hook in hooked:
+            self.attached.append((pid, hook, offsets.get(hook, 0)))
 
-    def _attach_pairs(self, pairs: List[Tuple[str, str]], pid: int) -> Dict[Tuple[str, str], int]:
+    def _attach_hooks(self, hooked: List[Hook], pid: int) -> Dict[Hook, int]:
         """Attach in attach_order; returns each entry probe's offset."""
         offsets = {}
-        for path, function, side in attach_order(pairs):
+        for hook, side in attach_order(hooked):
             # Tracing starts with the first probe that records, not the last
             # probe: what is recorded while the rest attach keeps its true age.
-            if not self.started_ns and side == "entry" and function not in FREE_SIDE:
+            if not self.started_ns and side == "entry" and hook.function not in FREE_SIDE:
                 self.started_ns = monotonic_ns()
-            offset = self._attach_probe(path, function, pid, side)
+            offset = self._attach_probe(hook, pid, side)
             if side == "entry":
-                offsets[(path, function)] = offset
+                offsets[hook] = offset
         return offsets
 
     def _load_unwind_tables(self, pid: int) -> None:
@@ -266,17 +267,18 @@ class UserProbe:
             self.unwinder = Unwinder(self.bpf, self.config.unwind)
         self.unwinder.add(pid)
 
-    def _attach_probe(self, path: str, function: str, pid: int, side: str) -> int:
+    def _attach_probe(self, hook: Hook, pid: int, side: str) -> int:
         """Attach one probe; returns the entry probe's offset (0 for a return probe)."""
-        enter, exit_ = HANDLERS[function]
-        offset = self._placement(path, function) if side == "entry" else 0
+        enter, exit_ = HANDLERS[hook.function]
+        offset = self._placement(hook) if side == "entry" else 0
+        path, symbol = hook.path.encode(), hook.symbol.encode()
         try:
             if side == "entry":
-                self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset)
+                self.hooks.attach(path, symbol, enter.encode(), pid, offset)
             else:
-                self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True)
+                self.hooks.attach(path, symbol, exit_.encode(), pid, retprobe=True)
         except Exception as exc:  # bcc raises bare Exception
-            raise attach_error(exc, function, path, pid) from None
+            raise attach_error(exc, hook.symbol, hook.path, pid) from None
         return offset
 
     # ---- reading -----------------------------------------------------------
