@@ -660,3 +660,55 @@ int mremap_exit(struct pt_regs *ctx)
 	count(C_FREES);
 	return record(ctx, KIND_MMAP, addr, call.size, FN_MREMAP);
 }
+
+/* ---- C++ operator new/delete, where the allocator defines them ----------- */
+/* An allocator's operator new may run its own aligned_alloc (jemalloc's
+ * aligned new does): nested_call leaves that to new, which records it once. */
+int new_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_NEW, size, 0); }
+int new_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW); }
+int new_nothrow_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_NEW_NOTHROW, size, 0); }
+int new_nothrow_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_NOTHROW); }
+int new_aligned_enter(struct pt_regs *ctx, size_t size, size_t align) { return call_enter(ctx, FN_NEW_ALIGNED, size, 0); }
+int new_aligned_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_ALIGNED); }
+int new_aligned_nothrow_enter(struct pt_regs *ctx, size_t size, size_t align)
+{
+	return call_enter(ctx, FN_NEW_ALIGNED_NOTHROW, size, 0);
+}
+int new_aligned_nothrow_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_ALIGNED_NOTHROW); }
+int delete_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+
+/* ---- allocator-native APIs ---------------------------------------------- */
+int mallocx_enter(struct pt_regs *ctx, size_t size, int flags) { return call_enter(ctx, FN_MALLOCX, size, 0); }
+int mallocx_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOCX); }
+int rallocx_enter(struct pt_regs *ctx, void *ptr, size_t size, int flags) { return call_enter(ctx, FN_RALLOCX, size, (u64)ptr); }
+int rallocx_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_RALLOCX); }
+int sdallocx_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+int dallocx_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+int malloc_aligned_enter(struct pt_regs *ctx, size_t size, size_t align) { return call_enter(ctx, FN_MALLOC_ALIGNED, size, 0); }
+int malloc_aligned_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOC_ALIGNED); }
+
+/* A recorded block's size changed where it lies: its totals move by the
+ * difference; its stack and age stay those of the allocation. */
+static __always_inline int resize_in_place(u64 addr, u64 size)
+{
+	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = KIND_HEAP, .addr = addr };
+	struct alloc_info *info = allocs.lookup(&key);
+	if (!info)
+		return 0;
+	struct bucket_key bkey = {};
+	u32 slot = bucket_of(&bkey, key.tgid, KIND_HEAP, info, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT);
+	s64 before = (info->size * info->weight) >> WEIGHT_SHIFT, after = (size * info->weight) >> WEIGHT_SHIFT;
+	bucket_add(&bkey, slot, after - before, 0);
+	info->size = size;
+	return 0;
+}
+
+/* xallocx(ptr, size, extra, flags) returns the block's size, grown or not. */
+int xallocx_enter(struct pt_regs *ctx, void *ptr, size_t size, size_t extra, int flags) { return call_enter(ctx, FN_XALLOCX, 0, (u64)ptr); }
+int xallocx_exit(struct pt_regs *ctx)
+{
+	struct pending_call call;
+	if (!call_take(ctx, FN_XALLOCX, &call) || nested_call(FN_XALLOCX, &call) || !call.arg)
+		return 0;
+	return resize_in_place(call.arg, PT_REGS_RC(ctx));
+}

@@ -24,7 +24,8 @@ from elftools.elf.elffile import ELFFile
 from ..errors import TargetError, UsageError
 from ..symbols import ElfError, open_elf, read_maps
 from ..symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
-from .alloc_functions import FUNCTIONS
+from .alloc_functions import BY_NAME, FUNCTIONS
+from .forwarders import drop_forwarders, jump_target
 
 _KNOWN_ALLOCATORS = (
     ("jemalloc", "jemalloc"),
@@ -97,10 +98,11 @@ def choose_allocator(candidates: Sequence[Tuple[str, str]]) -> Optional[Tuple[st
 
 
 def _override(obj: str) -> Tuple[str, str]:
-    """The object --obj names, when it can be an allocator."""
+    """The object --obj names, when it can be an allocator: it defines malloc
+    under one of its names (a je_-prefixed jemalloc defines je_malloc)."""
     if not os.path.exists(obj):
         raise UsageError(f"--obj {obj}: no such file")
-    if not _defines(obj, "malloc"):
+    if not any(_defines(obj, symbol) for symbol in BY_NAME["malloc"].hooked_symbols):
         raise UsageError(f"--obj {obj} does not define malloc", hint="name the allocator library, e.g. libjemalloc.so.2")
     return (obj, obj)
 
@@ -276,8 +278,31 @@ def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]],
         pid=pid,
         allocator_path=chosen[0],
         allocator_name=allocator_name(chosen[0], chosen[0] == exe_path),
-        hooks=tuple(hooks),
+        hooks=tuple(_without_forwarders(hooks)),
     )
+
+
+def _without_forwarders(hooks: List[Hook]) -> List[Hook]:
+    """hooks without the entry points that only jump to another hooked one (forwarders.py)."""
+    kept: List[Hook] = []
+    for path in dict.fromkeys(hook.path for hook in hooks):
+        try:
+            elf = open_elf(path)
+        except (ElfError, OSError):
+            kept += [hook for hook in hooks if hook.path == path]
+            continue
+
+        def address_of(symbol: str) -> Optional[int]:
+            found = elf.find_function(symbol)
+            return found[0] if found else None
+
+        def name_at(address: int) -> Optional[str]:
+            found = elf.lookup(address)
+            return found[0] if found and found[1] == 0 else None
+
+        kept += drop_forwarders([hook for hook in hooks if hook.path == path], lambda hook: hook.symbol,
+                                address_of, lambda symbol: jump_target(path, symbol, name_at))
+    return sorted(kept, key=hooks.index)
 
 
 def discover(pid: int, obj: Optional[str] = None) -> HookPlan:
