@@ -67,7 +67,7 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     try:
         for plan in plans:
             probe.attach(plan, plan.pid)
-        trace_processes(probe, [describe(plan, plan.pid) for plan in plans], settings,
+        trace_processes(probe, [describe(plan, plan.pid, probe) for plan in plans], settings,
                         lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()

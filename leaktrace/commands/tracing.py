@@ -2,6 +2,8 @@
 targets, open --trace's stream, build the Session from typed settings, run it."""
 from __future__ import annotations
 
+from typing import Optional
+
 import click
 
 from .. import containers, targets, timing
@@ -14,10 +16,11 @@ from ..symbols.user import UserSymbols
 from . import options
 
 
-def describe(plan: allocator.HookPlan, pid: int) -> Target:
+def describe(plan: allocator.HookPlan, pid: int, probe: Optional[UserProbe] = None) -> Target:
+    """The target as reports name it; with the probe that attached to it, what was hooked where."""
     return Target(pid=pid, comm=targets.comm(pid), exe=targets.exe(pid),
                   allocator=plan.allocator_path, allocator_name=plan.allocator_name,
-                  container=containers.container_of(pid))
+                  container=containers.container_of(pid), hooked=probe.hooked(pid) if probe else ())
 
 
 def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None:

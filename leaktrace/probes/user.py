@@ -281,6 +281,14 @@ class UserProbe:
             raise attach_error(exc, hook.symbol, hook.path, pid) from None
         return offset
 
+    def hooked(self, pid: int) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+        """(object, symbols) probed in pid, the object as the process names it."""
+        by_object: Dict[str, List[str]] = {}
+        for attached_pid, hook, _ in self.attached:
+            if attached_pid == pid:
+                by_object.setdefault(hook.object or hook.path, []).append(hook.symbol)
+        return tuple((obj, tuple(symbols)) for obj, symbols in by_object.items())
+
     # ---- reading -----------------------------------------------------------
     def counters(self) -> Dict[str, int]:
         table = self.bpf["counters"]
