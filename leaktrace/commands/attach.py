@@ -44,6 +44,9 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
 
     Prints a report every INTERVAL seconds (default 5) until Ctrl-C, the
     targets exit, --duration or COUNT reports; a final report always follows.
+    Hooks every allocation entry point the allocator defines (malloc & co,
+    C++ operator new/delete, jemalloc's mallocx family, tc_*, mi_*); the
+    report says which symbols were hooked in which object.
     """
     probe = UserProbe(options.probe_config(opts))
     if opts["dump_bpf"]:

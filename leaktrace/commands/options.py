@@ -85,7 +85,8 @@ def user_options(func: Callable) -> Callable:
                      help="Record on average one allocation per BYTES allocated, scaled back up "
                           "(estimates; 0 records all)."),
         click.option("--obj", type=click.Path(exists=True, dir_okay=False),
-                     help="Hook the allocator in this object instead of the one discovered."),
+                     help="Hook the allocator in this object instead of the one discovered (it must "
+                          "define malloc, or je_malloc for a prefixed jemalloc)."),
         click.option("--combined-only", is_flag=True,
                      help="Accepted for bcc memleak users: totals are always kept in the kernel."),
         click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),

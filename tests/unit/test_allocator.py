@@ -197,3 +197,18 @@ def test_a_row_with_several_symbols_hooks_each_one_the_allocator_defines(built, 
     plan = allocator.discover_for_command(str(built / "plain"), case_env("plain_libc", built), obj=lib)
     assert [(h.function, h.symbol, h.path) for h in plan.hooks] == [("malloc", "malloc", lib), ("malloc", "calloc", lib)]
     assert plan.objects() == {lib: list(plan.hooks)}
+
+
+def test_obj_accepts_a_prefixed_jemalloc_and_hooks_its_je_names(tmp_path, built):
+    # A jemalloc built with --with-jemalloc-prefix=je_ defines je_malloc, not malloc.
+    src = tmp_path / "prefixed.c"
+    src.write_text("#include <stddef.h>\n"
+                   "void *je_malloc(size_t n) { return (void *)n; }\n"
+                   "void je_free(void *p) { (void)p; }\n"
+                   "void *je_mallocx(size_t n, int flags) { return (void *)(n + flags); }\n")
+    lib = str(tmp_path / "libjemalloc_prefixed.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", lib], check=True)
+    plan = allocator.discover_for_command(str(built / "plain"), case_env("plain_libc", built), obj=lib)
+    hooked = {(hook.function, hook.symbol) for hook in plan.hooks if hook.path == lib}
+    assert hooked == {("malloc", "je_malloc"), ("free", "je_free"), ("mallocx", "je_mallocx")}, plan.hooks
+    assert plan.allocator_name == "jemalloc"
