@@ -664,11 +664,23 @@ int mremap_exit(struct pt_regs *ctx)
 /* ---- C++ operator new/delete, where the allocator defines them ----------- */
 /* An allocator's operator new may run its own aligned_alloc (jemalloc's
  * aligned new does): nested_call leaves that to new, which records it once. */
-int new_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_NEW, size, 0); }
+/* The throwing variants keep their caller's true return address (their
+ * entry probe sits at the start, where [sp] holds it and the return probe has
+ * not replaced it yet): raise_exception_enter puts it back. */
+static __always_inline int throwing_new_enter(struct pt_regs *ctx, u32 fn, u64 size)
+{
+	u64 ret = 0;
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+	return call_enter(ctx, fn, size, ret);
+}
+int new_enter(struct pt_regs *ctx, size_t size) { return throwing_new_enter(ctx, FN_NEW, size); }
 int new_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW); }
 int new_nothrow_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_NEW_NOTHROW, size, 0); }
 int new_nothrow_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_NOTHROW); }
-int new_aligned_enter(struct pt_regs *ctx, size_t size, size_t align) { return call_enter(ctx, FN_NEW_ALIGNED, size, 0); }
+int new_aligned_enter(struct pt_regs *ctx, size_t size, size_t align)
+{
+	return throwing_new_enter(ctx, FN_NEW_ALIGNED, size);
+}
 int new_aligned_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_ALIGNED); }
 int new_aligned_nothrow_enter(struct pt_regs *ctx, size_t size, size_t align)
 {
@@ -712,3 +724,58 @@ int xallocx_exit(struct pt_regs *ctx)
 		return 0;
 	return resize_in_place(call.arg, PT_REGS_RC(ctx));
 }
+
+/* ---- C++ exceptions out of a probed operator new ------------------------- */
+/* An exception cannot unwind through a return probe: the unwinder finds the
+ * kernel's trampoline where new's return address was, has no unwind table
+ * for it and terminates the program. When a throw starts inside a call of a
+ * throwing new, its caller's return address goes back in place (the value
+ * the program had there; the kernel drops its stale return record itself at
+ * the next return probe, as after longjmp). The call allocated nothing. */
+static __always_inline void restore_return(struct pending_call *call, u64 sp)
+{
+	u64 now = 0;
+	if (call->sp <= sp || !call->arg || bpf_probe_read_user(&now, sizeof(now), (void *)call->sp))
+		return;
+	if (now != call->arg)
+		bpf_probe_write_user((void *)call->sp, &call->arg, sizeof(call->arg));
+}
+
+#if !PENDING_HASH
+static __always_inline void leave_throwing_call(struct thread_calls *calls, u32 fn, u64 sp)
+{
+	if (fn > FN_LAST || !(calls->active & (1u << fn)))
+		return;
+	restore_return(&calls->calls[fn], sp);
+	calls->active &= ~(1u << fn);
+	count(C_FAILED_ALLOCS);
+}
+
+int raise_exception_enter(struct pt_regs *ctx)
+{
+	struct thread_calls *calls = thread_calls(0);
+	if (!calls)
+		return 0;
+	leave_throwing_call(calls, FN_NEW, PT_REGS_SP(ctx));
+	leave_throwing_call(calls, FN_NEW_ALIGNED, PT_REGS_SP(ctx));
+	return 0;
+}
+#else
+static __always_inline void leave_throwing_call(u32 fn, u64 sp)
+{
+	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .fn = fn };
+	struct pending_call *call = pending.lookup(&key);
+	if (!call)
+		return;
+	restore_return(call, sp);
+	pending.delete(&key);
+	count(C_FAILED_ALLOCS);
+}
+
+int raise_exception_enter(struct pt_regs *ctx)
+{
+	leave_throwing_call(FN_NEW, PT_REGS_SP(ctx));
+	leave_throwing_call(FN_NEW_ALIGNED, PT_REGS_SP(ctx));
+	return 0;
+}
+#endif

@@ -25,13 +25,17 @@ class AllocFunction:
     """One allocator entry point. Argument fields are 0-based positions."""
 
     name: str  # leaktrace's name for it: handlers are <name>_enter / <name>_exit
-    action: str  # "alloc", "resize" (frees `pointer`, returns a new block) or "free"
-    family: str  # "heap" (the allocator's) or "mmap" (system-call wrappers)
+    # "alloc", "resize" (frees `pointer`, returns a new block), "free", or "unwind"
+    # (a C++ exception starts: see `throws`)
+    action: str
+    family: str  # "heap" (the allocator's), "mmap" (system-call wrappers) or "unwind"
     # "pointer", "status" (0 and the block in *out), "mapping" (MAP_FAILED/-errno),
     # "size" (the block's new size, in place), "none"
     returns: str
     symbols: Tuple[str, ...] = ()  # symbols to hook, any the object defines; () = (name,)
-    defined_by: str = "allocator"  # "allocator": the object that defines malloc; "libc": a libc wrapper
+    # "allocator": the object that defines malloc; "libc": a libc wrapper;
+    # "unwinder": libgcc's, hooked only where a row that throws is
+    defined_by: str = "allocator"
     size: Optional[int] = None
     count: Optional[int] = None  # elements: the block is count * size bytes
     align: Optional[int] = None
@@ -39,6 +43,11 @@ class AllocFunction:
     out: Optional[int] = None  # where the new block's address is stored
     flags: Optional[int] = None
     frame_names: Tuple[str, ...] = ()  # other names its code has in stacks (internal aliases)
+    # May throw (C++ new): an exception cannot unwind through the return
+    # probe's trampoline, so the entry probe stays at the function's start,
+    # where it reads the true return address, and the "unwind" row puts it
+    # back when an exception starts inside the call.
+    throws: bool = False
 
     @property
     def hooked_symbols(self) -> Tuple[str, ...]:
@@ -62,7 +71,7 @@ class AllocFunction:
         """The argument registers the entry handler reads."""
         used = [p for p in (self.size, self.count, self.align, self.pointer, self.out, self.flags)
                 if p is not None]
-        return ARGUMENT_REGISTERS[:max(used) + 1]
+        return ARGUMENT_REGISTERS[:max(used) + 1] if used else ()
 
 
 # C++'s operator new and delete, in every variant; hooked where the allocator
@@ -108,9 +117,9 @@ FUNCTIONS: Tuple[AllocFunction, ...] = (
     AllocFunction("valloc", "alloc", "heap", "pointer", size=0,
                   symbols=("valloc", "tc_valloc", "mi_valloc", "je_valloc")),
     AllocFunction("pvalloc", "alloc", "heap", "pointer", size=0, symbols=("pvalloc", "tc_pvalloc", "mi_pvalloc")),
-    AllocFunction("new", "alloc", "heap", "pointer", size=0, symbols=_NEW),
+    AllocFunction("new", "alloc", "heap", "pointer", size=0, symbols=_NEW, throws=True),
     AllocFunction("new_nothrow", "alloc", "heap", "pointer", size=0, symbols=_NEW_NOTHROW),
-    AllocFunction("new_aligned", "alloc", "heap", "pointer", size=0, align=1, symbols=_NEW_ALIGNED),
+    AllocFunction("new_aligned", "alloc", "heap", "pointer", size=0, align=1, symbols=_NEW_ALIGNED, throws=True),
     AllocFunction("new_aligned_nothrow", "alloc", "heap", "pointer", size=0, align=1,
                   symbols=_NEW_ALIGNED_NOTHROW),
     AllocFunction("delete", "free", "heap", "none", pointer=0, symbols=_DELETE),
@@ -127,6 +136,10 @@ FUNCTIONS: Tuple[AllocFunction, ...] = (
     # mimalloc's aligned allocations that have no standard twin (size first).
     AllocFunction("malloc_aligned", "alloc", "heap", "pointer", size=0, align=1,
                   symbols=("mi_malloc_aligned", "mi_zalloc_aligned")),
+    # Where every C++ throw starts unwinding (libgcc): puts back the return
+    # address of a throwing new that the exception leaves.
+    AllocFunction("raise_exception", "unwind", "unwind", "none", defined_by="unwinder",
+                  symbols=("_Unwind_RaiseException",)),
     AllocFunction("mmap", "alloc", "mmap", "mapping", defined_by="libc", size=1, flags=3,
                   frame_names=("mmap64",)),
     AllocFunction("munmap", "free", "mmap", "none", defined_by="libc", pointer=0),
@@ -147,6 +160,9 @@ HEAP_FUNCTIONS = tuple(f.name for f in FUNCTIONS if f.family == "heap")
 MMAP_FUNCTIONS = tuple(f.name for f in FUNCTIONS if f.family == "mmap")
 # Entry probes that release blocks: attached before those that record them.
 FREE_SIDE = tuple(f.name for f in FUNCTIONS if f.action == "free")
+# Entry probes that undo a return probe an exception leaves: attached before
+# the probes of the functions that throw.
+UNWIND_SIDE = tuple(f.name for f in FUNCTIONS if f.action == "unwind")
 
 # Function number -> row, for what carries state from entry to return: heap
 # functions first, so FN_LAST_HEAP closes a contiguous range (HEAP_FN_BITS).

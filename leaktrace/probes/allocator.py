@@ -264,11 +264,17 @@ def _in_search_order(pid: int, objects: List[Tuple[str, str]]) -> List[Tuple[str
 
 
 def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]], exe_path: str) -> HookPlan:
-    libc = [o for o in objects if "libc" in os.path.basename(o[0])]
+    objects = list(objects)
+    others = {
+        "libc": [o for o in objects if "libc" in os.path.basename(o[0])],
+        "unwinder": [o for o in objects if "libgcc_s" in os.path.basename(o[0])] + objects[:1],
+    }
     hooks: List[Hook] = []
     for function in FUNCTIONS:
-        # libc's wrappers: the allocator object itself first (static binaries).
-        providers = [chosen] + (libc if function.defined_by == "libc" else [])
+        if function.defined_by == "unwinder" and not any(BY_NAME[h.function].throws for h in hooks):
+            continue  # nothing hooked throws: exceptions need no help
+        # libc's wrappers and the unwinder: the allocator object itself first (static binaries).
+        providers = [chosen] + others.get(function.defined_by, [])
         for process_path, host in providers:
             defined = [symbol for symbol in function.hooked_symbols if _defines(host, symbol)]
             if defined:  # every name of the row this object defines; aliases are dropped at attach

@@ -21,9 +21,9 @@ from ..errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from .. import timing
-from . import alloc_functions, features, hooks, release, source
+from . import alloc_functions, exceptions, features, hooks, release, source
 from .allocator import Hook, HookPlan
-from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
+from .alloc_functions import ARG_REGS, BY_NAME, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
@@ -101,10 +101,11 @@ def attach_order(hooks: Sequence[Hook]) -> List[Tuple[Hook, str]]:
     leave a mark that never clears, and a block allocated before free is
     hooked would never be seen freed: so every return probe first, then the
     free side, then the entry probes that start a recording."""
+    before = FREE_SIDE + UNWIND_SIDE
     returns = [(hook, "return") for hook in hooks if HANDLERS[hook.function][1]]
-    frees = [(hook, "entry") for hook in hooks if HANDLERS[hook.function][0] and hook.function in FREE_SIDE]
+    frees = [(hook, "entry") for hook in hooks if HANDLERS[hook.function][0] and hook.function in before]
     entries = [(hook, "entry") for hook in hooks
-               if HANDLERS[hook.function][0] and hook.function not in FREE_SIDE]
+               if HANDLERS[hook.function][0] and hook.function not in before]
     return returns + frees + entries
 
 
@@ -144,7 +145,10 @@ def distinct_entry_points(path: str, hooks: Sequence[Hook],
 
 
 def emulated_offset(hook: Hook) -> int:
-    """Where the entry probe costs a trap, not a single-step (see placement.py)."""
+    """Where the entry probe costs a trap, not a single-step (see placement.py);
+    at the start for a function that throws (it reads the return address there)."""
+    if BY_NAME[hook.function].throws:
+        return 0
     try:
         return placement_for(hook.path, hook.symbol, ARG_REGS[hook.function]).offset
     except LeaktraceError:
@@ -175,6 +179,7 @@ class UserProbe:
         self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
+        self.notes: List[str] = []  # what attach() chose not to hook, and why
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
@@ -239,6 +244,10 @@ class UserProbe:
         hooked = [hook for path, hooks in plan.objects().items()
                   for hook in distinct_entry_points(path, hooks, self._address_of)
                   if hook.function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        hooked, note = exceptions.choose(hooked, exceptions.throwing(hooked) and self._restorable(),
+                                         self.config.probe_throwing_new)
+        if note and note not in self.notes:
+            self.notes.append(note)
         with timing.step("uprobes", "attaching uprobes"):
             offsets = self._attach_hooks(hooked, pid)
         self.live_ns = monotonic_ns()
@@ -252,12 +261,20 @@ class UserProbe:
         for hook, side in attach_order(hooked):
             # Tracing starts with the first probe that records, not the last
             # probe: what is recorded while the rest attach keeps its true age.
-            if not self.started_ns and side == "entry" and hook.function not in FREE_SIDE:
+            if not self.started_ns and side == "entry" and hook.function not in FREE_SIDE + UNWIND_SIDE:
                 self.started_ns = monotonic_ns()
             offset = self._attach_probe(hook, pid, side)
             if side == "entry":
                 offsets[hook] = offset
         return offsets
+
+    def _restorable(self) -> bool:
+        """Whether the kernel loads the handler that lets an exception leave new (exceptions.py)."""
+        try:
+            self.bpf.load_func(exceptions.RESTORER.encode(), self.bpf.KPROBE, attach_type=self.hooks.attach_type)
+            return True
+        except Exception:  # bcc raises bare Exception when the verifier refuses the helper
+            return False
 
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
@@ -312,7 +329,7 @@ class UserProbe:
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes), probes=tuple(self.probes),
             live_ns=self.live_ns,
         )
 

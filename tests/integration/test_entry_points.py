@@ -13,7 +13,8 @@ import time
 import pytest
 
 from harness import (
-    OLDER_THAN_MS, SETTLE_S, Tracer, describe_stacks, leaked_under, parse_leaked, stacks_with, trace_leaker,
+    OLDER_THAN_MS, SETTLE_S, LeakyProcess, Tracer, describe_stacks, leaked_under, parse_leaked, stacks_with,
+    trace, trace_leaker,
 )
 
 pytestmark = pytest.mark.privileged
@@ -22,6 +23,9 @@ ALLOCATORS = {"glibc": [], "jemalloc": ["-ljemalloc"], "tcmalloc": ["-ltcmalloc"
 METHODS = ("Store::keep_plain", "Store::keep_array", "Store::keep_nothrow", "Store::keep_aligned",
            "Store::keep_aligned_nothrow")
 EARLY = 16  # cxx_new.cpp: blocks made before tracing, deleted after
+# Where the kernel cannot let a bad_alloc leave a probed new (lockdown), the
+# throwing new is hooked only on request; these programs never throw.
+THROWING_NEW = ["--probe-throwing-new"]
 
 
 def program(build, allocator):
@@ -43,7 +47,7 @@ def assert_exact_sites(report, leaked):
 
 @pytest.mark.parametrize("allocator", sorted(ALLOCATORS))
 def test_cxx_new_leaks_are_found_on_each_allocator(build, allocator):
-    leaked, reports, _ = trace_leaker([program(build, allocator)])
+    leaked, reports, _ = trace_leaker([program(build, allocator)], THROWING_NEW)
     final = reports[-1]
     assert_exact_sites(final, leaked)
     assert final["events"]["unknown_frees"] >= EARLY, final["events"]
@@ -57,14 +61,14 @@ def test_cxx_new_leaks_are_found_on_each_allocator(build, allocator):
 
 
 def test_a_cxx_program_that_deletes_everything_reports_nothing(build):
-    _, reports, _ = trace_leaker([program(build, "jemalloc"), "clean"])
+    _, reports, _ = trace_leaker([program(build, "jemalloc"), "clean"], THROWING_NEW)
     final = reports[-1]
     for method in METHODS:
         assert not stacks_with(final, method), describe_stacks(final)
 
 
 def test_run_finds_cxx_new_leaks_with_jemalloc(build):
-    with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, "--",
+    with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, *THROWING_NEW, "--",
                  program(build, "jemalloc")], stdin=subprocess.PIPE) as tracer:
         tracer.wait_tracing()
         tracer.proc.stdin.write("go\n")
@@ -88,3 +92,24 @@ def test_jemalloc_native_api_leaks_are_found(build):
         assert (found["count"], found["bytes"]) == (expected["count"], expected["bytes"]), (
             f"{function}: {found}, program says {expected}\n" + describe_stacks(final))
     assert final["events"]["unknown_frees"] == 0, final["events"]  # every sdallocx/dallocx was of a seen block
+
+
+# mimalloc's new never throws: built as C, it aborts when no new-handler is set.
+@pytest.mark.parametrize("allocator", ["jemalloc", "tcmalloc"])
+def test_a_program_that_catches_bad_alloc_from_new_survives_tracing(build, allocator):
+    # Never harm the target: either the kernel lets each bad_alloc unwind past the
+    # return probe (and new is hooked), or new is left alone and the report says so.
+    exe = build("cxx_bad_alloc.cpp", ["-Wl,--no-as-needed", *ALLOCATORS[allocator]], cxx=True,
+                name=f"cxx_bad_alloc_{allocator}")
+    with LeakyProcess([exe]) as leaker:
+        leaked, reports, _ = trace(leaker)
+        leaker.wait_line("CAUGHT 16")  # 8 rounds of new[] and aligned new, each caught
+        assert leaker.stop() == 0, "the traced program died"
+    final = reports[-1]
+    symbols = [s for names in final["targets"][0]["hooked"].values() for s in names]
+    if "_ZnwmSt11align_val_t" in symbols:  # hooked: the leak through aligned new is found
+        found = leaked_under(final, "Parser::keep()")
+        assert (found["count"], found["bytes"]) == (leaked["sites"]["Parser::keep"]["count"],
+                                                    leaked["sites"]["Parser::keep"]["bytes"]), describe_stacks(final)
+    else:
+        assert any(w.startswith("the throwing operator new") for w in final["warnings"]), final["warnings"]

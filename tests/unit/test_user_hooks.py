@@ -69,8 +69,14 @@ class RecordingBPF:
         self.entries, self.returns, self.order = [], [], []
         self.tables = {"images": RecordingTable()}
 
+    KPROBE = 2
+
     def __getitem__(self, name):
         return self.tables[name]
+
+    def load_func(self, name, prog_type, attach_type=-1):
+        """Loads (a kernel that lets an exception leave a probed new: exceptions.py)."""
+        return name
 
     def attach_uprobe(self, name, sym, fn_name, pid, sym_off):
         self.entries.append((sym.decode(), fn_name.decode()))
