@@ -70,13 +70,7 @@ def test_a_cxx_program_that_deletes_everything_reports_nothing(build):
 def test_run_finds_cxx_new_leaks_with_jemalloc(build):
     with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, *THROWING_NEW, "--",
                  program(build, "jemalloc")], stdin=subprocess.PIPE) as tracer:
-        tracer.wait_tracing()
-        tracer.proc.stdin.write("go\n")
-        tracer.proc.stdin.flush()
-        deadline = time.monotonic() + 30
-        while not any(line.startswith("LEAKED ") for line in tracer.other_output()):
-            assert time.monotonic() < deadline, "no LEAKED line\n" + tracer.describe()
-            time.sleep(0.05)
+        tracer.go_until_leaked()
         time.sleep(SETTLE_S)
         tracer.proc.stdin.close()
         assert tracer.wait(30) == 0, tracer.describe()
