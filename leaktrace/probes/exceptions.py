@@ -14,7 +14,9 @@ choose() is pure: hooks in, hooks kept and the note out.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import contextlib
+import os
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .allocator import Hook
 from .alloc_functions import BY_NAME, UNWIND_SIDE
@@ -47,3 +49,17 @@ def choose(hooks: Sequence[Hook], restorable: bool, forced: bool) -> Tuple[List[
         "(bpf_probe_write_user, refused in lockdown); what is allocated with it is missing here "
         "(nothrow new and malloc are traced). --probe-throwing-new hooks it anyway, if the "
         "program never catches std::bad_alloc from new")
+
+
+@contextlib.contextmanager
+def verifier_log_hidden() -> Iterator[None]:
+    """bcc prints a refused program's verifier log on fd 2: the refusal is an
+    expected answer here (the report's note says what it means), not an error."""
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

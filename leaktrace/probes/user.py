@@ -271,7 +271,8 @@ class UserProbe:
     def _restorable(self) -> bool:
         """Whether the kernel loads the handler that lets an exception leave new (exceptions.py)."""
         try:
-            self.bpf.load_func(exceptions.RESTORER.encode(), self.bpf.KPROBE, attach_type=self.hooks.attach_type)
+            with exceptions.verifier_log_hidden():
+                self.bpf.load_func(exceptions.RESTORER.encode(), self.bpf.KPROBE, attach_type=self.hooks.attach_type)
             return True
         except Exception:  # bcc raises bare Exception when the verifier refuses the helper
             return False
