@@ -710,7 +710,11 @@ static __always_inline int resize_in_place(u64 addr, u64 size)
 	struct bucket_key bkey = {};
 	u32 slot = bucket_of(&bkey, key.tgid, KIND_HEAP, info, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT);
 	s64 before = (info->size * info->weight) >> WEIGHT_SHIFT, after = (size * info->weight) >> WEIGHT_SHIFT;
-	bucket_add(&bkey, slot, after - before, 0);
+	s64 same_count = 0;
+	/* Opaque to clang: an add of a constant 0 becomes an atomic OR, which
+	 * kernels before 5.12 refuse ("BPF_STX uses reserved fields"). */
+	asm volatile("" : "+r"(same_count));
+	bucket_add(&bkey, slot, after - before, same_count);
 	info->size = size;
 	return 0;
 }
