@@ -85,20 +85,20 @@ def run_floor(binary, pairs, threads, placed: bool):
     import bcc
     from leaktrace.probes.allocator import discover
     from leaktrace.probes.alloc_functions import HANDLERS
-    from leaktrace.probes.user import emulated_offset
+    from leaktrace.probes.user import distinct_entry_points, emulated_offset
     from leaktrace.traced_process import TracedProcess
 
     proc = start_target(binary, pairs, threads)
     bpf = bcc.BPF(src_file=str(HERE / "empty_probe.c").encode())
-    for path, functions in discover(TracedProcess(proc.pid)).objects().items():
-        for function in functions:
-            enter, exit_ = HANDLERS[function]
-            offset = emulated_offset(path, function) if placed else 0
+    for path, hooks in discover(TracedProcess(proc.pid)).objects().items():
+        for hook in distinct_entry_points(path, hooks):
+            enter, exit_ = HANDLERS[hook.function]
+            offset = emulated_offset(hook) if placed else 0
             if enter:
-                bpf.attach_uprobe(name=path.encode(), sym=function.encode(), fn_name=b"on_enter",
+                bpf.attach_uprobe(name=path.encode(), sym=hook.symbol.encode(), fn_name=b"on_enter",
                                   pid=proc.pid, sym_off=offset)
             if exit_:
-                bpf.attach_uretprobe(name=path.encode(), sym=function.encode(), fn_name=b"on_return",
+                bpf.attach_uretprobe(name=path.encode(), sym=hook.symbol.encode(), fn_name=b"on_return",
                                      pid=proc.pid)
     try:
         return finish_target(proc), None

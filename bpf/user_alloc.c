@@ -617,3 +617,126 @@ int mremap_exit(struct pt_regs *ctx)
 	count(C_FREES);
 	return record(ctx, KIND_MMAP, addr, call.size, FN_MREMAP);
 }
+
+/* ---- C++ operator new/delete, where the allocator defines them ----------- */
+/* An allocator's operator new may run its own aligned_alloc (jemalloc's
+ * aligned new does): nested_call leaves that to new, which records it once. */
+/* The throwing variants keep their caller's true return address (their
+ * entry probe sits at the start, where [sp] holds it and the return probe has
+ * not replaced it yet): raise_exception_enter puts it back. */
+static __always_inline int throwing_new_enter(struct pt_regs *ctx, u32 fn, u64 size)
+{
+	u64 ret = 0;
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+	return call_enter(ctx, fn, size, ret);
+}
+int new_enter(struct pt_regs *ctx, size_t size) { return throwing_new_enter(ctx, FN_NEW, size); }
+int new_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW); }
+int new_nothrow_enter(struct pt_regs *ctx, size_t size) { return call_enter(ctx, FN_NEW_NOTHROW, size, 0); }
+int new_nothrow_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_NOTHROW); }
+int new_aligned_enter(struct pt_regs *ctx, size_t size, size_t align)
+{
+	return throwing_new_enter(ctx, FN_NEW_ALIGNED, size);
+}
+int new_aligned_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_ALIGNED); }
+int new_aligned_nothrow_enter(struct pt_regs *ctx, size_t size, size_t align)
+{
+	return call_enter(ctx, FN_NEW_ALIGNED_NOTHROW, size, 0);
+}
+int new_aligned_nothrow_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_NEW_ALIGNED_NOTHROW); }
+int delete_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+
+/* ---- allocator-native APIs ---------------------------------------------- */
+int mallocx_enter(struct pt_regs *ctx, size_t size, int flags) { return call_enter(ctx, FN_MALLOCX, size, 0); }
+int mallocx_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOCX); }
+int rallocx_enter(struct pt_regs *ctx, void *ptr, size_t size, int flags) { return call_enter(ctx, FN_RALLOCX, size, (u64)ptr); }
+int rallocx_exit(struct pt_regs *ctx) { return resize_exit(ctx, FN_RALLOCX); }
+int sdallocx_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+int dallocx_enter(struct pt_regs *ctx, void *ptr) { return forget(ctx, KIND_HEAP, (u64)ptr); }
+int malloc_aligned_enter(struct pt_regs *ctx, size_t size, size_t align) { return call_enter(ctx, FN_MALLOC_ALIGNED, size, 0); }
+int malloc_aligned_exit(struct pt_regs *ctx) { return alloc_exit(ctx, FN_MALLOC_ALIGNED); }
+
+/* A recorded block's size changed where it lies: its totals move by the
+ * difference; its stack and age stay those of the allocation. */
+static __always_inline int resize_in_place(u64 addr, u64 size)
+{
+	struct alloc_key key = { .tgid = bpf_get_current_pid_tgid() >> 32, .kind = KIND_HEAP, .addr = addr };
+	struct alloc_info *info = allocs.lookup(&key);
+	if (!info)
+		return 0;
+	struct bucket_key bkey = {};
+	u32 slot = bucket_of(&bkey, key.tgid, KIND_HEAP, info, bpf_ktime_get_ns() >> AGE_BUCKET_SHIFT);
+	s64 before = (info->size * info->weight) >> WEIGHT_SHIFT, after = (size * info->weight) >> WEIGHT_SHIFT;
+	s64 same_count = 0;
+	/* Opaque to clang: an add of a constant 0 becomes an atomic OR, which
+	 * kernels before 5.12 refuse ("BPF_STX uses reserved fields"). */
+	asm volatile("" : "+r"(same_count));
+	bucket_add(&bkey, slot, after - before, same_count);
+	info->size = size;
+	return 0;
+}
+
+/* xallocx(ptr, size, extra, flags) returns the block's size, grown or not. */
+int xallocx_enter(struct pt_regs *ctx, void *ptr, size_t size, size_t extra, int flags) { return call_enter(ctx, FN_XALLOCX, 0, (u64)ptr); }
+int xallocx_exit(struct pt_regs *ctx)
+{
+	struct pending_call call;
+	if (!call_take(ctx, FN_XALLOCX, &call) || nested_call(FN_XALLOCX, &call) || !call.arg)
+		return 0;
+	return resize_in_place(call.arg, PT_REGS_RC(ctx));
+}
+
+/* ---- C++ exceptions out of a probed operator new ------------------------- */
+/* An exception cannot unwind through a return probe: the unwinder finds the
+ * kernel's trampoline where new's return address was, has no unwind table
+ * for it and terminates the program. When a throw starts inside a call of a
+ * throwing new, its caller's return address goes back in place (the value
+ * the program had there; the kernel drops its stale return record itself at
+ * the next return probe, as after longjmp). The call allocated nothing. */
+static __always_inline void restore_return(struct pending_call *call, u64 sp)
+{
+	u64 now = 0;
+	if (call->sp <= sp || !call->arg || bpf_probe_read_user(&now, sizeof(now), (void *)call->sp))
+		return;
+	if (now != call->arg)
+		bpf_probe_write_user((void *)call->sp, &call->arg, sizeof(call->arg));
+}
+
+#if !PENDING_HASH
+static __always_inline void leave_throwing_call(struct thread_calls *calls, u32 fn, u64 sp)
+{
+	if (fn > FN_LAST || !(calls->active & (1u << fn)))
+		return;
+	restore_return(&calls->calls[fn], sp);
+	calls->active &= ~(1u << fn);
+	count(C_FAILED_ALLOCS);
+}
+
+int raise_exception_enter(struct pt_regs *ctx)
+{
+	struct thread_calls *calls = thread_calls(0);
+	if (!calls)
+		return 0;
+	leave_throwing_call(calls, FN_NEW, PT_REGS_SP(ctx));
+	leave_throwing_call(calls, FN_NEW_ALIGNED, PT_REGS_SP(ctx));
+	return 0;
+}
+#else
+static __always_inline void leave_throwing_call(u32 fn, u64 sp)
+{
+	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .fn = fn };
+	struct pending_call *call = pending.lookup(&key);
+	if (!call)
+		return;
+	restore_return(call, sp);
+	pending.delete(&key);
+	count(C_FAILED_ALLOCS);
+}
+
+int raise_exception_enter(struct pt_regs *ctx)
+{
+	leave_throwing_call(FN_NEW, PT_REGS_SP(ctx));
+	leave_throwing_call(FN_NEW_ALIGNED, PT_REGS_SP(ctx));
+	return 0;
+}
+#endif

@@ -30,6 +30,9 @@ class ProbeConfig:
     age_bucket_shift: int = DEFAULT_AGE_BUCKET_SHIFT
     trace: bool = False  # stream every event to user space
     track_mmap: bool = True
+    # Probe the allocator's throwing operator new even where an exception out
+    # of it could not unwind (probes/exceptions.py).
+    probe_throwing_new: bool = False
     unwind: str = "auto"  # auto | fp | cfi: how user stacks are walked (leaktrace/unwind)
     # Per-thread call state in a tid-keyed hash, as on kernels without task
     # storage for tracing programs (chosen by itself when task storage fails).

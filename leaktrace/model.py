@@ -33,6 +33,8 @@ class Target:
     allocator: str = ""  # path of the object whose malloc was hooked
     allocator_name: str = ""  # glibc, jemalloc, tcmalloc, mimalloc, static, ...
     container: Optional["Container"] = None
+    # (object as the process sees it, the symbols probed in it), in attach order
+    hooked: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ packages=(python3-bpfcc libbpfcc bpfcc-tools python3-venv gcc g++ make binutils)
 command -v dockerd >/dev/null || packages+=(docker.io)
 if [ "$want_test" -eq 1 ]; then
   packages+=(libjemalloc-dev musl-tools shellcheck vagrant vagrant-libvirt redis-server redis-tools)
+  # C++ programs on each allocator that defines operator new (tcmalloc, mimalloc)
+  packages+=(libgoogle-perftools-dev libmimalloc-dev)
   # the kernel matrix (scripts/kernel-matrix.sh): guests, their initramfs, Debian's keys
   packages+=(qemu-system-x86 busybox-static debian-archive-keyring)
   # real consumers of the output formats: go tool pprof, protoc, headless Chromium

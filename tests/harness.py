@@ -204,6 +204,16 @@ class Tracer:
             raise AssertionError(f"leaktrace did not start tracing (waited up to {timeout}s)\n"
                                  + self.describe())
 
+    def go_until_leaked(self, timeout: float = 30) -> None:
+        """`run` with stdin=PIPE: once tracing, tell the command to go and wait for its LEAKED line."""
+        self.wait_tracing()
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+        while not any(line.startswith("LEAKED ") for line in self.other_output()):
+            assert time.monotonic() < deadline, "no LEAKED line\n" + self.describe()
+            time.sleep(0.05)
+
     def reports(self) -> List[Dict]:
         """Every JSON report printed so far (non-JSON stdout lines are skipped)."""
         found = []

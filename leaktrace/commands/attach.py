@@ -44,6 +44,9 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
 
     Prints a report every INTERVAL seconds (default 5) until Ctrl-C, the
     targets exit, --duration or COUNT reports; a final report always follows.
+    Hooks every allocation entry point the allocator defines (malloc & co,
+    C++ operator new/delete, jemalloc's mallocx family, tc_*, mi_*); the
+    report says which symbols were hooked in which object.
     """
     probe = UserProbe(options.probe_config(opts))
     if opts["dump_bpf"]:
@@ -68,7 +71,7 @@ def attach(pids, container_name, all_processes, docker_cp, **opts):
     try:
         for process in processes:
             probe.attach(process)
-        trace_processes(probe, processes, [describe(process) for process in processes], settings,
+        trace_processes(probe, processes, [describe(process, probe) for process in processes], settings,
                         lambda: any(targets.is_running(p) for p in pids), resolver)
     finally:
         probe.close()

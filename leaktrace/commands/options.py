@@ -85,7 +85,8 @@ def user_options(func: Callable) -> Callable:
                      help="Record on average one allocation per BYTES allocated, scaled back up "
                           "(estimates; 0 records all)."),
         click.option("--obj", type=click.Path(exists=True, dir_okay=False),
-                     help="Hook the allocator in this object instead of the one discovered."),
+                     help="Hook the allocator in this object instead of the one discovered (it must "
+                          "define malloc, or je_malloc for a prefixed jemalloc)."),
         click.option("--combined-only", is_flag=True,
                      help="Accepted for bcc memleak users: totals are always kept in the kernel."),
         click.option("--trace", is_flag=True, help="Print every allocation and free (debugging)."),
@@ -95,6 +96,10 @@ def user_options(func: Callable) -> Callable:
                      help="Walk stacks with frame pointers, with .eh_frame unwind tables (cfi), or "
                           "with tables only for processes mapping code without frame pointers (auto)."),
         click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
+        click.option("--probe-throwing-new", is_flag=True,
+                     help="Hook the allocator's throwing operator new even on a kernel that cannot "
+                          "make a std::bad_alloc out of it unwind (lockdown): such a throw then "
+                          "terminates the program."),
         click.option("--reachability", type=click.Choice(REACH_WHEN), is_flag=False, flag_value="final",
                      default=None, help="Scan the targets' memory for pointers into outstanding "
                      "allocations: unreferenced, indirectly lost or reachable, with content samples. "
@@ -121,6 +126,7 @@ def probe_config(opts: dict) -> ProbeConfig:
         max_allocs=opts["max_allocs"], max_stacks=opts["max_stacks"], max_buckets=opts["max_buckets"],
         trace=opts.get("trace", False),
         track_mmap=not opts.get("no_mmap", False),
+        probe_throwing_new=opts.get("probe_throwing_new", False),
         unwind=opts.get("unwind", "auto"),
     )
 

@@ -177,7 +177,8 @@ def run(command, **opts):
         process.plan = plan
         probe.attach(process)
         target = Target(pid=pid, comm=child.comm, exe=executable,
-                        allocator=plan.allocator_path, allocator_name=plan.allocator_name)
+                        allocator=plan.allocator_path, allocator_name=plan.allocator_name,
+                        hooked=probe.hooked(pid))
         open_trace_output(probe, settings)  # the child's first events too
         child.release()
         trace_processes(probe, [process], [target], settings, child.alive, UserSymbols(lines=settings.lines),

@@ -25,11 +25,12 @@ def traced(pid: int, obj: Optional[str]) -> TracedProcess:
     return process
 
 
-def describe(process: TracedProcess) -> Target:
+def describe(process: TracedProcess, probe: Optional[UserProbe] = None) -> Target:
+    """The target as reports name it; with the probe that attached to it, what was hooked where."""
     pid, plan = process.pid, process.plan
     return Target(pid=pid, comm=targets.comm(pid), exe=targets.exe(pid),
                   allocator=plan.allocator_path, allocator_name=plan.allocator_name,
-                  container=process.named_container())
+                  container=process.named_container(), hooked=probe.hooked(pid) if probe else ())
 
 
 def open_trace_output(probe: UserProbe, settings: options.TraceSettings) -> None:

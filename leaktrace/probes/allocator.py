@@ -25,7 +25,8 @@ from ..errors import TargetError, UsageError
 from ..symbols import ElfError, open_elf
 from ..symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
 from ..traced_process import TracedProcess
-from .alloc_functions import FUNCTIONS
+from .alloc_functions import BY_NAME, FUNCTIONS
+from .forwarders import drop_forwarders, jump_target
 
 _KNOWN_ALLOCATORS = (
     ("jemalloc", "jemalloc"),
@@ -41,19 +42,34 @@ DEFAULT_LIBRARY_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
 
 
 @dataclass(frozen=True)
+class Hook:
+    """One symbol to probe: a name of one row of the table, in one object."""
+
+    function: str  # the row (alloc_functions.BY_NAME): which handlers run
+    symbol: str  # where the probe goes
+    path: str  # host-visible path of the object that defines it
+    object: str = ""  # the object's path as the process sees it (for the report)
+
+
+@dataclass(frozen=True)
 class HookPlan:
-    """Which object provides each hooked function, for one process."""
+    """Which object provides each hooked symbol, for one process."""
 
     pid: int
     allocator_path: str  # path as the process sees it
     allocator_name: str
-    host_paths: Tuple[Tuple[str, str], ...]  # (function, host-visible path of its object)
+    hooks: Tuple[Hook, ...]  # table order: a row's symbols together
 
-    def objects(self) -> Dict[str, List[str]]:
-        by_object: Dict[str, List[str]] = {}
-        for function, path in self.host_paths:
-            by_object.setdefault(path, []).append(function)
+    def objects(self) -> Dict[str, List[Hook]]:
+        """host path -> its hooks."""
+        by_object: Dict[str, List[Hook]] = {}
+        for hook in self.hooks:
+            by_object.setdefault(hook.path, []).append(hook)
         return by_object
+
+    def provider(self, function: str) -> Optional[str]:
+        """Host path of the object whose symbols of `function` are hooked."""
+        return next((hook.path for hook in self.hooks if hook.function == function), None)
 
 
 def allocator_name(path: str, is_executable: bool) -> str:
@@ -83,10 +99,11 @@ def choose_allocator(candidates: Sequence[Tuple[str, str]]) -> Optional[Tuple[st
 
 
 def _override(obj: str) -> Tuple[str, str]:
-    """The object --obj names, when it can be an allocator."""
+    """The object --obj names, when it can be an allocator: it defines malloc
+    under one of its names (a je_-prefixed jemalloc defines je_malloc)."""
     if not os.path.exists(obj):
         raise UsageError(f"--obj {obj}: no such file")
-    if not _defines(obj, "malloc"):
+    if not any(_defines(obj, symbol) for symbol in BY_NAME["malloc"].hooked_symbols):
         raise UsageError(f"--obj {obj} does not define malloc", hint="name the allocator library, e.g. libjemalloc.so.2")
     return (obj, obj)
 
@@ -247,21 +264,51 @@ def _in_search_order(process: TracedProcess, objects: List[Tuple[str, str]]) -> 
 
 
 def _plan(pid: int, chosen: Tuple[str, str], objects: Iterable[Tuple[str, str]], exe_path: str) -> HookPlan:
-    libc = [o for o in objects if "libc" in os.path.basename(o[0])]
-    hooks = []
+    objects = list(objects)
+    others = {
+        "libc": [o for o in objects if "libc" in os.path.basename(o[0])],
+        "unwinder": [o for o in objects if "libgcc_s" in os.path.basename(o[0])] + objects[:1],
+    }
+    hooks: List[Hook] = []
     for function in FUNCTIONS:
-        # libc's wrappers: the allocator object itself first (static binaries).
-        providers = [chosen] + (libc if function.defined_by == "libc" else [])
-        for _, host in providers:
-            if _defines(host, function.name):
-                hooks.append((function.name, host))
+        if function.defined_by == "unwinder" and not any(BY_NAME[h.function].throws for h in hooks):
+            continue  # nothing hooked throws: exceptions need no help
+        # libc's wrappers and the unwinder: the allocator object itself first (static binaries).
+        providers = [chosen] + others.get(function.defined_by, [])
+        for process_path, host in providers:
+            defined = [symbol for symbol in function.hooked_symbols if _defines(host, symbol)]
+            if defined:  # every name of the row this object defines; aliases are dropped at attach
+                hooks += [Hook(function.name, symbol, host, process_path) for symbol in defined]
                 break
     return HookPlan(
         pid=pid,
         allocator_path=chosen[0],
         allocator_name=allocator_name(chosen[0], chosen[0] == exe_path),
-        host_paths=tuple(hooks),
+        hooks=tuple(_without_forwarders(hooks)),
     )
+
+
+def _without_forwarders(hooks: List[Hook]) -> List[Hook]:
+    """hooks without the entry points that only jump to another hooked one (forwarders.py)."""
+    kept: List[Hook] = []
+    for path in dict.fromkeys(hook.path for hook in hooks):
+        try:
+            elf = open_elf(path)
+        except (ElfError, OSError):
+            kept += [hook for hook in hooks if hook.path == path]
+            continue
+
+        def address_of(symbol: str) -> Optional[int]:
+            found = elf.find_function(symbol)
+            return found[0] if found else None
+
+        def name_at(address: int) -> Optional[str]:
+            found = elf.lookup(address)
+            return found[0] if found and found[1] == 0 else None
+
+        kept += drop_forwarders([hook for hook in hooks if hook.path == path], lambda hook: hook.symbol,
+                                address_of, lambda symbol: jump_target(path, symbol, name_at))
+    return sorted(kept, key=hooks.index)
 
 
 def discover(process: TracedProcess, obj: Optional[str] = None) -> HookPlan:

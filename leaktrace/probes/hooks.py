@@ -70,15 +70,16 @@ def create_link(prog_fd: int, path: bytes, offsets: Sequence[int], pid: int, ret
         BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, max(pid, 0)))
 
 
-def plan_addresses(bcc_bpf, objects: Dict[str, Sequence[str]], pid: int,
-                   placement: Callable[[str, str], int]) -> Dict[bytes, List[int]]:
-    """The file offsets the probes of a plan will take, entries and returns, by path."""
+def plan_addresses(bcc_bpf, objects: Dict[str, Sequence], pid: int,
+                   placement: Callable) -> Dict[bytes, List[int]]:
+    """The file offsets the probes of a plan (host path -> allocator.Hook list)
+    will take, entries and returns, by path."""
     addresses: Dict[bytes, List[int]] = {}
-    for path, functions in objects.items():
-        for function in functions:
-            for offset in {0, placement(path, function)}:
+    for path, hooks in objects.items():
+        for hook in hooks:
+            for offset in {0, placement(hook)}:
                 try:
-                    resolved, at = file_offset_of(bcc_bpf, path.encode(), function.encode(), pid, offset)
+                    resolved, at = file_offset_of(bcc_bpf, path.encode(), hook.symbol.encode(), pid, offset)
                 except Exception:  # bcc raises bare Exception; attach() will say what is wrong
                     continue
                 addresses.setdefault(resolved, []).append(at)

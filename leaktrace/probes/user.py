@@ -22,9 +22,9 @@ from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from .. import timing
 from ..traced_process import TracedProcess
-from . import alloc_functions, features, hooks, release, source
-from .allocator import HookPlan
-from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
+from . import alloc_functions, exceptions, features, hooks, release, source
+from .allocator import Hook, HookPlan
+from .alloc_functions import ARG_REGS, BY_NAME, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE
 from .execs import ExecWatch
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
@@ -95,16 +95,18 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     return tuple(notes)
 
 
-def attach_order(hooks: Sequence[Tuple[str, str]]) -> List[Tuple[str, str, str]]:
-    """(path, function, "return" | "entry") in the order to attach them.
+def attach_order(hooks: Sequence[Hook]) -> List[Tuple[Hook, str]]:
+    """(hook, "return" | "entry") in the order to attach them.
 
     A call that enters between its entry probe and its return probe would
     leave a mark that never clears, and a block allocated before free is
     hooked would never be seen freed: so every return probe first, then the
     free side, then the entry probes that start a recording."""
-    returns = [(path, fn, "return") for path, fn in hooks if HANDLERS[fn][1]]
-    frees = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn in FREE_SIDE]
-    entries = [(path, fn, "entry") for path, fn in hooks if HANDLERS[fn][0] and fn not in FREE_SIDE]
+    before = FREE_SIDE + UNWIND_SIDE
+    returns = [(hook, "return") for hook in hooks if HANDLERS[hook.function][1]]
+    frees = [(hook, "entry") for hook in hooks if HANDLERS[hook.function][0] and hook.function in before]
+    entries = [(hook, "entry") for hook in hooks
+               if HANDLERS[hook.function][0] and hook.function not in before]
     return returns + frees + entries
 
 
@@ -113,40 +115,43 @@ def _context(key, value) -> Tuple[int, int, int, int]:
     return key.tgid, key.stack_id, key.kind, key.image
 
 
-def function_address(path: str, function: str) -> Optional[int]:
-    """Where `function` starts in the object at path; None when unknown."""
+def function_address(path: str, symbol: str) -> Optional[int]:
+    """Where `symbol` starts in the object at path; None when unknown."""
     try:
-        found = open_elf(path).find_function(function)
+        found = open_elf(path).find_function(symbol)
     except (ElfError, OSError):
         return None
     return found[0] if found else None
 
 
-def distinct_entry_points(path: str, functions: Sequence[str],
-                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[str]:
-    """functions without the aliases of one already listed (same address in path).
+def distinct_entry_points(path: str, hooks: Sequence[Hook],
+                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[Hook]:
+    """hooks without the aliases of one already listed (same address in path).
 
     Two probes on one address both fire on every call: Debian's glibc defines
-    memalign and aligned_alloc at one address, so each call would be recorded
-    twice (allocs +2, replaced +1). The first name in family order is kept;
-    functions whose address is unknown are all kept.
+    memalign and aligned_alloc at one address, tcmalloc's tc_malloc is malloc,
+    so each call would be recorded twice (allocs +2, replaced +1). The first
+    symbol in table order is kept; symbols whose address is unknown are all kept.
     """
     seen = set()
     kept = []
-    for function in functions:
-        address = address_of(path, function)
+    for hook in hooks:
+        address = address_of(path, hook.symbol)
         if address is not None:
             if address in seen:
                 continue
             seen.add(address)
-        kept.append(function)
+        kept.append(hook)
     return kept
 
 
-def emulated_offset(path: str, function: str) -> int:
-    """Where the entry probe costs a trap, not a single-step (see placement.py)."""
+def emulated_offset(hook: Hook) -> int:
+    """Where the entry probe costs a trap, not a single-step (see placement.py);
+    at the start for a function that throws (it reads the return address there)."""
+    if BY_NAME[hook.function].throws:
+        return 0
     try:
-        return placement_for(path, function, ARG_REGS[function]).offset
+        return placement_for(hook.path, hook.symbol, ARG_REGS[hook.function]).offset
     except LeaktraceError:
         return 0
 
@@ -157,16 +162,16 @@ def monotonic_ns() -> int:
 
 
 class UserProbe:
-    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[str, str], int]] = None,
+    def __init__(self, config: ProbeConfig, placements: Optional[Callable[[Hook], int]] = None,
                  addresses: Optional[Callable[[str, str], Optional[int]]] = None):
         self.config = config
-        # (object path, function) -> its address, to hook each address once.
+        # (object path, symbol) -> its address, to hook each address once.
         self._address_of = addresses or function_address
         self.bpf = None
         self.started_ns = 0
         self.live_ns = 0  # when the last attach() had every probe in
-        self.attached: List[Tuple[int, str, str, int]] = []  # pid, function, object, entry offset
-        # (object path, function) -> entry probe offset; 0 keeps the entry.
+        self.attached: List[Tuple[int, Hook, int]] = []  # pid, hook, entry offset
+        # hook -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
         self._trace_open = False  # --trace's perf buffer
@@ -176,6 +181,7 @@ class UserProbe:
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
         self._compiling: Optional[source.Compiling] = None  # compile_early()
+        self.notes: List[str] = []  # what attach() chose not to hook, and why
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
@@ -257,28 +263,41 @@ class UserProbe:
             self._load_unwind_tables(process)
         self.execs.watch(self.bpf["images"], pid)
         # One probe pair per address: aliases would fire twice per call.
-        pairs = [(path, function) for path, functions in plan.objects().items()
-                 for function in distinct_entry_points(path, functions, self._address_of)
-                 if function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        hooked = [hook for path, hooks in plan.objects().items()
+                  for hook in distinct_entry_points(path, hooks, self._address_of)
+                  if hook.function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        hooked, note = exceptions.choose(hooked, exceptions.throwing(hooked) and self._restorable(),
+                                         self.config.probe_throwing_new)
+        if note and note not in self.notes:
+            self.notes.append(note)
         with timing.step("uprobes", "attaching uprobes"):
-            offsets = self._attach_pairs(pairs, pid)
+            offsets = self._attach_hooks(hooked, pid)
         self.live_ns = monotonic_ns()
         self.started_ns = self.started_ns or self.live_ns
-        for path, function in pairs:
-            self.attached.append((pid, function, path, offsets.get((path, function), 0)))
+        for hook in hooked:
+            self.attached.append((pid, hook, offsets.get(hook, 0)))
 
-    def _attach_pairs(self, pairs: List[Tuple[str, str]], pid: int) -> Dict[Tuple[str, str], int]:
+    def _attach_hooks(self, hooked: List[Hook], pid: int) -> Dict[Hook, int]:
         """Attach in attach_order; returns each entry probe's offset."""
         offsets = {}
-        for path, function, side in attach_order(pairs):
+        for hook, side in attach_order(hooked):
             # Tracing starts with the first probe that records, not the last
             # probe: what is recorded while the rest attach keeps its true age.
-            if not self.started_ns and side == "entry" and function not in FREE_SIDE:
+            if not self.started_ns and side == "entry" and hook.function not in FREE_SIDE + UNWIND_SIDE:
                 self.started_ns = monotonic_ns()
-            offset = self._attach_probe(path, function, pid, side)
+            offset = self._attach_probe(hook, pid, side)
             if side == "entry":
-                offsets[(path, function)] = offset
+                offsets[hook] = offset
         return offsets
+
+    def _restorable(self) -> bool:
+        """Whether the kernel loads the handler that lets an exception leave new (exceptions.py)."""
+        try:
+            with exceptions.verifier_log_hidden():
+                self.bpf.load_func(exceptions.RESTORER.encode(), self.bpf.KPROBE, attach_type=self.hooks.attach_type)
+            return True
+        except Exception:  # bcc raises bare Exception when the verifier refuses the helper
+            return False
 
     def _load_unwind_tables(self, process: TracedProcess) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
@@ -288,18 +307,27 @@ class UserProbe:
             self.unwinder = Unwinder(self.bpf, self.config.unwind)
         self.unwinder.add(process)
 
-    def _attach_probe(self, path: str, function: str, pid: int, side: str) -> int:
+    def _attach_probe(self, hook: Hook, pid: int, side: str) -> int:
         """Attach one probe; returns the entry probe's offset (0 for a return probe)."""
-        enter, exit_ = HANDLERS[function]
-        offset = self._placement(path, function) if side == "entry" else 0
+        enter, exit_ = HANDLERS[hook.function]
+        offset = self._placement(hook) if side == "entry" else 0
+        path, symbol = hook.path.encode(), hook.symbol.encode()
         try:
             if side == "entry":
-                self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset)
+                self.hooks.attach(path, symbol, enter.encode(), pid, offset)
             else:
-                self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True)
+                self.hooks.attach(path, symbol, exit_.encode(), pid, retprobe=True)
         except Exception as exc:  # bcc raises bare Exception
-            raise attach_error(exc, function, path, pid) from None
+            raise attach_error(exc, hook.symbol, hook.path, pid) from None
         return offset
+
+    def hooked(self, pid: int) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+        """(object, symbols) probed in pid, the object as the process names it."""
+        by_object: Dict[str, List[str]] = {}
+        for attached_pid, hook, _ in self.attached:
+            if attached_pid == pid:
+                by_object.setdefault(hook.object or hook.path, []).append(hook.symbol)
+        return tuple((obj, tuple(symbols)) for obj, symbols in by_object.items())
 
     # ---- reading -----------------------------------------------------------
     def counters(self) -> Dict[str, int]:
@@ -324,7 +352,7 @@ class UserProbe:
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes), probes=tuple(self.probes),
             live_ns=self.live_ns,
         )
 

@@ -7,7 +7,7 @@ not a report of a schema this version understands becomes a UsageError.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from leaktrace.errors import UsageError
 from leaktrace.model import (
@@ -100,7 +100,8 @@ def _target_to_dict(t: Target) -> Dict[str, Any]:
         c = t.container
         container = {"runtime": c.runtime, "id": c.id, "name": c.name, "image": c.image}
     return {"pid": t.pid, "comm": t.comm, "exe": t.exe, "allocator": t.allocator,
-            "allocator_name": t.allocator_name, "container": container}
+            "allocator_name": t.allocator_name, "container": container,
+            "hooked": {obj: list(symbols) for obj, symbols in t.hooked}}
 
 
 def _target_from_dict(d: Any) -> Target:
@@ -113,7 +114,17 @@ def _target_from_dict(d: Any) -> Target:
                               name=cf.get_str("name"), image=cf.get_str("image"))
     return Target(pid=f.get_int("pid"), comm=f.get_str("comm"), exe=f.get_str("exe"),
                   allocator=f.get_str("allocator"), allocator_name=f.get_str("allocator_name"),
-                  container=container)
+                  container=container, hooked=_hooked_from_dict(f.get_optional("hooked", dict)))
+
+
+def _hooked_from_dict(hooked: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+    """{object: [symbols]}; absent in reports older than the field."""
+    pairs = []
+    for obj, symbols in (hooked or {}).items():
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            _Fields._fail(f"target hooked[{_short(obj)}] is {_short(symbols)}, expected a list of symbols")
+        pairs.append((str(obj), tuple(symbols)))
+    return tuple(pairs)
 
 
 def _row_to_dict(r: ReportRow) -> Dict[str, Any]:

@@ -6,6 +6,8 @@ counters are flagged, in red when writing to a terminal.
 """
 from __future__ import annotations
 
+import os
+
 from datetime import datetime
 from typing import List, Sequence, TextIO
 
@@ -48,6 +50,7 @@ class TableReporter:
         when = datetime.fromtimestamp(report.timestamp).strftime("%Y-%m-%d %H:%M:%S")
         lines = [f"leaktrace {when}  {report.mode} mode, traced {format_age(report.elapsed_s)}"]
         lines.extend(f"target: {_target_line(t)}" for t in report.targets)
+        lines.extend(_hooked_line(t) for t in report.targets if t.hooked)
         lines.extend(f"probes: {printable(p)}" for p in report.probes)
         if report.events:
             lines.append("events: " + _counters(report.events))
@@ -182,6 +185,13 @@ def _target_line(t: Target) -> str:
         known += [f"image {printable(c.image)}"] if c.image else []
         text += f", container {c.runtime} {c.id[:12]}" + (f" ({', '.join(known)})" if known else "")
     return text
+
+
+def _hooked_line(t: Target) -> str:
+    """`hooked in pid 42: libjemalloc.so.2 (malloc, _Znwm, ...); libc.so.6 (mmap, ...)`."""
+    objects = [f"{printable(os.path.basename(obj))} ({', '.join(printable(s) for s in symbols)})"
+               for obj, symbols in t.hooked]
+    return f"hooked in pid {t.pid}: " + "; ".join(objects)
 
 
 def _counters(counters, flag: bool = False, color: bool = False) -> str:

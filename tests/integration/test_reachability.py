@@ -40,13 +40,7 @@ def run_and_stop(command: List[str], args=()) -> List[Dict]:
     """`leaktrace run` a lingering program, tell it to go, Ctrl-C once it leaked."""
     with Tracer(["run", "--format", "json", "--older-than", OLDER_THAN_MS, "--reachability", *args,
                  "--", *command], stdin=subprocess.PIPE) as tracer:
-        tracer.wait_tracing()
-        tracer.proc.stdin.write("go\n")
-        tracer.proc.stdin.flush()
-        deadline = time.monotonic() + 30
-        while not any(line.startswith("LEAKED ") for line in tracer.other_output()):
-            assert time.monotonic() < deadline, "no LEAKED line\n" + tracer.describe()
-            time.sleep(0.05)
+        tracer.go_until_leaked()
         time.sleep(SETTLE_S)
         reports = tracer.stop()  # the final report scans the lingering program
         tracer.proc.stdin.close()

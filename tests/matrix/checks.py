@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: harness
 
 from harness import (  # noqa: E402
     OLDER_THAN_MS, REPO, SETTLE_S, TIMEOUT_SCALE, LeakyProcess, Tracer, assert_within, compile_c,
-    describe_stacks, frame_symbols, leaked_under, leaktrace_command, parse_leaked, stack_with, trace_leaker,
+    describe_stacks, frame_symbols, leaked_under, leaktrace_command, parse_leaked, stack_with, trace, trace_leaker,
 )
 from integration import test_kernel as kernel_test  # noqa: E402  (its kernel_holder driver)
 from leaktrace.triage.growers import STARTUP_S  # noqa: E402
@@ -96,6 +96,23 @@ class Checks:
         assert "jemalloc" in target["allocator"] + target.get("allocator_name", ""), target
         assert_site(reports[-1], "fibonacci", leaked["sites"]["fibonacci"])
         return reports[-1]
+
+    def cxx_bad_alloc(self) -> Dict:
+        """A C++ program catching bad_alloc from jemalloc's new survives tracing, with its throwing
+        new hooked (the return address is put back at each throw); SKIP on a kernel in lockdown."""
+        program = compile_c("cxx_bad_alloc.cpp", self.workdir, ["-Wl,--no-as-needed", "-ljemalloc"], cxx=True)
+        with LeakyProcess([program]) as leaker:
+            leaked, reports, _ = trace(leaker)
+            leaker.wait_line("CAUGHT 16")
+            assert leaker.stop() == 0, "the traced program died"
+        final = reports[-1]
+        hooked = [s for names in final["targets"][0]["hooked"].values() for s in names]
+        if any(w.startswith("the throwing operator new") for w in final["warnings"]):
+            raise Skip("this kernel refuses bpf_probe_write_user (lockdown): the throwing new is not hooked")
+        assert "_Znwm" in hooked and "_Unwind_RaiseException" in hooked, hooked
+        found, expected = leaked_under(final, "Parser::keep()"), leaked["sites"]["Parser::keep"]
+        assert (found["count"], found["bytes"]) == (expected["count"], expected["bytes"]), describe_stacks(final)
+        return final
 
     def cfi(self) -> Dict:
         """strdup in a shared library, through Debian's libc (no frame pointers)."""
@@ -239,7 +256,7 @@ def rss_anon(pid: int) -> int:
     raise AssertionError(f"no RssAnon in /proc/{pid}/status")
 
 
-SMOKE = ("attach", "run", "jemalloc", "cfi", "kernel", "triage", "unwind_fp", "exit_report")
+SMOKE = ("attach", "run", "jemalloc", "cfi", "kernel", "triage", "unwind_fp", "exit_report", "cxx_bad_alloc")
 
 
 def run_one(name: str) -> None:

@@ -111,7 +111,7 @@ def test_running_process_hooks_the_object_the_linker_bound(case, built):
         plan = allocator.discover(TracedProcess(process.pid))
         assert os.path.samefile(plan.allocator_path, bound), (case, plan)
         # host paths go through /proc/PID/root: compare while the process lives
-        assert os.path.samefile(dict(plan.host_paths)["malloc"], bound), plan.host_paths
+        assert os.path.samefile(plan.provider("malloc"), bound), plan.hooks
     finally:
         stop(process)
 
@@ -126,9 +126,8 @@ def test_command_hooks_the_object_the_linker_will_bind(case, built):
 def test_mmap_still_comes_from_libc_when_a_preload_provides_malloc(built):
     env = case_env("preload_beats_needed_jemalloc", built)
     plan = allocator.discover_for_command(str(built / "with_jemalloc"), env)
-    hooks = dict(plan.host_paths)
-    assert os.path.basename(hooks["malloc"]) == "libfake.so", hooks
-    assert "libc.so" in os.path.basename(hooks["mmap"]), hooks
+    assert os.path.basename(plan.provider("malloc")) == "libfake.so", plan.hooks
+    assert "libc.so" in os.path.basename(plan.provider("mmap")), plan.hooks
 
 
 def graph_order(graph: Dict[str, List[str]], preload: List[str]) -> List[str]:
@@ -168,7 +167,7 @@ def test_obj_that_defines_malloc_is_hooked_by_run(built):
     lib = str(built / "libfake.so")
     plan = allocator.discover_for_command(str(built / "plain"), case_env("plain_libc", built), obj=lib)
     assert plan.allocator_path == lib
-    assert dict(plan.host_paths)["malloc"] == lib
+    assert plan.provider("malloc") == lib
 
 
 def test_run_and_attach_print_the_same_line_for_an_obj_without_malloc(built, tmp_path, capsys, monkeypatch):
@@ -187,3 +186,30 @@ def test_run_and_attach_print_the_same_line_for_an_obj_without_malloc(built, tmp
     attach_err = capsys.readouterr().err
     assert run_err == attach_err, (run_err, attach_err)
     assert len(run_err.splitlines()) == 1 and "does not define malloc" in run_err, run_err
+
+
+def test_a_row_with_several_symbols_hooks_each_one_the_allocator_defines(built, monkeypatch):
+    # libfake defines malloc, calloc and realloc: a row naming two of them and
+    # one it lacks is hooked at exactly the two, with that row's function.
+    from leaktrace.probes.alloc_functions import AllocFunction
+    row = AllocFunction("malloc", "alloc", "heap", "pointer", size=0, symbols=("malloc", "nowhere", "calloc"))
+    monkeypatch.setattr(allocator, "FUNCTIONS", (row,))
+    lib = str(built / "libfake.so")
+    plan = allocator.discover_for_command(str(built / "plain"), case_env("plain_libc", built), obj=lib)
+    assert [(h.function, h.symbol, h.path) for h in plan.hooks] == [("malloc", "malloc", lib), ("malloc", "calloc", lib)]
+    assert plan.objects() == {lib: list(plan.hooks)}
+
+
+def test_obj_accepts_a_prefixed_jemalloc_and_hooks_its_je_names(tmp_path, built):
+    # A jemalloc built with --with-jemalloc-prefix=je_ defines je_malloc, not malloc.
+    src = tmp_path / "prefixed.c"
+    src.write_text("#include <stddef.h>\n"
+                   "void *je_malloc(size_t n) { return (void *)n; }\n"
+                   "void je_free(void *p) { (void)p; }\n"
+                   "void *je_mallocx(size_t n, int flags) { return (void *)(n + flags); }\n")
+    lib = str(tmp_path / "libjemalloc_prefixed.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", lib], check=True)
+    plan = allocator.discover_for_command(str(built / "plain"), case_env("plain_libc", built), obj=lib)
+    hooked = {(hook.function, hook.symbol) for hook in plan.hooks if hook.path == lib}
+    assert hooked == {("malloc", "je_malloc"), ("free", "je_free"), ("mallocx", "je_mallocx")}, plan.hooks
+    assert plan.allocator_name == "jemalloc"

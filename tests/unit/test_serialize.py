@@ -34,7 +34,9 @@ KERNEL_FRAMES = (
 USER = Report(
     mode="user", timestamp=1_714_000_000.1 + 0.2, elapsed_s=30.000000001,
     targets=(Target(4242, "leaky", "/tmp/leaky", "/usr/lib/x86_64-linux-gnu/libc.so.6", "glibc",
-                    Container("docker", "3f2a1b9c8d7e", "wéb", "leaky:1")),
+                    Container("docker", "3f2a1b9c8d7e", "wéb", "leaky:1"),
+                    hooked=(("/usr/lib/x86_64-linux-gnu/libc.so.6", ("malloc", "free")),
+                            ("/opt/lib/libjemalloc.so.2", ("_Znwm", "mallocx")))),
              Target(4243, "worker\tüñí", "/tmp/leaky")),
     totals={"bytes": (1 << 40) + 4160, "count": 42}, events={"allocs": 5120, "frees": 4000},
     losses={"stacks_full": 3, "allocs_full": 0},
@@ -88,6 +90,18 @@ def test_round_trip_through_a_json_line_is_exact(name):
     assert list(read_reports([line])) == [REPORTS[name]]
 
 
+def test_hooked_is_an_object_of_symbol_lists_and_a_bad_one_is_a_clean_error():
+    data = report_to_dict(USER)
+    assert data["targets"][0]["hooked"] == {"/usr/lib/x86_64-linux-gnu/libc.so.6": ["malloc", "free"],
+                                            "/opt/lib/libjemalloc.so.2": ["_Znwm", "mallocx"]}
+    assert data["targets"][1]["hooked"] == {}
+    del data["targets"][1]["hooked"]  # reports written before the field read back
+    assert report_from_dict(data).targets[1].hooked == ()
+    data["targets"][0]["hooked"] = {"/lib/x.so": "malloc"}
+    with pytest.raises(UsageError, match="hooked"):
+        report_from_dict(data)
+
+
 def test_a_stream_of_interval_reports_reads_back_in_order():
     out = io.StringIO()
     for report in (USER, EMPTY, KERNEL):
@@ -132,6 +146,7 @@ def emitted_keys(value):
 def test_every_emitted_key_is_documented():
     counters = {"bytes", "count", "allocs", "frees", "stacks_full", "allocs_full", "1s", "10s", "60s",
                 "runtime", "id", "name", "image", "stack_id"}  # documented inline, not as table rows
+    counters |= {obj for target in USER.targets for obj, _ in target.hooked}  # hooked's keys are objects
     emitted = emitted_keys(report_to_dict(REACHED)) | emitted_keys(report_to_dict(KERNEL))
     assert emitted - counters <= documented_keys()
     assert f"at most {MAX_ALLOCS_PER_SITE} per site" in SCHEMA_DOC.read_text()
@@ -192,3 +207,12 @@ def test_floats_that_json_writes_as_integers_read_back_as_floats():
     d = report_to_dict(replace(EMPTY, elapsed_s=2.0))
     d["elapsed_s"] = 2  # another writer may drop the ".0"
     assert isinstance(report_from_dict(d).elapsed_s, float)
+
+
+def test_the_table_header_says_what_was_hooked_in_which_object():
+    from leaktrace.report.table import TableReporter
+    out = io.StringIO()
+    TableReporter().render(USER, out)
+    lines = out.getvalue().splitlines()
+    assert "hooked in pid 4242: libc.so.6 (malloc, free); libjemalloc.so.2 (_Znwm, mallocx)" in lines
+    assert not any(line.startswith("hooked in pid 4243") for line in lines)  # nothing known: no line
