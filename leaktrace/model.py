@@ -33,6 +33,7 @@ class Target:
     allocator: str = ""  # path of the object whose malloc was hooked
     allocator_name: str = ""  # glibc, jemalloc, tcmalloc, mimalloc, static, ...
     container: Optional["Container"] = None
+    forked_from: int = 0  # --follow-forks: the traced process it was forked from
 
 
 @dataclass(frozen=True)

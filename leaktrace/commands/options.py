@@ -95,6 +95,10 @@ def user_options(func: Callable) -> Callable:
                      help="Walk stacks with frame pointers, with .eh_frame unwind tables (cfi), or "
                           "with tables only for processes mapping code without frame pointers (auto)."),
         click.option("--no-mmap", is_flag=True, help="Do not trace mmap/munmap/mremap."),
+        click.option("--follow-forks", is_flag=True,
+                     help="Also trace the processes the targets fork from now on, each from its first "
+                          "instruction, in rows with its own pid (not what exec starts). The probes "
+                          "then fire in every process using the hooked objects, untraced ones too."),
         click.option("--reachability", type=click.Choice(REACH_WHEN), is_flag=False, flag_value="final",
                      default=None, help="Scan the targets' memory for pointers into outstanding "
                      "allocations: unreferenced, indirectly lost or reachable, with content samples. "
@@ -122,6 +126,7 @@ def probe_config(opts: dict) -> ProbeConfig:
         trace=opts.get("trace", False),
         track_mmap=not opts.get("no_mmap", False),
         unwind=opts.get("unwind", "auto"),
+        follow_forks=opts.get("follow_forks", False),
     )
 
 

@@ -12,6 +12,7 @@ touches bcc.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +26,7 @@ from . import alloc_functions, features, hooks, release, source
 from .allocator import HookPlan
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
 from .execs import ExecWatch
+from .followed import ForkedChildren, task_tgid_offset
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
 from .placement_cache import placement_for
@@ -39,11 +41,13 @@ COUNTERS = (
     "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
     "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
     "nested_mmaps", "replaced", "nested_calls", "missed_returns", "bucket_inserts",
+    "forks_lost",
 )
 # Counters that mean a figure undercounts. unknown_frees is not one: a free of a
 # block never seen allocated changes no total (see loss_notes).
 INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns")
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns",
+          "forks_lost")
 WEIGHT_SHIFT = 10
 
 
@@ -87,6 +91,9 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")
+    if losses.get("forks_lost"):
+        notes.append(f"{losses['forks_lost']} processes forked by traced ones were not followed: "
+                     "the traced set is full")
     if losses.get("missed_returns"):
         notes.append(f"{losses['missed_returns']} allocator calls were seen entering but not "
                      "returning (running while the probes were attached, or left by longjmp): "
@@ -174,10 +181,13 @@ class UserProbe:
         self.totals: Optional[TotalsMap] = None  # the `buckets` map, once loaded
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
+        self.forks = ForkedChildren()
+        self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
-        return {**self.config.defines(), **alloc_functions.defines()}
+        forks = {"TASK_TGID_OFFSET": task_tgid_offset()} if self.config.follow_forks else {}
+        return {**self.config.defines(), **alloc_functions.defines(), **forks}
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.defines())
@@ -238,6 +248,8 @@ class UserProbe:
         pairs = [(path, function) for path, functions in plan.objects().items()
                  for function in distinct_entry_points(path, functions, self._address_of)
                  if function not in MMAP_FUNCTIONS or self.config.track_mmap]
+        if self.config.follow_forks:  # one probe per file serves every process
+            pairs = [pair for pair in pairs if self._first_hook(*pair)]
         with timing.step("uprobes", "attaching uprobes"):
             offsets = self._attach_pairs(pairs, pid)
         self.live_ns = monotonic_ns()
@@ -258,6 +270,18 @@ class UserProbe:
                 offsets[(path, function)] = offset
         return offsets
 
+    def _first_hook(self, path: str, function: str) -> bool:
+        """Whether function in the file at path is not hooked yet (--follow-forks)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return True  # attach() will say what is wrong
+        key = (info.st_dev, info.st_ino, function)
+        if key in self._hooked:
+            return False
+        self._hooked.add(key)
+        return True
+
     def _load_unwind_tables(self, pid: int) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
         if self.config.unwind == "fp":
@@ -270,11 +294,14 @@ class UserProbe:
         """Attach one probe; returns the entry probe's offset (0 for a return probe)."""
         enter, exit_ = HANDLERS[function]
         offset = self._placement(path, function) if side == "entry" else 0
+        every = self.config.follow_forks  # the kernel's traced set filters, not the probe
         try:
             if side == "entry":
-                self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset)
+                self.hooks.attach(path.encode(), function.encode(), enter.encode(), pid, offset,
+                                  every_process=every)
             else:
-                self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True)
+                self.hooks.attach(path.encode(), function.encode(), exit_.encode(), pid, retprobe=True,
+                                  every_process=every)
         except Exception as exc:  # bcc raises bare Exception
             raise attach_error(exc, function, path, pid) from None
         return offset
@@ -289,7 +316,7 @@ class UserProbe:
 
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
-        self.execs.read(self.bpf["images"], self.started_ns)
+        self.read_images()
         folded = self.totals.read(taken, drop=self._replaced_image)
         self._count_dropped(folded.dropped)
         buckets = [self._bucket(total) for total in folded.totals if total.count > 0]
@@ -298,13 +325,28 @@ class UserProbe:
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self.stacks.read(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
-            losses={k: counters[k] for k in LOSSES}, targets=tuple(self.execs.current(t) for t in targets),
+            losses={k: counters[k] for k in LOSSES},
+            targets=tuple(self.execs.current(t) for t in (*targets, *self._forked_targets(targets))),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes)
+            + ((self.forks.summary(len(targets)),) if self.config.follow_forks else ()),
             live_ns=self.live_ns,
         )
+
+    def read_images(self) -> List[int]:
+        """Read execs and followed forks from `images`; returns the children new since the last read."""
+        table = self.bpf["images"]
+        new = self.forks.read(table) if self.config.follow_forks else []
+        for pid in new:
+            self.execs.follow(pid)
+        self.execs.read(table, self.started_ns)
+        self.forks.prune(table)
+        return new
+
+    def _forked_targets(self, named: Sequence[Target]) -> Tuple[Target, ...]:
+        return self.forks.targets(named) if self.config.follow_forks else ()
 
     def _bucket(self, total: AgeTotal) -> Bucket:
         tgid, stack_id, kind, _ = total.context
@@ -360,7 +402,7 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
-        self.execs.read(self.bpf["images"], self.started_ns)
+        self.read_images()
         self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)

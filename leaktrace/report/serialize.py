@@ -100,7 +100,7 @@ def _target_to_dict(t: Target) -> Dict[str, Any]:
         c = t.container
         container = {"runtime": c.runtime, "id": c.id, "name": c.name, "image": c.image}
     return {"pid": t.pid, "comm": t.comm, "exe": t.exe, "allocator": t.allocator,
-            "allocator_name": t.allocator_name, "container": container}
+            "allocator_name": t.allocator_name, "container": container, "forked_from": t.forked_from}
 
 
 def _target_from_dict(d: Any) -> Target:
@@ -113,7 +113,7 @@ def _target_from_dict(d: Any) -> Target:
                               name=cf.get_str("name"), image=cf.get_str("image"))
     return Target(pid=f.get_int("pid"), comm=f.get_str("comm"), exe=f.get_str("exe"),
                   allocator=f.get_str("allocator"), allocator_name=f.get_str("allocator_name"),
-                  container=container)
+                  container=container, forked_from=f.get_int("forked_from") if "forked_from" in d else 0)
 
 
 def _row_to_dict(r: ReportRow) -> Dict[str, Any]:

@@ -35,6 +35,16 @@ class UserSymbols:
             self.by_pid[pid] = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
             self._prime(pid)
 
+    def add_child(self, pid: int, parent: int) -> None:
+        """A forked child: until it maps something new its addresses are its
+        parent's, whose symbols serve when the child is gone before it is read."""
+        symbols = ProcessSymbols(pid, lines=self.lines, copier=self._copier(pid))
+        try:
+            symbols.prime()
+        except LeaktraceError:
+            symbols = self.by_pid.get(parent, symbols)
+        self.by_pid[pid] = symbols
+
     def _copier(self, pid: int) -> Optional[DockerCopy]:
         """The docker cp fallback for pid's container (one per container), if any."""
         container = containers.container_of(pid, ask_docker=False)
