@@ -87,7 +87,9 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
                      "figure: blocks allocated before leaktrace attached; glibc emptying an exiting "
                      "thread's cache (tcache) with free(), i.e. blocks the program had freed already and "
                      "the cache itself, allocated inside malloc; and munmaps of what a partial munmap "
-                     "already counted as freed (glibc trims each new arena's mapping so)")
+                     "already counted as freed (glibc trims each new arena's mapping so)"
+                     + ("; with --follow-forks, children freeing their copies of blocks their parent "
+                        "allocated before the fork (those stay the parent's)" if config.follow_forks else ""))
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")

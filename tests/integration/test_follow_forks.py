@@ -44,6 +44,11 @@ def under(report, function, pid):
 
 
 def test_workers_forked_after_attach_are_traced_each_under_its_own_pid(build):
+    check_prefork_server(build)
+
+
+def check_prefork_server(build):
+    """The first test's body (also the kernel matrix's `forks` check); returns the final report."""
     server = build("prefork_server.c")
     with LeakyProcess([server]) as leaker, LeakyProcess([server]) as bystander:
         with Tracer(["attach", "-p", leaker.pid, "--follow-forks", "--format", "json",
@@ -79,6 +84,7 @@ def test_workers_forked_after_attach_are_traced_each_under_its_own_pid(build):
     grandchild = next(pid for pid, (what, _, _) in children.items() if what == "GRANDCHILD")
     assert forked[grandchild] in children and forked[grandchild] != leaker.pid, final["targets"]
     assert "following forks: 5 processes traced now, 5 in all (1 named, 4 forked; 0 exited)" in final["probes"]
+    return final
 
 
 def test_run_keeps_what_children_held_when_they_exited_with_their_symbols(build, tmp_path):
