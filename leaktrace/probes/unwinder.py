@@ -22,6 +22,7 @@ from ..unwind.spaces import MappedObject, ProcessSpace, executable_mappings, is_
 from ..unwind.tables import ROW
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
+MAX_DEPTH = 128  # UNWIND_MAX_DEPTH
 ID_BIT = 0x40000000  # UNWIND_ID_BIT
 COUNTERS = ("walks", "truncated", "collisions", "map_full")  # enum unwind_counter
 REFRESH_S = 0.2
@@ -35,7 +36,7 @@ def is_unwound(stack_id: int) -> bool:
 
 class Unwinder:
     def __init__(self, bpf, mode: str = "auto", max_rows: int = 1 << 20, max_processes: int = 64,
-                 max_depth: int = 32):
+                 max_depth: int = MAX_DEPTH):
         self.bpf = bpf
         self.mode = mode
         self.max_rows, self.max_processes, self.max_depth = max_rows, max_processes, max_depth
@@ -142,7 +143,7 @@ class Unwinder:
         except KeyError:
             return None
         depth = min(stack.depth, self.max_depth)
-        methods = tuple("cfi" if stack.cfi_frames >> i & 1 else "fp" for i in range(depth))
+        methods = tuple("cfi" if stack.cfi_frames[i // 64] >> (i % 64) & 1 else "fp" for i in range(depth))
         return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods)
 
     def counters(self) -> Dict[str, int]:
