@@ -65,6 +65,7 @@ enum unwind_counter {
 	U_TRUNCATED,    /* walks cut at UNWIND_MAX_DEPTH */
 	U_COLLISIONS,   /* two different stacks with one hash: the later one lost */
 	U_MAP_FULL,     /* unwound_stacks full */
+	U_UNKNOWN_CODE, /* walks stopped in code no mapping of the process's tables covers */
 	N_UNWIND_COUNTERS,
 };
 
@@ -90,9 +91,14 @@ struct unwind_space {
 	u32 count;
 };
 
+/* Why a walk ended before the outermost frame (unwound_stack.stop). */
+enum unwind_stop { STOP_END = 0, STOP_UNKNOWN_CODE = 1 };
+
 struct unwound_stack {
 	u32 depth;
-	u32 pad;
+	u32 stop; /* enum unwind_stop: STOP_UNKNOWN_CODE when the last frame is in code
+	           * mapped after the tables were loaded (dlopen) that frame pointers
+	           * could not leave */
 	u64 cfi_frames[UNWIND_CFI_WORDS]; /* bit i % 64 of word i / 64: frame i came from a CFI row */
 	u64 addrs[UNWIND_MAX_DEPTH];
 };
@@ -229,7 +235,7 @@ static __always_inline s32 store_stack(struct unwound_stack *stack, u64 hash)
 			return -12; /* -ENOMEM */
 		}
 	}
-	int same = known->depth == stack->depth;
+	int same = known->depth == stack->depth && known->stop == stack->stop;
 	for (int j = 0; j < UNWIND_CFI_WORDS; j++)
 		same = same && known->cfi_frames[j] == stack->cfi_frames[j];
 	for (int i = 0; i < UNWIND_MAX_DEPTH; i++) {
@@ -262,6 +268,7 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk 
 	w->bp = PT_REGS_FP(ctx);
 	w->exact = 1;
 	w->stack.depth = 0;
+	w->stack.stop = STOP_END;
 	for (int j = 0; j < UNWIND_CFI_WORDS; j++)
 		w->stack.cfi_frames[j] = 0;
 	w->stack.cfi_frames[0] = 1; /* frame 0 comes straight from the registers */
@@ -283,7 +290,13 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk 
 			w->stack.cfi_frames[((i + 1) / 64) % UNWIND_CFI_WORDS] |= 1ULL << ((i + 1) % 64);
 	}
 	unwind_count(U_WALKS, 1);
-	return store_stack(&w->stack, hash);
+	/* A walk that ends short of the limit in code none of the process's
+	 * mappings holds stopped there for want of its tables (not at _start). */
+	if (w->pc && w->stack.depth < UNWIND_MAX_DEPTH && !find_mapping(space, w->exact ? w->pc : w->pc - 1)) {
+		w->stack.stop = STOP_UNKNOWN_CODE;
+		unwind_count(U_UNKNOWN_CODE, 1);
+	}
+	return store_stack(&w->stack, hash ^ ((u64)w->stack.stop << 32));
 }
 #endif /* UNWIND_CFI */
 

@@ -63,6 +63,7 @@ class RawStack:
     addresses: Tuple[int, ...]
     # Per address, how it was recovered; empty means all "fp" (or "kernel").
     methods: Tuple[str, ...] = ()
+    stop: str = ""  # why the walk ended before the outermost frame, if it knows
 
 
 @dataclass(frozen=True)

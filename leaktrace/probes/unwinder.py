@@ -24,7 +24,10 @@ from ..unwind.tables import ROW
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
 MAX_DEPTH = 128  # UNWIND_MAX_DEPTH
 ID_BIT = 0x40000000  # UNWIND_ID_BIT
-COUNTERS = ("walks", "truncated", "collisions", "map_full")  # enum unwind_counter
+COUNTERS = ("walks", "truncated", "collisions", "map_full", "unknown_code")  # enum unwind_counter
+STOP_UNKNOWN_CODE = 1  # enum unwind_stop
+UNKNOWN_CODE_STOP = ("the walk stops here: this code was not in the unwind tables when it ran (mapped "
+                     "after they were loaded, by dlopen, or generated); its callers are missing")
 REFRESH_S = 0.2
 U64 = (1 << 64) - 1
 
@@ -46,6 +49,7 @@ class Unwinder:
         self._signatures: Dict[int, tuple] = {}
         self._refreshed = 0.0
         self._notes: Dict[str, None] = {}
+        self.mapped_late: Dict[int, List[str]] = {}  # pid -> objects it mapped after its first load
 
     # ---- loading -------------------------------------------------------------
     def add(self, pid: int) -> None:
@@ -67,7 +71,12 @@ class Unwinder:
                     continue
                 entries = executable_mappings(pid)
                 if tuple((e.start, e.end, e.offset, e.inode, e.path) for e in entries) != signature:
-                    self._load(map_process(pid))
+                    known = {entry[-1] for entry in signature}
+                    space = map_process(pid)
+                    if known:  # not the first load of a fork that has exec'd since
+                        self.mapped_late.setdefault(pid, []).extend(
+                            o.path for o in space.objects if o.path not in known)
+                    self._load(space)
             except LeaktraceError:
                 del self._signatures[pid]  # gone: its stacks stay readable
 
@@ -144,7 +153,8 @@ class Unwinder:
             return None
         depth = min(stack.depth, self.max_depth)
         methods = tuple("cfi" if stack.cfi_frames[i // 64] >> (i % 64) & 1 else "fp" for i in range(depth))
-        return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods)
+        stop = UNKNOWN_CODE_STOP if stack.stop == STOP_UNKNOWN_CODE else ""
+        return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods, stop)
 
     def counters(self) -> Dict[str, int]:
         table = self.bpf["unwind_counters"]
@@ -158,6 +168,10 @@ class Unwinder:
                         "collision (counted under \"stack not collected\")")
         if counts["truncated"]:
             live.append(f"some stacks are deeper than {self.max_depth} frames and were cut there")
+        if counts["unknown_code"]:
+            live.append(f"{counts['unknown_code']} allocations have stacks that stop in code mapped after "
+                        "its unwind tables were loaded (a dlopen in the last fraction of a second): their "
+                        "callers are missing; later ones through that code are complete")
         if counts["map_full"]:
             live.append("the unwound stack map is full (--max-stacks): new stacks are not collected")
         return list(self._notes) + live

@@ -23,7 +23,7 @@ from ..symbols import ElfError, open_elf
 from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from .. import timing
 from . import alloc_functions, features, hooks, release, source
-from .allocator import HookPlan
+from .allocator import HookPlan, defines_malloc
 from .alloc_functions import ARG_REGS, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS
 from .execs import ExecWatch
 from .followed import ForkedChildren, task_tgid_offset
@@ -184,6 +184,7 @@ class UserProbe:
         self.stacks = StackCache(self._read_stack)
         self.execs = ExecWatch()
         self.forks = ForkedChildren()
+        self._late_allocators: Dict[str, None] = {}  # notes on allocators mapped after attach
         self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
     def defines(self) -> Dict[str, int]:
@@ -332,10 +333,24 @@ class UserProbe:
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + self.execs.notes(), probes=tuple(self.probes)
+            + loss_notes(counters, self.config) + self.execs.notes() + tuple(self._late_allocators),
+            probes=tuple(self.probes)
             + ((self.forks.summary(len(targets)),) if self.config.follow_forks else ()),
             live_ns=self.live_ns,
         )
+
+    def _notice_late_allocators(self) -> None:
+        """A library mapped after attach (dlopen) that defines malloc is an
+        allocator the probes do not cover: say so."""
+        hooked = {os.path.realpath(path) for _, _, path, _ in self.attached}
+        for pid, paths in self.unwinder.mapped_late.items():
+            for path in paths:
+                host = f"/proc/{pid}/root{path}"
+                if os.path.realpath(host) not in hooked and defines_malloc(host):
+                    self._late_allocators.setdefault(
+                        f"PID {pid} mapped {path} after tracing began (dlopen?); it defines malloc, "
+                        "and calls to it are not traced (trace them with --obj PATH)", None)
+            paths.clear()
 
     def read_images(self) -> List[int]:
         """Read execs and followed forks from `images`; returns the children new since the last read."""
@@ -404,6 +419,7 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
+            self._notice_late_allocators()
         self.read_images()
         self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:
