@@ -181,14 +181,16 @@ static __always_inline int read_word(u64 *out, u64 addr)
 	return bpf_probe_read_user(out, sizeof(*out), (void *)addr);
 }
 
-/* One step to the caller; 1 = recovered by CFI, 0 = by frame pointer, -1 = stop. */
+/* One step to the caller; 1 = recovered by CFI, 0 = by frame pointer, -1 =
+ * stop, STEP_OUTERMOST = stop at the outermost frame (its row says so). */
+#define STEP_OUTERMOST (-2)
 static __always_inline int unwind_step(struct unwind_walk *w, struct unwind_space *space)
 {
 	struct unwind_row *row = find_row(space, w->exact ? w->pc : w->pc - 1);
 	u64 ra = 0, bp = w->bp, cfa;
 	int kind = row ? row->kind : ROW_NONE;
 	if (kind == ROW_END)
-		return -1;
+		return STEP_OUTERMOST;
 	if (kind == ROW_SIGNAL) {
 		if (read_word(&w->pc, w->sp + SIGFRAME_RIP) || read_word(&w->bp, w->sp + SIGFRAME_RBP) ||
 		    read_word(&w->sp, w->sp + SIGFRAME_RSP))
@@ -273,6 +275,7 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk 
 		w->stack.cfi_frames[j] = 0;
 	w->stack.cfi_frames[0] = 1; /* frame 0 comes straight from the registers */
 	u64 hash = 0xcbf29ce484222325ULL; /* FNV-1a over the frames */
+	int how = 0;
 	for (int i = 0; i < UNWIND_MAX_DEPTH; i++) {
 		if (!w->pc)
 			break;
@@ -283,16 +286,17 @@ static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk 
 			unwind_count(U_TRUNCATED, 1);
 			break;
 		}
-		int how = unwind_step(w, space);
+		how = unwind_step(w, space);
 		if (how < 0)
 			break;
 		if (how)
 			w->stack.cfi_frames[((i + 1) / 64) % UNWIND_CFI_WORDS] |= 1ULL << ((i + 1) % 64);
 	}
 	unwind_count(U_WALKS, 1);
-	/* A walk that ends short of the limit in code none of the process's
-	 * mappings holds stopped there for want of its tables (not at _start). */
-	if (w->pc && w->stack.depth < UNWIND_MAX_DEPTH && !find_mapping(space, w->exact ? w->pc : w->pc - 1)) {
+	/* A walk that fails short of the limit in code none of the process's
+	 * mappings holds stopped there for want of its tables. */
+	if (how == -1 && w->pc && w->stack.depth < UNWIND_MAX_DEPTH &&
+	    !find_mapping(space, w->exact ? w->pc : w->pc - 1)) {
 		w->stack.stop = STOP_UNKNOWN_CODE;
 		unwind_count(U_UNKNOWN_CODE, 1);
 	}

@@ -60,6 +60,14 @@ CALL_STATE_TASK_STORAGE = "per-thread call state in BPF task storage"
 CALL_STATE_HASH = "per-thread call state in a thread-id hash"
 
 
+# How deep the CFI walk goes (bpf/unwind.h UNWIND_MAX_DEPTH): as deep as perf
+# where the verifier takes it. Linux 5.10's refuses the 128-frame walk (E2BIG,
+# found by the kernel matrix): older kernels, and any kernel that refuses it,
+# walk 32 frames, and the header says so.
+DEEP_WALK, SHALLOW_WALK = 128, 32
+DEEP_WALK_SINCE = (5, 11)
+
+
 def call_state_without_task_storage(version: Tuple[int, int], load_error: str = "") -> str:
     """The report header's line when call state goes to the thread-id hash."""
     if version < TASK_STORAGE_SINCE:
@@ -185,12 +193,14 @@ class UserProbe:
         self.execs = ExecWatch()
         self.forks = ForkedChildren()
         self._late_allocators: Dict[str, None] = {}  # notes on allocators mapped after attach
+        self.walk_depth = DEEP_WALK  # frames the CFI walk keeps (load() may lower it)
         self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
         forks = {"TASK_TGID_OFFSET": task_tgid_offset()} if self.config.follow_forks else {}
-        return {**self.config.defines(), **alloc_functions.defines(), **forks}
+        return {**self.config.defines(), **alloc_functions.defines(), **forks,
+                "UNWIND_MAX_DEPTH": self.walk_depth}
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.defines())
@@ -200,6 +210,8 @@ class UserProbe:
         if self.bpf is not None:
             return
         version = kernel_version()
+        if version < DEEP_WALK_SINCE:
+            self.walk_depth = SHALLOW_WALK
         if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
             self.bpf = source.load(SOURCE, self.defines())
             self.probes = [f"{CALL_STATE_HASH} (asked for)"]
@@ -215,9 +227,27 @@ class UserProbe:
             self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         self.probes.append(describe_kernel(version))
-        self._install_recorder()
+        try:
+            self._install_recorder()
+        except ProbeLoadError:
+            if self.walk_depth == SHALLOW_WALK or self.config.unwind == "fp":
+                raise
+            self._reload_with_shallow_walk()
+        if self.walk_depth == SHALLOW_WALK and self.config.unwind != "fp":
+            self.probes.append(f"user stacks walked with unwind tables {SHALLOW_WALK} frames deep: this "
+                               f"kernel's verifier refuses a {DEEP_WALK}-frame walk")
         self.totals = TotalsMap(self.bpf["buckets"], _context, BlockFolder(self.config.age_bucket_shift),
                                 lambda: self.counter("bucket_inserts"))
+
+    def _reload_with_shallow_walk(self) -> None:
+        """Compile again with the 32-frame walk (the same call state as before)."""
+        pending = int(any(CALL_STATE_HASH in line for line in self.probes))
+        links = self.hooks.links
+        self.bpf.cleanup()
+        self.walk_depth = SHALLOW_WALK
+        self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=pending))
+        self.hooks = UprobeHooks(self.bpf, links)
+        self._install_recorder()
 
     def _install_recorder(self) -> None:
         """The recorder (stack walk included) is one program every return probe
@@ -290,7 +320,7 @@ class UserProbe:
         if self.config.unwind == "fp":
             return
         if self.unwinder is None:
-            self.unwinder = Unwinder(self.bpf, self.config.unwind)
+            self.unwinder = Unwinder(self.bpf, self.config.unwind, max_depth=self.walk_depth)
         self.unwinder.add(pid)
 
     def _attach_probe(self, path: str, function: str, pid: int, side: str) -> int:
