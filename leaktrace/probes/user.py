@@ -461,10 +461,13 @@ class UserProbe:
         """Remove every uprobe from the targets (maps stay readable): handed to
         a helper process, so no signal to leaktrace can leave one behind."""
         if self.bpf is not None:
-            # The exec tracepoint too: bcc's cleanup would close it here, and
-            # a tracepoint's close waits out grace periods (~0.9 s under load).
-            self.hooks.holder.hold(list(self.bpf.tracepoint_fds.values()))
+            # The tracepoints too (exec; fork and exit with --follow-forks):
+            # bcc's cleanup would close them here, and a tracepoint's close
+            # waits out grace periods (~0.9 s under load).
+            self.hooks.holder.hold(list(self.bpf.tracepoint_fds.values())
+                                   + list(self.bpf.raw_tracepoint_fds.values()))
             self.bpf.tracepoint_fds.clear()
+            self.bpf.raw_tracepoint_fds.clear()
             self.hooks.release()
 
     def close(self) -> None:
