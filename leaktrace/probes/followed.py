@@ -98,8 +98,8 @@ class ForkedChildren:
         exited = sum(1 for c in kids if c.exited)
         execed = [c for c in kids if c.execed]
         now = sum(1 for c in kids if not c.exited and not c.execed)
-        text = (f"following forks: {named + now} processes traced now, "
-                f"{named + len(kids)} in all ({named} named, {len(kids)} forked; {exited} exited)")
+        text = (f"following forks: processes traced now {named + now}, "
+                f"in all {named + len(kids)} ({named} named, {len(kids)} forked; {exited} exited)")
         if execed:
             names = ", ".join(f"{c.pid}" for c in execed[:5]) + (" ..." if len(execed) > 5 else "")
             text += (f"; {len(execed)} forked children exec'd another program and were not followed "

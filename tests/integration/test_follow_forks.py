@@ -83,7 +83,7 @@ def check_prefork_server(build):
     assert set(forked) == set(children), final["targets"]
     grandchild = next(pid for pid, (what, _, _) in children.items() if what == "GRANDCHILD")
     assert forked[grandchild] in children and forked[grandchild] != leaker.pid, final["targets"]
-    assert "following forks: 5 processes traced now, 5 in all (1 named, 4 forked; 0 exited)" in final["probes"]
+    assert "following forks: processes traced now 5, in all 5 (1 named, 4 forked; 0 exited)" in final["probes"]
     return final
 
 

@@ -29,7 +29,7 @@ def test_children_are_taken_in_once_and_exited_ones_leave_the_map_but_not_the_re
     named = (Target(pid=10, comm="server", exe="/srv/server", allocator="/lib/libc.so.6", allocator_name="glibc"),)
     children = forks.targets(named)
     assert [(t.pid, t.forked_from, t.allocator_name) for t in children] == [(11, 10, "glibc"), (12, 11, "glibc")]
-    assert forks.summary(1) == "following forks: 2 processes traced now, 3 in all (1 named, 2 forked; 1 exited)"
+    assert forks.summary(1) == "following forks: processes traced now 2, in all 3 (1 named, 2 forked; 1 exited)"
 
 
 def test_a_child_that_execed_is_named_as_not_followed():
@@ -38,7 +38,7 @@ def test_a_child_that_execed_is_named_as_not_followed():
     forks.read(table)
     assert not forks.is_followed(11) and not forks.is_followed(99)
     summary = forks.summary(1)
-    assert summary.startswith("following forks: 1 processes traced now, 2 in all")
+    assert summary.startswith("following forks: processes traced now 1, in all 2")
     assert "1 forked children exec'd another program and were not followed after it (pid 11" in summary
 
 
