@@ -38,6 +38,7 @@ enum counter {
 	C_MISSED_RETURNS,      /* calls whose return was never seen (entered while attaching,
 	                          or left by longjmp): their allocation is lost */
 	C_BUCKET_INSERTS,      /* entries made in `buckets`: how full it is between reads */
+	C_FORKS_LOST,          /* FOLLOW_FORKS: a traced process's child not followed (`images` full) */
 	N_COUNTERS,
 };
 
@@ -82,12 +83,18 @@ struct bucket_totals {
 	s64 count[AGE_SLOTS]; /* << WEIGHT_SHIFT, so sampled estimates keep their fraction */
 };
 
-/* Per traced process: how many times it exec'd since tracing began. */
+/* Per traced process: how many times it exec'd since tracing began; with
+ * FOLLOW_FORKS also the process it was forked from (0: a named target) and
+ * whether it is still traced (IMAGE_* bits). */
 struct image {
 	u32 generation;
-	u32 pad;
+	u32 parent;
 	u64 exec_ns;
+	u32 state;
+	u32 pad;
 };
+#define IMAGE_EXITED 1 /* its pid may be reused by a process nobody asked for */
+#define IMAGE_EXECED 2 /* a followed child that exec'd: another program, not followed */
 
 struct trace_event {
 	u64 timestamp_ns;

@@ -19,7 +19,11 @@
  *                 block: age_blocks.h), so a report reads a few totals per stack
  *                 instead of every allocation
  *   images        per traced pid, its exec generation (sched_process_exec): the
- *                 allocations of an image that exec replaced are gone
+ *                 allocations of an image that exec replaced are gone. With
+ *                 FOLLOW_FORKS it is the traced set: the uprobes fire in every
+ *                 process mapping the hooked objects (uprobes are per file), a
+ *                 process records only while it is here, and sched_process_fork
+ *                 adds a traced process's children before they first run
  *   stack_traces  deduplicated user stacks
  *   counters      events and every loss, per CPU
  *
@@ -56,6 +60,15 @@
  * if it came this soon; later, the earlier mark is one whose return was
  * missed. */
 #define TAIL_CALL_NS 1000000
+#endif
+#ifndef FOLLOW_FORKS
+#define FOLLOW_FORKS 0 /* 1: uprobes for every process, filtered by `images` */
+#endif
+#ifndef TASK_TGID_OFFSET
+#define TASK_TGID_OFFSET 0 /* offsetof(struct task_struct, tgid), from BTF (FOLLOW_FORKS) */
+#endif
+#ifndef MAX_TRACED
+#define MAX_TRACED 1024 /* processes in `images` */
 #endif
 #define MAP_ANONYMOUS_FLAG 0x20
 #define MAP_STACK_FLAG 0x20000
@@ -97,7 +110,8 @@ BPF_TASK_STORAGE(task_calls, struct thread_calls);
  * attach time and memory a quiet target never uses. */
 BPF_F_TABLE("hash", struct alloc_key, struct alloc_info, allocs, MAX_ALLOCS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct bucket_key, struct bucket_totals, buckets, MAX_BUCKETS, BPF_F_NO_PREALLOC);
-BPF_HASH(images, u32, struct image, 1024); /* filled by user space with the traced pids */
+/* Filled by user space with the traced pids (and with FOLLOW_FORKS by the fork tracepoint). */
+BPF_F_TABLE("hash", u32, struct image, images, MAX_TRACED, BPF_F_NO_PREALLOC);
 BPF_STACK_TRACE(stack_traces, MAX_STACKS);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 BPF_PROG_ARRAY(recorders, 1); /* slot 0: recorder, set by user space before attaching */
@@ -141,6 +155,19 @@ static __always_inline void emit(struct pt_regs *ctx, u32 fn, u64 addr, u64 size
 #endif
 }
 
+/* Whether this process is outside the traced set: only with FOLLOW_FORKS,
+ * where the probes are not filtered by pid. */
+static __always_inline int untraced(void)
+{
+#if FOLLOW_FORKS
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct image *image = images.lookup(&tgid);
+	return !image || image->state;
+#else
+	return 0;
+#endif
+}
+
 /* Can the call of `marked` behind `mark` still be running around a call of
  * fn entered at sp (at time now)? Calls nest deeper, at a lower sp; one at
  * the same sp was jumped to (realloc(NULL, n) jumps to malloc), which only
@@ -178,6 +205,8 @@ static __always_inline void drop_missed(struct thread_calls *calls, u32 fn, u64 
 /* Remember the size until the return probe sees the address. */
 static __always_inline int call_enter(struct pt_regs *ctx, u32 fn, u64 size, u64 arg)
 {
+	if (untraced())
+		return 0; /* no mark: its return probe records nothing either */
 	struct thread_calls *calls = thread_calls(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!calls || fn > FN_LAST) {
 		count(C_PENDING_MAP_FULL);
@@ -239,6 +268,8 @@ static __always_inline struct walk_scratch *walk_scratch(void)
 /* Remember the size until the return probe sees the address. */
 static __always_inline int call_enter(struct pt_regs *ctx, u32 fn, u64 size, u64 arg)
 {
+	if (untraced())
+		return 0;
 	struct pending_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .fn = fn };
 	struct pending_call call = { .size = size, .arg = arg, .sp = PT_REGS_SP(ctx), .entered_ns = bpf_ktime_get_ns() };
 	struct pending_call *known = pending.lookup(&key);
@@ -475,7 +506,7 @@ static __always_inline int resize_exit(struct pt_regs *ctx, u32 fn)
 
 static __always_inline int forget(struct pt_regs *ctx, u32 kind, u64 addr)
 {
-	if (!addr)
+	if (!addr || untraced())
 		return 0;
 	if (release(kind, addr) >= 0) {
 		count(C_FREES);
@@ -561,9 +592,53 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (image) {
 		image->exec_ns = bpf_ktime_get_ns();
 		__sync_fetch_and_add(&image->generation, 1);
+		if (image->parent)
+			image->state |= IMAGE_EXECED; /* the parent's probes do not cover the new program */
 	}
 	return 0;
 }
+
+#if FOLLOW_FORKS
+/* In the parent, before the child first runs: a traced process's new
+ * process (not a thread) is traced from its first instruction. What it
+ * inherited was allocated by the parent and stays the parent's. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	u32 parent = bpf_get_current_pid_tgid() >> 32, child = 0;
+	struct image *traced = images.lookup(&parent);
+	if (!traced || traced->state)
+		return 0;
+	bpf_probe_read_kernel(&child, sizeof(child), (void *)(ctx->args[1] + TASK_TGID_OFFSET));
+	if (child == parent || !child)
+		return 0; /* a thread: already traced as its process */
+	struct image image = { .parent = parent };
+	if (images.update(&child, &image)) {
+		count(C_FORKS_LOST);
+		return 0;
+	}
+#if UNWIND_CFI
+	struct unwind_space *space = unwind_space_of(parent);
+	if (space) { /* the same mappings until the child maps something */
+		struct unwind_space copy = *space;
+		unwind_spaces.update(&child, &copy);
+	}
+#endif
+	return 0;
+}
+
+/* A traced process exited: its pid may come back as anyone's. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+	if (tgid != (u32)id)
+		return 0; /* a thread other than the main one */
+	struct image *image = images.lookup(&tgid);
+	if (image)
+		image->state |= IMAGE_EXITED;
+	return 0;
+}
+#endif
 
 /* mmap inside malloc & co (inside_allocator) belongs to the allocator: the
  * heap allocation that caused it is already counted. */

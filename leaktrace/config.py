@@ -37,6 +37,9 @@ class ProbeConfig:
     # Per-thread call state in a tid-keyed hash, as on kernels without task
     # storage for tracing programs (chosen by itself when task storage fails).
     pending_hash: bool = False
+    # Trace the processes the targets fork (probes for every process of the
+    # hooked objects, filtered in the kernel by the traced set).
+    follow_forks: bool = False
 
     def defines(self) -> dict:
         """The -D settings the BPF source is compiled with."""
@@ -51,6 +54,7 @@ class ProbeConfig:
             "TRACE_EVENTS": int(self.trace),
             "UNWIND_CFI": int(self.unwind != "fp"),
             "PENDING_HASH": int(self.pending_hash),
+            "FOLLOW_FORKS": int(self.follow_forks),
         }
 
 

@@ -35,6 +35,7 @@ class Target:
     container: Optional["Container"] = None
     # (object as the process sees it, the symbols probed in it), in attach order
     hooked: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    forked_from: int = 0  # --follow-forks: the traced process it was forked from
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class RawStack:
     addresses: Tuple[int, ...]
     # Per address, how it was recovered; empty means all "fp" (or "kernel").
     methods: Tuple[str, ...] = ()
+    stop: str = ""  # why the walk ended before the outermost frame, if it knows
 
 
 @dataclass(frozen=True)

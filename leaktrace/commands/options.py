@@ -100,6 +100,10 @@ def user_options(func: Callable) -> Callable:
                      help="Hook the allocator's throwing operator new even on a kernel that cannot "
                           "make a std::bad_alloc out of it unwind (lockdown): such a throw then "
                           "terminates the program."),
+        click.option("--follow-forks", is_flag=True,
+                     help="Also trace the processes the targets fork from now on, each from its first "
+                          "instruction, in rows with its own pid (not what exec starts). The probes "
+                          "then fire in every process using the hooked objects, untraced ones too."),
         click.option("--reachability", type=click.Choice(REACH_WHEN), is_flag=False, flag_value="final",
                      default=None, help="Scan the targets' memory for pointers into outstanding "
                      "allocations: unreferenced, indirectly lost or reachable, with content samples. "
@@ -128,6 +132,7 @@ def probe_config(opts: dict) -> ProbeConfig:
         track_mmap=not opts.get("no_mmap", False),
         probe_throwing_new=opts.get("probe_throwing_new", False),
         unwind=opts.get("unwind", "auto"),
+        follow_forks=opts.get("follow_forks", False),
     )
 
 

@@ -83,8 +83,10 @@ def exit_status(status: int) -> int:
 class Command:
     """The traced command: its status, the signals passed on to it, its children."""
 
-    def __init__(self, pid: int, comm: str, idle: Callable[[float], None] = time.sleep):
+    def __init__(self, pid: int, comm: str, idle: Callable[[float], None] = time.sleep,
+                 followed: Optional[Callable[[int], bool]] = None):
         self.pid, self.comm = pid, comm
+        self.followed = followed  # --follow-forks: whether a child it started is traced
         self.idle = idle  # waits while the command ends (the probe's poll keeps --trace going)
         self.status = None
         self.forwarded = 0  # the stop signal passed on, if any
@@ -133,12 +135,16 @@ class Command:
 
     def warnings(self) -> List[str]:
         self.watch()
-        started = self.forks.started if self.forks else {}
+        started = {pid: comm for pid, comm in (self.forks.started if self.forks else {}).items()
+                   if not (self.followed and self.followed(pid))}
         if not started:
             return []
         names = ", ".join(f"PID {pid}" if comm == "?" else f"{comm} (PID {pid})"
                           for pid, comm in sorted(started.items())[:5])
         more = f" and {len(started) - 5} more" if len(started) > 5 else ""
+        if self.followed:
+            return [f"processes PID {self.pid} ({self.comm}) started that exec'd another program, "
+                    f"{names}{more}, are not traced after their exec (trace one with attach -p PID)"]
         return [f"only PID {self.pid} ({self.comm}) is traced: the processes it started, {names}{more}, "
                 "are not, and their allocations are not in this report (trace one with attach -p PID)"]
 
@@ -168,7 +174,8 @@ def run(command, **opts):
     features.check_privileges()
     plan = allocator.discover_for_command(os.path.realpath(executable), dict(os.environ), opts["obj"])
     pid = _spawn_stopped(list(command))
-    child = Command(pid, os.path.basename(executable)[:15], idle=lambda s: probe.poll(int(s * 1000)))
+    child = Command(pid, os.path.basename(executable)[:15], idle=lambda s: probe.poll(int(s * 1000)),
+                    followed=probe.forks.is_followed if probe.config.follow_forks else None)
     try:
         # After the fork (a child forked beside a compiling thread runs Python
         # before its exec): clang runs while placements and unwind tables are read.

@@ -44,6 +44,12 @@ def trace_processes(probe: UserProbe, processes: Sequence[TracedProcess], target
     """Announce, run the report loop, print the final report. command (`run`'s
     Command): the probes saw every allocation of its process from the start; it
     hears stop signals, is ended before the final report and adds its warnings."""
+    tick, resolve = resolver.refresh, resolver.resolve
+    if probe.config.follow_forks:
+        tick, resolve = _with_children(probe, resolver)
+        if command is None:  # attach: a parent may exit and leave its workers running
+            named_alive = alive
+            alive = lambda: named_alive() or probe.forks.alive()  # noqa: E731
     inspect = options.reach_scanner(settings.reach, probe.config, probe.read_allocations,
                                     from_start=command is not None)
     for process in processes:
@@ -52,14 +58,14 @@ def trace_processes(probe: UserProbe, processes: Sequence[TracedProcess], target
     with options.report_sink(settings.output) as render, options.recording_sink(settings.output) as record:
         session = Session(
             probe=probe, report_config=settings.report, run_config=settings.run, render=render, record=record,
-            resolve=resolver.resolve, targets=lambda: tuple(target_list), alive=alive,
-            warnings=resolver.warnings, tick=resolver.refresh, inspect=inspect,
+            resolve=resolve, targets=lambda: tuple(target_list), alive=alive,
+            warnings=resolver.warnings, tick=tick, inspect=inspect,
             inspect_each=settings.reach.when == "each",
         )
         if command is not None:
             session.on_signal, session.finish = command.forward, command.finish
             session.warnings = lambda: resolver.warnings() + command.warnings()
-            session.tick = lambda: (resolver.refresh(), command.watch())
+            session.tick = lambda: (tick(), command.watch())
         session.listen()
         open_trace_output(probe, settings)  # before "tracing": events sent before it opens are dropped
         for target in target_list:
@@ -68,3 +74,21 @@ def trace_processes(probe: UserProbe, processes: Sequence[TracedProcess], target
         timing.report("to tracing", total=True)
         reason = session.run()
     stderr_line(f"leaktrace: stopped ({reason})")
+
+
+def _with_children(probe: UserProbe, resolver: UserSymbols):
+    """tick and resolve that give each followed child its symbols: read while
+    it runs, else its parent's (the same mappings until it maps something)."""
+    def take_children() -> None:
+        for pid, child in sorted(probe.forks.children.items()):  # parents first, but for pid wrap
+            if pid not in resolver.by_pid:
+                resolver.add_child(TracedProcess(pid), child.parent)
+
+    def tick() -> None:
+        resolver.refresh()
+        take_children()
+
+    def resolve(key, raw):
+        take_children()
+        return resolver.resolve(key, raw)
+    return tick, resolve

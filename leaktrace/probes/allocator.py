@@ -87,6 +87,11 @@ def _defines(path: str, name: str) -> bool:
         return False
 
 
+def defines_malloc(path: str) -> bool:
+    """Whether the object at path defines malloc (an allocator of its own)."""
+    return _defines(path, "malloc")
+
+
 def choose_allocator(candidates: Sequence[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
     """candidates: (process path, host path) in symbol search order, executable first.
 

@@ -47,6 +47,10 @@ class ExecWatch:
         table[table.Key(pid)] = table.Leaf()
         self.generations[pid] = 0
 
+    def follow(self, pid: int) -> None:
+        """pid was put in the table by the kernel (a followed fork)."""
+        self.generations.setdefault(pid, 0)
+
     def read(self, table, started_ns: int) -> None:
         """Read each watched pid's generation; a new one means an exec."""
         for pid, known in self.generations.items():

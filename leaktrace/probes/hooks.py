@@ -144,21 +144,23 @@ class UprobeHooks:
         return BPF_TRACE_UPROBE_MULTI if self.links else -1
 
     def attach(self, path: bytes, symbol: bytes, handler: bytes, pid: int, offset: int = 0,
-               retprobe: bool = False) -> None:
-        """handler at symbol+offset in path (its return with retprobe), for pid.
+               retprobe: bool = False, every_process: bool = False) -> None:
+        """handler at symbol+offset in path (its return with retprobe), for pid
+        (path is resolved in pid), or for every process with every_process.
         Raises what bcc raises, or OSError."""
+        probe_pid = -1 if every_process else pid
         self.holder.start()  # before the first probe: leaktrace makes no uprobe itself
         if not self.links and not os.path.exists(_UPROBE_PMU):
             # tracefs events (kernels before 4.17): only bcc's cleanup() removes them
             bcc_attach = self.bpf.attach_uretprobe if retprobe else self.bpf.attach_uprobe
             extra = {} if retprobe else {"sym_off": offset}
-            bcc_attach(name=path, sym=symbol, fn_name=handler, pid=pid, **extra)
+            bcc_attach(name=path, sym=symbol, fn_name=handler, pid=probe_pid, **extra)
             return
         program = self.bpf.load_func(handler, self.bpf.KPROBE, attach_type=self.attach_type)
         resolved, file_offset = file_offset_of(self.bpf, path, symbol, pid, offset)
-        event = self.bpf._get_uprobe_evname(b"r" if retprobe else b"p", resolved, file_offset, pid)
+        event = self.bpf._get_uprobe_evname(b"r" if retprobe else b"p", resolved, file_offset, probe_pid)
         request = {"kind": "link" if self.links else "perf", "path": helper_path(resolved),
-                   "offsets": [file_offset], "pid": pid, "retprobe": retprobe, "event": os.fsdecode(event)}
+                   "offsets": [file_offset], "pid": probe_pid, "retprobe": retprobe, "event": os.fsdecode(event)}
         try:
             self.holder.make(request, program.fd)
         except OSError as exc:

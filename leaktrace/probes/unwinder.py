@@ -20,12 +20,18 @@ from typing import Dict, List, Optional
 from ..errors import LeaktraceError
 from ..model import RawStack
 from ..traced_process import TracedProcess
-from ..unwind.spaces import MappedObject, executable_mappings, is_unexeced_fork, map_process, signature_of
+from ..unwind.spaces import (
+    MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, signature_of,
+)
 from ..unwind.tables import ROW
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
+MAX_DEPTH = 128  # UNWIND_MAX_DEPTH
 ID_BIT = 0x40000000  # UNWIND_ID_BIT
-COUNTERS = ("walks", "truncated", "collisions", "map_full")  # enum unwind_counter
+COUNTERS = ("walks", "truncated", "collisions", "map_full", "unknown_code")  # enum unwind_counter
+STOP_UNKNOWN_CODE = 1  # enum unwind_stop
+UNKNOWN_CODE_STOP = ("the walk stops here: this code was not in the unwind tables when it ran (mapped "
+                     "after they were loaded, by dlopen, or generated); its callers are missing")
 REFRESH_S = 0.2
 U64 = (1 << 64) - 1
 
@@ -37,7 +43,7 @@ def is_unwound(stack_id: int) -> bool:
 
 class Unwinder:
     def __init__(self, bpf, mode: str = "auto", max_rows: int = 1 << 20, max_processes: int = 64,
-                 max_depth: int = 32):
+                 max_depth: int = MAX_DEPTH):
         self.bpf = bpf
         self.mode = mode
         self.max_rows, self.max_processes, self.max_depth = max_rows, max_processes, max_depth
@@ -49,6 +55,7 @@ class Unwinder:
         self._versions: Dict[int, int] = {}  # pid -> TracedProcess.version last looked at
         self._refreshed = 0.0
         self._notes: Dict[str, None] = {}
+        self.mapped_late: Dict[int, List[str]] = {}  # pid -> objects it mapped after its first load
 
     # ---- loading -------------------------------------------------------------
     def add(self, process: TracedProcess) -> None:
@@ -72,16 +79,24 @@ class Unwinder:
                 process.maps()
                 if process.version == self._versions.get(pid):
                     continue
+                known = {entry[-1] for entry in self._signatures[pid]}
                 if signature_of(executable_mappings(process)) != self._signatures[pid]:
-                    self._load(process)
+                    space = self._load(process)
+                    if known:  # not the first load of a fork that has exec'd since
+                        self.mapped_late.setdefault(pid, []).extend(
+                            o.path for o in space.objects if o.path not in known)
                 self._versions[pid] = process.version
             except LeaktraceError:
                 del self._processes[pid]  # gone: its stacks stay readable
 
-    def _load(self, process: TracedProcess) -> None:
+    def _load(self, process: TracedProcess) -> ProcessSpace:
         space = map_process(process)
         self._versions[space.pid] = process.version
         self._signatures[space.pid] = space.signature
+        self._write_tables(space)
+        return space
+
+    def _write_tables(self, space: ProcessSpace) -> None:
         for obj in space.objects:
             if obj.problem:
                 self._note(f"no unwind table for {obj.path} ({obj.problem}); frames inside it "
@@ -152,8 +167,9 @@ class Unwinder:
         except KeyError:
             return None
         depth = min(stack.depth, self.max_depth)
-        methods = tuple("cfi" if stack.cfi_frames >> i & 1 else "fp" for i in range(depth))
-        return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods)
+        methods = tuple("cfi" if stack.cfi_frames[i // 64] >> (i % 64) & 1 else "fp" for i in range(depth))
+        stop = UNKNOWN_CODE_STOP if stack.stop == STOP_UNKNOWN_CODE else ""
+        return RawStack(tuple(stack.addrs[i] for i in range(depth)), methods, stop)
 
     def counters(self) -> Dict[str, int]:
         table = self.bpf["unwind_counters"]
@@ -167,6 +183,10 @@ class Unwinder:
                         "collision (counted under \"stack not collected\")")
         if counts["truncated"]:
             live.append(f"some stacks are deeper than {self.max_depth} frames and were cut there")
+        if counts["unknown_code"]:
+            live.append(f"{counts['unknown_code']} allocations have stacks that stop in code mapped after "
+                        "its unwind tables were loaded (a dlopen in the last fraction of a second): their "
+                        "callers are missing; later ones through that code are complete")
         if counts["map_full"]:
             live.append("the unwound stack map is full (--max-stacks): new stacks are not collected")
         return list(self._notes) + live

@@ -12,6 +12,7 @@ touches bcc.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,9 +24,10 @@ from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, US
 from .. import timing
 from ..traced_process import TracedProcess
 from . import alloc_functions, exceptions, features, hooks, release, source
-from .allocator import Hook, HookPlan
+from .allocator import Hook, HookPlan, defines_malloc
 from .alloc_functions import ARG_REGS, BY_NAME, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE
 from .execs import ExecWatch
+from .followed import ForkedChildren, task_tgid_offset
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
 from .placement_cache import placement_for
@@ -40,11 +42,13 @@ COUNTERS = (
     "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
     "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
     "nested_mmaps", "replaced", "nested_calls", "missed_returns", "bucket_inserts",
+    "forks_lost",
 )
 # Counters that mean a figure undercounts. unknown_frees is not one: a free of a
 # block never seen allocated changes no total (see loss_notes).
 INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns")
+LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns",
+          "forks_lost")
 WEIGHT_SHIFT = 10
 
 
@@ -55,6 +59,14 @@ WEIGHT_SHIFT = 10
 TASK_STORAGE_SINCE = (5, 11)
 CALL_STATE_TASK_STORAGE = "per-thread call state in BPF task storage"
 CALL_STATE_HASH = "per-thread call state in a thread-id hash"
+
+
+# How deep the CFI walk goes (bpf/unwind.h UNWIND_MAX_DEPTH): as deep as perf
+# where the verifier takes it. Linux 5.10's refuses the 128-frame walk (E2BIG,
+# found by the kernel matrix): older kernels, and any kernel that refuses it,
+# walk 32 frames, and the header says so.
+DEEP_WALK, SHALLOW_WALK = 128, 32
+DEEP_WALK_SINCE = (5, 11)
 
 
 def call_state_without_task_storage(version: Tuple[int, int], load_error: str = "") -> str:
@@ -84,10 +96,15 @@ def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
                      "figure: blocks allocated before leaktrace attached; glibc emptying an exiting "
                      "thread's cache (tcache) with free(), i.e. blocks the program had freed already and "
                      "the cache itself, allocated inside malloc; and munmaps of what a partial munmap "
-                     "already counted as freed (glibc trims each new arena's mapping so)")
+                     "already counted as freed (glibc trims each new arena's mapping so)"
+                     + ("; with --follow-forks, children freeing their copies of blocks their parent "
+                        "allocated before the fork (those stay the parent's)" if config.follow_forks else ""))
     if losses.get("pending_map_full"):
         notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
                      "(too many threads inside the allocator at once)")
+    if losses.get("forks_lost"):
+        notes.append(f"{losses['forks_lost']} processes forked by traced ones were not followed: "
+                     "the traced set is full")
     if losses.get("missed_returns"):
         notes.append(f"{losses['missed_returns']} allocator calls were seen entering but not "
                      "returning (running while the probes were attached, or left by longjmp): "
@@ -182,10 +199,16 @@ class UserProbe:
         self.execs = ExecWatch()
         self._compiling: Optional[source.Compiling] = None  # compile_early()
         self.notes: List[str] = []  # what attach() chose not to hook, and why
+        self.forks = ForkedChildren()
+        self._late_allocators: Dict[str, None] = {}  # notes on allocators mapped after attach
+        self.walk_depth = DEEP_WALK  # frames the CFI walk keeps (load() may lower it)
+        self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
     def defines(self) -> Dict[str, int]:
         """The -D settings: the options, and the function numbers of the allocator table."""
-        return {**self.config.defines(), **alloc_functions.defines()}
+        forks = {"TASK_TGID_OFFSET": task_tgid_offset()} if self.config.follow_forks else {}
+        return {**self.config.defines(), **alloc_functions.defines(), **forks,
+                "UNWIND_MAX_DEPTH": self.walk_depth}
 
     def dump(self) -> str:
         return source.dump(SOURCE, self.defines())
@@ -213,6 +236,8 @@ class UserProbe:
         if self.bpf is not None:
             return
         version = kernel_version()
+        if version < DEEP_WALK_SINCE:
+            self.walk_depth = SHALLOW_WALK
         if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
             self.bpf = self._compiled()
             self.probes = [f"{CALL_STATE_HASH} (asked for)"]
@@ -229,9 +254,27 @@ class UserProbe:
             self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=1))
         self.hooks = UprobeHooks(self.bpf, hooks.supported() if links is None else links)
         self.probes.append(describe_kernel(version))
-        self._install_recorder()
+        try:
+            self._install_recorder()
+        except ProbeLoadError:
+            if self.walk_depth == SHALLOW_WALK or self.config.unwind == "fp":
+                raise
+            self._reload_with_shallow_walk()
+        if self.walk_depth == SHALLOW_WALK and self.config.unwind != "fp":
+            self.probes.append(f"user stacks walked with unwind tables {SHALLOW_WALK} frames deep: this "
+                               f"kernel's verifier refuses a {DEEP_WALK}-frame walk")
         self.totals = TotalsMap(self.bpf["buckets"], _context, BlockFolder(self.config.age_bucket_shift),
                                 lambda: self.counter("bucket_inserts"))
+
+    def _reload_with_shallow_walk(self) -> None:
+        """Compile again with the 32-frame walk (the same call state as before)."""
+        pending = int(any(CALL_STATE_HASH in line for line in self.probes))
+        links = self.hooks.links
+        self.bpf.cleanup()
+        self.walk_depth = SHALLOW_WALK
+        self.bpf = source.load(SOURCE, dict(self.defines(), PENDING_HASH=pending))
+        self.hooks = UprobeHooks(self.bpf, links)
+        self._install_recorder()
 
     def _install_recorder(self) -> None:
         """The recorder (stack walk included) is one program every return probe
@@ -270,6 +313,8 @@ class UserProbe:
                                          self.config.probe_throwing_new)
         if note and note not in self.notes:
             self.notes.append(note)
+        if self.config.follow_forks:  # one probe per file serves every process
+            hooked = [hook for hook in hooked if self._first_hook(hook)]
         with timing.step("uprobes", "attaching uprobes"):
             offsets = self._attach_hooks(hooked, pid)
         self.live_ns = monotonic_ns()
@@ -299,12 +344,24 @@ class UserProbe:
         except Exception:  # bcc raises bare Exception when the verifier refuses the helper
             return False
 
+    def _first_hook(self, hook: Hook) -> bool:
+        """Whether the hook's symbol in its file is not hooked yet (--follow-forks)."""
+        try:
+            info = os.stat(hook.path)
+        except OSError:
+            return True  # attach() will say what is wrong
+        key = (info.st_dev, info.st_ino, hook.symbol)
+        if key in self._hooked:
+            return False
+        self._hooked.add(key)
+        return True
+
     def _load_unwind_tables(self, process: TracedProcess) -> None:
         """Before the probes, so the first allocations already unwind with CFI."""
         if self.config.unwind == "fp":
             return
         if self.unwinder is None:
-            self.unwinder = Unwinder(self.bpf, self.config.unwind)
+            self.unwinder = Unwinder(self.bpf, self.config.unwind, max_depth=self.walk_depth)
         self.unwinder.add(process)
 
     def _attach_probe(self, hook: Hook, pid: int, side: str) -> int:
@@ -312,11 +369,12 @@ class UserProbe:
         enter, exit_ = HANDLERS[hook.function]
         offset = self._placement(hook) if side == "entry" else 0
         path, symbol = hook.path.encode(), hook.symbol.encode()
+        every = self.config.follow_forks  # the kernel's traced set filters, not the probe
         try:
             if side == "entry":
-                self.hooks.attach(path, symbol, enter.encode(), pid, offset)
+                self.hooks.attach(path, symbol, enter.encode(), pid, offset, every_process=every)
             else:
-                self.hooks.attach(path, symbol, exit_.encode(), pid, retprobe=True)
+                self.hooks.attach(path, symbol, exit_.encode(), pid, retprobe=True, every_process=every)
         except Exception as exc:  # bcc raises bare Exception
             raise attach_error(exc, hook.symbol, hook.path, pid) from None
         return offset
@@ -339,7 +397,7 @@ class UserProbe:
 
     def snapshot(self, targets: Sequence[Target], with_allocations: bool = False) -> Snapshot:
         taken = monotonic_ns()
-        self.execs.read(self.bpf["images"], self.started_ns)
+        self.read_images()
         folded = self.totals.read(taken, drop=self._replaced_image)
         self._count_dropped(folded.dropped)
         buckets = [self._bucket(total) for total in folded.totals if total.count > 0]
@@ -348,13 +406,43 @@ class UserProbe:
             mode="user", taken_ns=taken, started_ns=self.started_ns, wall_time=time.time(),
             buckets=tuple(buckets), stacks=self.stacks.read(b.stack for b in buckets),
             events={k: v for k, v in counters.items() if k not in LOSSES and k not in INTERNAL},
-            losses={k: counters[k] for k in LOSSES}, targets=tuple(self.execs.current(t) for t in targets),
+            losses={k: counters[k] for k in LOSSES},
+            targets=tuple(self.execs.current(t) for t in (*targets, *self._forked_targets(targets))),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
-            + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes), probes=tuple(self.probes),
+            + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes)
+            + tuple(self._late_allocators),
+            probes=tuple(self.probes)
+            + ((self.forks.summary(len(targets)),) if self.config.follow_forks else ()),
             live_ns=self.live_ns,
         )
+
+    def _notice_late_allocators(self) -> None:
+        """A library mapped after attach (dlopen) that defines malloc is an
+        allocator the probes do not cover: say so."""
+        hooked = {os.path.realpath(hook.path) for _, hook, _ in self.attached}
+        for pid, paths in self.unwinder.mapped_late.items():
+            for path in paths:
+                host = f"/proc/{pid}/root{path}"
+                if os.path.realpath(host) not in hooked and defines_malloc(host):
+                    self._late_allocators.setdefault(
+                        f"PID {pid} mapped {path} after tracing began (dlopen?); it defines malloc, "
+                        "and calls to it are not traced (trace them with --obj PATH)", None)
+            paths.clear()
+
+    def read_images(self) -> List[int]:
+        """Read execs and followed forks from `images`; returns the children new since the last read."""
+        table = self.bpf["images"]
+        new = self.forks.read(table) if self.config.follow_forks else []
+        for pid in new:
+            self.execs.follow(pid)
+        self.execs.read(table, self.started_ns)
+        self.forks.prune(table)
+        return new
+
+    def _forked_targets(self, named: Sequence[Target]) -> Tuple[Target, ...]:
+        return self.forks.targets(named) if self.config.follow_forks else ()
 
     def _bucket(self, total: AgeTotal) -> Bucket:
         tgid, stack_id, kind, _ = total.context
@@ -410,7 +498,8 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
-        self.execs.read(self.bpf["images"], self.started_ns)
+            self._notice_late_allocators()
+        self.read_images()
         self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:
             self.bpf.perf_buffer_poll(timeout=timeout_ms)
@@ -421,10 +510,13 @@ class UserProbe:
         """Remove every uprobe from the targets (maps stay readable): handed to
         a helper process, so no signal to leaktrace can leave one behind."""
         if self.bpf is not None:
-            # The exec tracepoint too: bcc's cleanup would close it here, and
-            # a tracepoint's close waits out grace periods (~0.9 s under load).
-            self.hooks.holder.hold(list(self.bpf.tracepoint_fds.values()))
+            # The tracepoints too (exec; fork and exit with --follow-forks):
+            # bcc's cleanup would close them here, and a tracepoint's close
+            # waits out grace periods (~0.9 s under load).
+            self.hooks.holder.hold(list(self.bpf.tracepoint_fds.values())
+                                   + list(self.bpf.raw_tracepoint_fds.values()))
             self.bpf.tracepoint_fds.clear()
+            self.bpf.raw_tracepoint_fds.clear()
             self.hooks.release()
 
     def close(self) -> None:

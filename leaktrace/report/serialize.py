@@ -101,7 +101,7 @@ def _target_to_dict(t: Target) -> Dict[str, Any]:
         container = {"runtime": c.runtime, "id": c.id, "name": c.name, "image": c.image}
     return {"pid": t.pid, "comm": t.comm, "exe": t.exe, "allocator": t.allocator,
             "allocator_name": t.allocator_name, "container": container,
-            "hooked": {obj: list(symbols) for obj, symbols in t.hooked}}
+            "hooked": {obj: list(symbols) for obj, symbols in t.hooked}, "forked_from": t.forked_from}
 
 
 def _target_from_dict(d: Any) -> Target:
@@ -114,7 +114,8 @@ def _target_from_dict(d: Any) -> Target:
                               name=cf.get_str("name"), image=cf.get_str("image"))
     return Target(pid=f.get_int("pid"), comm=f.get_str("comm"), exe=f.get_str("exe"),
                   allocator=f.get_str("allocator"), allocator_name=f.get_str("allocator_name"),
-                  container=container, hooked=_hooked_from_dict(f.get_optional("hooked", dict)))
+                  container=container, hooked=_hooked_from_dict(f.get_optional("hooked", dict)),
+                  forked_from=f.get_int("forked_from") if "forked_from" in d else 0)
 
 
 def _hooked_from_dict(hooked: Optional[Dict[str, Any]]) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:

@@ -176,6 +176,8 @@ def _pointer_text(pointer: KernelPointer) -> str:
 
 def _target_line(t: Target) -> str:
     text = f"pid {t.pid} {printable(t.comm)}"
+    if t.forked_from:
+        text += f", forked from pid {t.forked_from}"
     if t.allocator_name or t.allocator:
         text += f", allocator {t.allocator_name or '?'}"
         text += f" ({t.allocator})" if t.allocator else ""

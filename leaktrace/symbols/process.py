@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import stat
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from .. import model
@@ -112,6 +112,9 @@ class ProcessSymbols:
             except Exception as exc:  # a bug here must cost one frame, not the report
                 self._warn(f"pid {self.pid}: cannot symbolize 0x{addr:x}: {exc}")
                 frames.append(model.Frame(addr=addr, unwind=method))
+        if raw.stop and frames:  # said on the frame the walk could not leave
+            last = frames[-1]
+            frames[-1] = replace(last, note="; ".join(filter(None, (last.note, raw.stop))))
         return tuple(frames)
 
     def _frame(self, addr: int, method: str, caller: bool, reread: List[bool]) -> model.Frame:

@@ -37,6 +37,16 @@ class UserSymbols:
             self.by_pid[process.pid] = ProcessSymbols(process, lines=self.lines, copier=self._copier(process))
             self._prime(process.pid)
 
+    def add_child(self, process: TracedProcess, parent: int) -> None:
+        """A forked child: until it maps something new its addresses are its
+        parent's, whose symbols serve when the child is gone before it is read."""
+        symbols = ProcessSymbols(process, lines=self.lines, copier=self._copier(process))
+        try:
+            symbols.prime()
+        except LeaktraceError:
+            symbols = self.by_pid.get(parent, symbols)
+        self.by_pid[process.pid] = symbols
+
     def _copier(self, process: TracedProcess) -> Optional[DockerCopy]:
         """The docker cp fallback for the process's container (one per container), if any."""
         container = process.container()

@@ -4,7 +4,8 @@ Most runs compile one variant: task storage for per-thread call state, CFI
 unwinding, no event stream, kernel mode without filters. The others are
 fallbacks that only some kernels or options reach (PENDING_HASH=1 on kernels
 before 5.11 or where task storage does not load, UNWIND_CFI=0 with --unwind
-fp, TRACE_EVENTS=1 with --trace, kernel mode's filters and FULL_STACKS=1), so
+fp, TRACE_EVENTS=1 with --trace, FOLLOW_FORKS=1 with --follow-forks, kernel
+mode's filters and FULL_STACKS=1), so
 a change that breaks one would go unseen until that kernel or option meets
 it. Each variant is compiled through the probe classes (the -D flags as a run
 sets them: options and the allocator table) and every program in it is
@@ -42,6 +43,9 @@ USER_VARIANTS = {
     "fp-trace": (ProbeConfig(unwind="fp", trace=True), {"pending": False, "unwind_rows": False, "events": True}),
     "pending-hash-fp-trace": (ProbeConfig(pending_hash=True, unwind="fp", trace=True),
                               {"pending": True, "unwind_rows": False, "events": True}),
+    # --follow-forks as kernels before 5.11 run it (its fork and exit tracepoints load with it)
+    "pending-hash-follow-forks": (ProbeConfig(pending_hash=True, follow_forks=True),
+                                  {"pending": True, "unwind_rows": True, "events": False}),
 }
 
 

@@ -90,6 +90,23 @@ def test_recursive_calls_keep_one_frame_per_level(build):
     assert symbols(stack)[:8] == ["recurse"] * 7 + ["main"]  # recurse(6) .. recurse(0)
 
 
+def test_a_leak_66_frames_deep_shows_every_frame_down_to_main(build):
+    program = build("unwind_cases.c", NO_FRAME_POINTERS, name="unwind_cases_O2")
+    leaked, reports, _ = trace_leaker([program, "deep"])
+    stack = leak_stack(reports[-1], "recurse", leaked)
+    names = symbols(stack)
+    assert names[:66] == ["recurse"] * 65 + ["main"], names  # recurse(64) .. recurse(0)
+    assert not any("deeper than" in w for w in reports[-1]["warnings"]), reports[-1]["warnings"]
+
+
+def test_a_stack_deeper_than_the_walk_is_cut_at_128_frames_and_says_so(build):
+    program = build("unwind_cases.c", NO_FRAME_POINTERS, name="unwind_cases_O2")
+    leaked, reports, _ = trace_leaker([program, "deeper"])
+    stack = leak_stack(reports[-1], "recurse", leaked)
+    assert symbols(stack) == ["recurse"] * 128, symbols(stack)
+    assert "some stacks are deeper than 128 frames and were cut there" in reports[-1]["warnings"]
+
+
 def test_leak_in_a_signal_handler_continues_into_the_interrupted_code(build):
     program = build("unwind_cases.c", NO_FRAME_POINTERS, name="unwind_cases_O2")
     leaked, reports, _ = trace_leaker([program, "signal"])

@@ -34,6 +34,7 @@ from harness import (  # noqa: E402
     OLDER_THAN_MS, REPO, SETTLE_S, TIMEOUT_SCALE, LeakyProcess, Tracer, assert_within, compile_c,
     describe_stacks, frame_symbols, leaked_under, leaktrace_command, parse_leaked, stack_with, trace, trace_leaker,
 )
+from integration import test_follow_forks as forks_test  # noqa: E402  (its prefork server)
 from integration import test_kernel as kernel_test  # noqa: E402  (its kernel_holder driver)
 from leaktrace.triage.growers import STARTUP_S  # noqa: E402
 from matrix import kernel_facts  # noqa: E402
@@ -135,6 +136,10 @@ class Checks:
         assert {f["unwind"] for f in stack["frames"]} == {"fp"}, stack["frames"]
         assert_site(reports[-1], "fibonacci", leaked["sites"]["fibonacci"])
         return reports[-1]
+
+    def forks(self) -> Dict:
+        """--follow-forks: workers forked after attach, each leak under its own pid."""
+        return forks_test.check_prefork_server(self.build)
 
     def exit_report(self) -> Dict:
         """The target exits: leaktrace prints its final report and exits by itself."""
@@ -256,7 +261,8 @@ def rss_anon(pid: int) -> int:
     raise AssertionError(f"no RssAnon in /proc/{pid}/status")
 
 
-SMOKE = ("attach", "run", "jemalloc", "cfi", "kernel", "triage", "unwind_fp", "exit_report", "cxx_bad_alloc")
+SMOKE = ("attach", "run", "jemalloc", "cfi", "kernel", "triage", "unwind_fp", "exit_report", "cxx_bad_alloc",
+         "forks")
 
 
 def run_one(name: str) -> None:

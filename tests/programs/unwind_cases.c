@@ -1,6 +1,8 @@
 /* Leaks the CFI unwinder must see through; built with -O2 -fomit-frame-pointer.
  *   unwind_cases chain      main -> chain_1 .. chain_5 -> malloc
  *   unwind_cases recursive  main -> recurse x RECURSION -> malloc
+ *   unwind_cases deep       main -> recurse x (DEEP + 1) -> malloc: 66 frames up to main
+ *   unwind_cases deeper     main -> recurse x (DEEPER + 1) -> malloc: past any walk's limit
  *   unwind_cases signal     main -> fire_signals -> raise -> (signal) on_signal -> malloc
  * noipa keeps each function a real frame: no inlining, cloning or tail calls
  * folded away; the work after each call keeps the calls from being tail calls. */
@@ -11,6 +13,8 @@
 #define LEAKS 32
 #define BLOCK 200
 #define RECURSION 6
+#define DEEP 64
+#define DEEPER 200
 
 #define FRAME __attribute__((noipa))
 
@@ -67,6 +71,10 @@ int main(int argc, char **argv)
             sink += chain_1(i);
         else if (!strcmp(which, "recursive"))
             sink += recurse(RECURSION), site = "recurse";
+        else if (!strcmp(which, "deep"))
+            sink += recurse(DEEP), site = "recurse";
+        else if (!strcmp(which, "deeper"))
+            sink += recurse(DEEPER), site = "recurse";
     }
     if (!strcmp(which, "signal"))
         fire_signals(), site = "on_signal";

@@ -81,6 +81,7 @@ def test_kinds_match_the_c_enums_index_by_index():
 def test_shared_constants_match():
     assert define("common.h", "WEIGHT_SHIFT") == user.WEIGHT_SHIFT
     assert define("unwind.h", "UNWIND_MAX_MAPPINGS") == unwinder.MAX_MAPPINGS
+    assert define("unwind.h", "UNWIND_MAX_DEPTH") == unwinder.MAX_DEPTH
     assert define("unwind.h", "UNWIND_ID_BIT") == unwinder.ID_BIT
 
 

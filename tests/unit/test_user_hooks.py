@@ -91,7 +91,7 @@ class RecordingBPF:
 class RecordingHooks(UprobeHooks):
     """UprobeHooks whose probes the stand-in records instead of the kernel making them."""
 
-    def attach(self, path, symbol, handler, pid, offset=0, retprobe=False):
+    def attach(self, path, symbol, handler, pid, offset=0, retprobe=False, every_process=False):
         if retprobe:
             self.bpf.attach_uretprobe(name=path, sym=symbol, fn_name=handler, pid=pid)
         else:
