@@ -178,6 +178,14 @@ def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
+def _real_path(path: str) -> Optional[str]:
+    """os.path.realpath, or None when a /proc/PID/root on the way is gone."""
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return None
+
+
 class UserProbe:
     def __init__(self, config: ProbeConfig, placements: Optional[Callable[[Hook], int]] = None,
                  addresses: Optional[Callable[[str, str], Optional[int]]] = None):
@@ -421,11 +429,12 @@ class UserProbe:
     def _notice_late_allocators(self) -> None:
         """A library mapped after attach (dlopen) that defines malloc is an
         allocator the probes do not cover: say so."""
-        hooked = {os.path.realpath(hook.path) for _, hook, _ in self.attached}
+        hooked = {_real_path(hook.path) for _, hook, _ in self.attached}
         for pid, paths in self.unwinder.mapped_late.items():
             for path in paths:
                 host = f"/proc/{pid}/root{path}"
-                if os.path.realpath(host) not in hooked and defines_malloc(host):
+                real = _real_path(host)  # None once the process is gone: nothing to say then
+                if real is not None and real not in hooked and defines_malloc(host):
                     self._late_allocators.setdefault(
                         f"PID {pid} mapped {path} after tracing began (dlopen?); it defines malloc, "
                         "and calls to it are not traced (trace them with --obj PATH)", None)
