@@ -429,6 +429,8 @@ class UserProbe:
     def _notice_late_allocators(self) -> None:
         """A library mapped after attach (dlopen) that defines malloc is an
         allocator the probes do not cover: say so."""
+        if not any(self.unwinder.mapped_late.values()):
+            return  # the common case, at every poll: no path to resolve
         hooked = {_real_path(hook.path) for _, hook, _ in self.attached}
         for pid, paths in self.unwinder.mapped_late.items():
             for path in paths:
