@@ -69,6 +69,7 @@ def leaked_lines(leaker, rounds, timeout=30):
 def test_attaching_while_threads_are_inside_the_allocator_loses_nothing_silently(build, pending_hash):
     binary = build("busy_allocator.c")
     with LeakyProcess([binary, THREADS, BLOCKS]) as leaker:
+        leaker.wait_line("READY")  # started at once, it may not have mapped libc yet
         process = TracedProcess(leaker.pid)
         symbols = ProcessSymbols(process)
         process.plan = plan = allocator.discover(process, None)

@@ -10,6 +10,7 @@
  *           bytes from leak_block() (malloc only: an allocator function it
  *           was not in while the tracer attached), then waits; then
  *           `LEAKED bytes=N count=M` for this round (leaky.h protocol)
+ * READY is printed once the threads run (libc is mapped by then).
  * EOF ends the program.
  */
 #include <pthread.h>
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, out, _IOLBF, sizeof out); /* stdio allocates nothing of its own */
 	for (int i = 0; i < threads; i++)
 		pthread_create(&ids[i], NULL, worker, NULL);
+	puts("READY"); /* libc is mapped: the test may look for the allocator */
 	while (fgets(line, sizeof line, stdin)) {
 		if (strncmp(line, "churn", 5) == 0) {
 			set_phase(1);
