@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kernel_syscalls import LOOPS, build, ops_per_s  # noqa: E402
-from leaktrace.config import ProbeConfig  # noqa: E402
+from leaktrace.base.config import ProbeConfig  # noqa: E402
 from leaktrace.probes import progstats  # noqa: E402
 from leaktrace.probes.kernel import KernelProbe  # noqa: E402
 

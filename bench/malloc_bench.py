@@ -86,7 +86,7 @@ def run_floor(binary, pairs, threads, placed: bool):
     from leaktrace.probes.allocator import discover
     from leaktrace.probes.alloc_functions import HANDLERS
     from leaktrace.probes.user import distinct_entry_points, emulated_offset
-    from leaktrace.traced_process import TracedProcess
+    from leaktrace.process.traced_process import TracedProcess
 
     proc = start_target(binary, pairs, threads)
     bpf = bcc.BPF(src_file=str(HERE / "empty_probe.c").encode())

@@ -65,9 +65,9 @@ def offline(mib: int, block: int) -> str:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from leaktrace.model import UNREFERENCED, Allocation, StackKey
-    from leaktrace.reach.memory import HEAP, ROOT, Segment
-    from leaktrace.reach.scan import Copy, judge_blocks
+    from leaktrace.base.model import UNREFERENCED, Allocation, StackKey
+    from leaktrace.judge.reach.memory import HEAP, ROOT, Segment
+    from leaktrace.judge.reach.scan import Copy, judge_blocks
 
     count, words, base = (mib << 20) // block, block // 8, 0x5555_0000_0000
     rng = np.random.default_rng(1)

@@ -1,7 +1,7 @@
 /* age_blocks.h: where an allocation's bytes sit on the totals maps' time axis.
  *
  * bcc dialect, included by user_alloc.c and kernel_alloc.c; mirrored by
- * leaktrace/age_blocks.py (keep both in step).
+ * leaktrace/probes/age_blocks.py (keep both in step).
  *
  * Time is counted in epochs of 2^AGE_BUCKET_SHIFT ns (~268 ms). A new
  * allocation goes to a level-0 block of AGE_SLOTS epochs with one slot per

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from leaktrace.errors import LeaktraceError, UsageError
+from leaktrace.base.errors import LeaktraceError, UsageError
 from leaktrace.report.json_report import read_reports
 from leaktrace.report.table import TableReporter
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from leaktrace.errors import LeaktraceError
+from leaktrace.base.errors import LeaktraceError
 from leaktrace.probes.headers import ensure_kernel_source
 
 OLDER_THAN_MS = 500  # the same age filter the demo gives leaktrace

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from leaktrace.units import format_bytes
+from leaktrace.base.units import format_bytes
 
 
 def final_report(reports: Path) -> Dict:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
-from leaktrace.config import ReportConfig
-from leaktrace.errors import UsageError
-from leaktrace.model import AGE_THRESHOLDS_S, Bucket, Site, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import AGE_THRESHOLDS_S, Bucket, Site, Snapshot, StackKey
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000

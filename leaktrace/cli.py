@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import click
 
 from . import __version__
-from .errors import EX_SOFTWARE, EX_USAGE, LeaktraceError
+from .base.errors import EX_SOFTWARE, EX_USAGE, LeaktraceError
 from .session import describe_error
 
 

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import missed_frees, stop_signals
-from .config import ReportConfig, RunConfig
-from .errors import LeaktraceError
-from .growth import GrowthTracker
-from .judgement import judge_interval
-from .model import Report, RowContents, Site, Snapshot
+from .judge import missed_frees
+from .base import stop_signals
+from .base.config import ReportConfig, RunConfig
+from .base.errors import LeaktraceError
+from .judge.growth import GrowthTracker
+from .judge.judgement import judge_interval
+from .base.model import Report, RowContents, Site, Snapshot
 from .symbolize import build_report
 
 POLL_MS = 100

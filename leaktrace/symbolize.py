@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from leaktrace.aggregate import NS_PER_MS, AggregateResult
-from leaktrace.config import ReportConfig
-from leaktrace.judgement import Judged, SiteVerdict
-from leaktrace.model import (Allocation, Frame, RawStack, Report, ReportRow, RowContents, Site, Snapshot,
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.judgement import Judged, SiteVerdict
+from leaktrace.base.model import (Allocation, Frame, RawStack, Report, ReportRow, RowContents, Site, Snapshot,
                              StackKey)
 
 Resolver = Callable[[StackKey, RawStack], Tuple[Frame, ...]]

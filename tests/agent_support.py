@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from harness import REPO, _LineReader
-from leaktrace.cgroups import cgroup2_root
+from leaktrace.process.cgroups import cgroup2_root
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 Stages, one module each, data flowing one way:
   watch.py      pure: /proc samples -> one series per process, cgroup, slab
-                cache and total, judged by the shared growth model (trend.py)
+                cache and total, judged by the shared growth model (judge/trend.py)
   policy.py     pure: which suspect to trace next (one at a time, cool-down
                 per target, harder sampling after a budget stop)
   budget.py     pure: the probes' measured CPU cost against --budget

@@ -33,12 +33,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from leaktrace import targets
+from leaktrace.process import targets
 from leaktrace.agent.budget import ProbeCost
-from leaktrace.cgroups import CgroupPaths
-from leaktrace.config import ProbeConfig, ReportConfig, RunConfig
-from leaktrace.errors import LeaktraceError
-from leaktrace.model import Report
+from leaktrace.process.cgroups import CgroupPaths
+from leaktrace.base.config import ProbeConfig, ReportConfig, RunConfig
+from leaktrace.base.errors import LeaktraceError
+from leaktrace.base.model import Report
 from leaktrace.probes import progstats, release
 from leaktrace.probes.kernel import KernelFilters, KernelProbe
 from leaktrace.probes.user import UserProbe
@@ -131,7 +131,7 @@ def _user(request: Request):
 def _scanner(request: Request, probe: UserProbe) -> Optional["TimedScan"]:
     if not request.scans:
         return None
-    from leaktrace.reach.scan import Scanner  # numpy: only when asked for
+    from leaktrace.judge.reach.scan import Scanner  # numpy: only when asked for
     # attach's scan: blocks made before the probes attached are missing from the map
     return TimedScan(Scanner(probe.read_allocations, request.reach_max_bytes, missing_blocks=True))
 

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from leaktrace.errors import UsageError
-from leaktrace.model import Report
-from leaktrace.recording import RecordingWriter
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import Report
+from leaktrace.report.recording import RecordingWriter
 from leaktrace.report.pprof import build_profile
 from leaktrace.report.serialize import report_to_dict
 

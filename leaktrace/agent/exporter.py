@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from leaktrace.agent.findings import SiteFinding
 from leaktrace.agent.watch import Judged, Key
-from leaktrace.errors import UsageError
+from leaktrace.base.errors import UsageError
 
 SITES_PER_ESCALATION = 5
 KEPT_ESCALATIONS = 5

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from leaktrace.agent.escalate import Outcome, Request
 from leaktrace.agent.watch import Judged
-from leaktrace.model import REACH_CLASSES, Report
+from leaktrace.base.model import REACH_CLASSES, Report
 from leaktrace.report.frames import row_title
 from leaktrace.report.serialize import reach_classes_to_dict, reach_summary_to_dict
 

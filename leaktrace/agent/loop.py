@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, Optional, Tuple
 
-from leaktrace import stop_signals
+from leaktrace.base import stop_signals
 from leaktrace.agent import escalate
 from leaktrace.agent.budget import Budget, ProbeCost
 from leaktrace.agent.config import AgentConfig
@@ -34,7 +34,7 @@ from leaktrace.agent.findings import SiteFinding, event, top_sites
 from leaktrace.agent.policy import Escalations
 from leaktrace.agent.sampler import Clock, Sampler
 from leaktrace.agent.watch import CGROUP, PROCESS, SLAB, TOTAL, Judged, Key, Watch, policy_for
-from leaktrace.units import format_bytes
+from leaktrace.base.units import format_bytes
 from leaktrace.triage.procfs import Sample
 from leaktrace.triage.sampling import read_sample
 

@@ -1,5 +1,5 @@
 """The agent's growth model: one bounded series per process, cgroup, slab
-cache and memory total, judged by leaktrace.trend.
+cache and memory total, judged by leaktrace.judge.trend.
 
 Contract: Watch.observe(sample) records one triage Sample (pure, no I/O);
 judged(kind) returns the current Trend of every series of that kind;
@@ -17,8 +17,8 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Deque, Dict, Iterator, List, Tuple
 
-from leaktrace import trend
-from leaktrace.cgroups import container_label
+from leaktrace.judge import trend
+from leaktrace.process.cgroups import container_label
 from leaktrace.triage.procfs import Sample
 
 PROCESS, CGROUP, SLAB, TOTAL = "process", "cgroup", "slab", "total"

@@ -8,8 +8,8 @@ from ..agent.evidence import EvidenceStore
 from ..agent.exporter import serve
 from ..agent.loop import Agent
 from ..agent.watch import TARGET_KINDS
-from ..console import stderr_line
-from ..errors import UsageError
+from ..base.console import stderr_line
+from ..base.errors import UsageError
 from ..probes import features
 from .options import DEFAULT_REACH_MAX_MB
 from .triage import parse_duration

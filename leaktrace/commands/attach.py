@@ -5,8 +5,9 @@ from typing import List, Optional
 
 import click
 
-from .. import containers, targets, timing
-from ..errors import UsageError
+from ..process import containers, targets
+from ..base import timing
+from ..base.errors import UsageError
 from ..probes import features, uretprobe
 from ..probes.user import UserProbe
 from ..symbols.copyout import MODES as DOCKER_CP_MODES

@@ -12,15 +12,15 @@ from typing import List, Optional, Tuple
 import click
 from tabulate import tabulate
 
-from .. import output_files
-from ..compare import Change, compare, to_dict
-from ..console import stderr_line
-from ..errors import UsageError
-from ..model import Report, ReportRow
-from ..recording import read_recording, select
+from ..base import output_files
+from ..judge.compare import Change, compare, to_dict
+from ..base.console import stderr_line
+from ..base.errors import UsageError
+from ..base.model import Report, ReportRow
+from ..report.recording import read_recording, select
 from ..report.frames import row_title
 from ..report.table import printable
-from ..units import format_bytes
+from ..base.units import format_bytes
 from .output import open_output
 
 

@@ -14,11 +14,12 @@ from typing import Sequence, Tuple
 
 import click
 
-from .. import evidence, timing
-from ..cgroups import CgroupPaths
-from ..console import stderr_line
-from ..errors import UsageError
-from ..model import KERNEL_KINDS
+from ..judge import evidence
+from ..base import timing
+from ..process.cgroups import CgroupPaths
+from ..base.console import stderr_line
+from ..base.errors import UsageError
+from ..base.model import KERNEL_KINDS
 from ..probes import features, slabs
 from ..probes.kernel import KernelFilters, KernelProbe
 from ..probes.kernel_contents import SPACE_KERNEL_DATA, ContentReader, data_bounds

@@ -11,12 +11,12 @@ from typing import Callable, Iterator, Optional, TextIO
 
 import click
 
-from .. import output_files
-from ..config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, OutputConfig, ProbeConfig,
+from ..base import output_files
+from ..base.config import (DEFAULT_INTERVAL_S, DEFAULT_OLDER_THAN_MS, DEFAULT_TOP, OutputConfig, ProbeConfig,
                       ReachConfig, ReportConfig, RunConfig)
-from ..errors import UsageError
-from ..model import Report
-from ..recording import RecordingWriter
+from ..base.errors import UsageError
+from ..base.model import Report
+from ..report.recording import RecordingWriter
 from ..report import REPORTERS, get_reporter, is_binary, render_reports
 
 FORMATS = tuple(REPORTERS)
@@ -167,7 +167,7 @@ def reach_scanner(reach: ReachConfig, probe_config: ProbeConfig, read_allocation
     from_start: the probes saw every allocation since exec (run)."""
     if not reach.when:
         return None
-    from ..reach.scan import Scanner  # numpy: only when asked for
+    from ..judge.reach.scan import Scanner  # numpy: only when asked for
     filtered = bool(probe_config.min_size or probe_config.max_size)
     return Scanner(read_allocations, max_bytes=reach.max_bytes, missing_blocks=filtered or not from_start)
 

@@ -9,8 +9,8 @@ import sys
 from contextlib import contextmanager
 from typing import IO, Iterator, Optional
 
-from .. import output_files
-from ..errors import UsageError
+from ..base import output_files
+from ..base.errors import UsageError
 
 
 @contextmanager

@@ -11,11 +11,11 @@ from typing import Optional
 
 import click
 
-from .. import output_files
-from ..config import DEFAULT_TOP
-from ..console import stderr_line
-from ..errors import UsageError
-from ..recording import limited, read_recording, select
+from ..base import output_files
+from ..base.config import DEFAULT_TOP
+from ..base.console import stderr_line
+from ..base.errors import UsageError
+from ..report.recording import limited, read_recording, select
 from ..report import REPORTERS, get_reporter, is_binary, render_reports
 from .output import open_output
 

@@ -27,14 +27,14 @@ from typing import Callable, List, Optional
 
 import click
 
-from .. import timing
-from ..errors import TargetError, UsageError
-from ..forks import ForkWatch
-from ..model import Target
+from ..base import timing
+from ..base.errors import TargetError, UsageError
+from ..process.forks import ForkWatch
+from ..base.model import Target
 from ..probes import allocator, features
 from ..probes.user import UserProbe
 from ..symbols.user import UserSymbols
-from ..traced_process import TracedProcess
+from ..process.traced_process import TracedProcess
 from . import options
 from .tracing import open_trace_output, trace_processes
 

@@ -7,14 +7,15 @@ from typing import Optional, Sequence
 
 import click
 
-from .. import targets, timing
-from ..console import stderr_line
-from ..model import Target
+from ..process import targets
+from ..base import timing
+from ..base.console import stderr_line
+from ..base.model import Target
 from ..probes import allocator
 from ..probes.user import UserProbe
 from ..session import Session
 from ..symbols.user import UserSymbols
-from ..traced_process import TracedProcess
+from ..process.traced_process import TracedProcess
 from . import options
 
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..errors import UsageError
+from ..base.errors import UsageError
 from ..triage import RENDERERS, assess, read_oom_settings, sample_window, to_data, triage as analyse
 from ..triage.verdicts import MIN_SPAN_S
 

@@ -21,10 +21,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from elftools.elf.elffile import ELFFile
 
-from ..errors import TargetError, UsageError
+from ..base.errors import TargetError, UsageError
 from ..symbols import ElfError, open_elf
 from ..symbols.paths import READ_FLAGS, PathResolveError, pin_in_root
-from ..traced_process import TracedProcess
+from ..process.traced_process import TracedProcess
 from .alloc_functions import BY_NAME, FUNCTIONS
 from .forwarders import drop_forwarders, jump_target
 

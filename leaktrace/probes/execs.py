@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, Hashable, Mapping, Tuple
 
-from .. import targets as processes
-from ..model import Target
-from ..units import format_bytes
+from ..process import targets as processes
+from ..base.model import Target
+from ..base.units import format_bytes
 
 
 @dataclass(frozen=True)

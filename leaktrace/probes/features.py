@@ -11,8 +11,8 @@ import os
 import struct
 from typing import Optional
 
-from .. import privileges
-from ..errors import EnvironmentProblem, PermissionProblem
+from ..base import privileges
+from ..base.errors import EnvironmentProblem, PermissionProblem
 from . import syscall
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")

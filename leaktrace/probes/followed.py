@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, List, Sequence, Tuple
 
-from .. import targets as processes
-from ..errors import EnvironmentProblem
-from ..model import Target
+from ..process import targets as processes
+from ..base.errors import EnvironmentProblem
+from ..base.model import Target
 from . import btf
 
 IMAGE_EXITED = 1  # bpf/common.h

@@ -6,7 +6,7 @@ and tracepoint programs do not depend on kernel struct layouts, so the
 distribution's default headers work: a whole tree under /usr/src (Ubuntu's
 linux-headers-X-generic, Fedora's kernels/X) as it is, or the split Debian
 layout (linux-headers-X-common + linux-headers-X-amd64) merged into a tree of
-symlinks in the cache's kernel-headers/ directory (leaktrace/cache.py). Either is passed to bcc as BCC_KERNEL_SOURCE,
+symlinks in the cache's kernel-headers/ directory (leaktrace/base/cache.py). Either is passed to bcc as BCC_KERNEL_SOURCE,
 with one line on stderr saying which.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .. import cache
-from ..errors import EnvironmentProblem
+from ..base import cache
+from ..base.errors import EnvironmentProblem
 
 _ARCH_SUFFIX = {"x86_64": "amd64", "aarch64": "arm64"}
 

@@ -27,8 +27,8 @@ import os
 import struct
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .. import privileges
-from ..errors import LeaktraceError, ProbeLoadError, TargetError
+from ..base import privileges
+from ..base.errors import LeaktraceError, ProbeLoadError, TargetError
 from . import release, syscall
 
 BPF_PROG_TYPE_KPROBE = 2

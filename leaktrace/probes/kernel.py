@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
-from ..age_blocks import AgeTotal, BlockFolder
-from ..config import ProbeConfig
-from ..errors import EnvironmentProblem, ProbeLoadError
-from ..model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
+from .age_blocks import AgeTotal, BlockFolder
+from ..base.config import ProbeConfig
+from ..base.errors import EnvironmentProblem, ProbeLoadError
+from ..base.model import KERNEL_KINDS, Allocation, Bucket, RawStack, Snapshot, StackKey, Target
 from ..symbols import kallsyms
 from ..triage import procfs
 from . import batch, btf, features, release, slabs, source, tracepoints

@@ -35,7 +35,7 @@ import capstone
 from capstone import x86 as cs_x86
 from elftools.common.exceptions import ELFError
 
-from ..errors import TargetError, UsageError
+from ..base.errors import TargetError, UsageError
 from .code_index import BRANCH_GROUPS, decoder, direct_target, index_elf
 
 # Look no further: prologues are short, and this bounds the foreign-entry window.

@@ -4,7 +4,7 @@ Indexing every branch of libc for placement.place_probe takes about half a
 second, a third of a warm attach; the answer only changes with the file, the
 kernel's emulation (its major.minor) or the placement rules. So answers are
 stored per file version (device, inode, size, mtime) in the cache's
-placement/ directory (leaktrace/cache.py: a directory only this user can
+placement/ directory (leaktrace/base/cache.py: a directory only this user can
 write), in a JSON file whose name also hashes the rules' own source, so an
 upgraded leaktrace never reuses an old decision.
 
@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 
 from elftools.common.exceptions import ELFError
 
-from .. import cache
+from ..base import cache
 from . import code_index, placement
 from .code_index import function_code
 from .placement import MAX_SKIP_BYTES, Placement, confirmed, kernel_version, place_probe

@@ -37,7 +37,7 @@ import sys
 import threading
 from typing import List, Optional, Sequence
 
-from .. import timing
+from ..base import timing
 
 HELPER_NAME = b"lt-detach"
 WAIT_S = 60  # a detach never takes this long; past it, leaktrace exits anyway

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .. import timing
-from ..errors import PRIVILEGE_HINT, PermissionProblem, ProbeLoadError
+from ..base import timing
+from ..base.errors import PRIVILEGE_HINT, PermissionProblem, ProbeLoadError
 from . import features, headers
 
 

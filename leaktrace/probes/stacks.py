@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, Optional
 
-from ..model import RawStack, StackKey
+from ..base.model import RawStack, StackKey
 
 
 class StackCache:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Hashable, List, Tuple
 
-from ..age_blocks import SLOTS, BlockEntry, BlockFolder, Folded
+from .age_blocks import SLOTS, BlockEntry, BlockFolder, Folded
 from . import batch
 
 # Value layout shared by both modes: s64 bytes[SLOTS], s64 count[SLOTS], ...

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from ..model import KERNEL_KINDS
+from ..base.model import KERNEL_KINDS
 from . import cache_names
 
 _FIELD = re.compile(

@@ -17,9 +17,9 @@ import ctypes
 import time
 from typing import Dict, List, Optional
 
-from ..errors import LeaktraceError
-from ..model import RawStack
-from ..traced_process import TracedProcess
+from ..base.errors import LeaktraceError
+from ..base.model import RawStack
+from ..process.traced_process import TracedProcess
 from ..unwind.spaces import (
     MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, signature_of,
 )

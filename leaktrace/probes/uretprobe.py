@@ -27,7 +27,7 @@ import struct
 from functools import lru_cache
 from typing import Iterable, Optional
 
-from ..errors import EnvironmentProblem
+from ..base.errors import EnvironmentProblem
 
 URETPROBE_NR = 335  # arch/x86/entry/syscalls/syscall_64.tbl
 _MARKER_ERRNO = 1234

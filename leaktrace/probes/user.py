@@ -16,13 +16,13 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..age_blocks import AgeTotal, BlockFolder
-from ..config import ProbeConfig
-from ..errors import LeaktraceError, ProbeLoadError
+from .age_blocks import AgeTotal, BlockFolder
+from ..base.config import ProbeConfig
+from ..base.errors import LeaktraceError, ProbeLoadError
 from ..symbols import ElfError, open_elf
-from ..model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
-from .. import timing
-from ..traced_process import TracedProcess
+from ..base.model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
+from ..base import timing
+from ..process.traced_process import TracedProcess
 from . import alloc_functions, exceptions, features, hooks, release, source
 from .allocator import Hook, HookPlan, defines_malloc
 from .alloc_functions import ARG_REGS, BY_NAME, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Dict, Protocol, Sequence, TextIO, Type
 
-from leaktrace.errors import UsageError
-from leaktrace.model import Report
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import Report
 from leaktrace.report.flamegraph import FlamegraphReporter
 from leaktrace.report.folded import FoldedReporter
 from leaktrace.report.json_report import JsonReporter

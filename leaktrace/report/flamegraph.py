@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
-from leaktrace.model import Report
+from leaktrace.base.model import Report
 from leaktrace.report.frames import root_first
-from leaktrace.units import format_bytes
+from leaktrace.base.units import format_bytes
 
 WIDTH = 1200
 ROW = 17

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, TextIO, Tuple
 
-from leaktrace.model import Report
+from leaktrace.base.model import Report
 from leaktrace.report.frames import root_first
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from leaktrace.model import ReportRow
+from leaktrace.base.model import ReportRow
 from leaktrace.probes.alloc_functions import ALLOCATOR_SYMBOLS
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator, TextIO
 
-from leaktrace.errors import UsageError
-from leaktrace.model import Report
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import Report
 from leaktrace.report.serialize import report_from_dict, report_to_dict
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, TextIO, Tuple
 from xml.sax.saxutils import escape
 
-from leaktrace.compare import stack_signature
-from leaktrace.model import Report, ReportRow
+from leaktrace.judge.compare import stack_signature
+from leaktrace.base.model import Report, ReportRow
 from leaktrace.report.frames import row_title
-from leaktrace.units import format_age, format_bytes
+from leaktrace.base.units import format_age, format_bytes
 
 MAX_LINES = 8
 WIDTH, HEIGHT = 960, 540

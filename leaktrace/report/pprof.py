@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 from typing import BinaryIO, Dict, List, Tuple
 
-from leaktrace.model import Frame, Report, ReportRow
+from leaktrace.base.model import Frame, Report, ReportRow
 from leaktrace.report.profile_proto import profile_classes
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Dict, Tuple
 
-from leaktrace.errors import EnvironmentProblem
+from leaktrace.base.errors import EnvironmentProblem
 
 PACKAGE = "perftools.profiles"
 I64, U64, BOOL, STRING = "int64", "uint64", "bool", "string"

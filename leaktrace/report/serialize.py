@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from leaktrace.errors import UsageError
-from leaktrace.model import (
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import (
     AGE_THRESHOLDS_S,
     REACH_CLASSES,
     Allocation,
@@ -26,7 +26,7 @@ from leaktrace.model import (
     StackKey,
     Target,
 )
-from leaktrace.reach.content import ascii_text
+from leaktrace.judge.reach.content import ascii_text
 
 SCHEMA_VERSION = 1
 AGE_KEYS = tuple(f"{t}s" for t in AGE_THRESHOLDS_S)

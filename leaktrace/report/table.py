@@ -13,10 +13,10 @@ from typing import List, Sequence, TextIO
 
 from tabulate import tabulate
 
-from leaktrace.model import (REACH_CLASSES, Frame, KernelPointer, Report, ReportRow, RowContents, RowReach,
+from leaktrace.base.model import (REACH_CLASSES, Frame, KernelPointer, Report, ReportRow, RowContents, RowReach,
                              Target)
-from leaktrace.reach.content import hex_lines
-from leaktrace.units import format_age, format_bytes
+from leaktrace.judge.reach.content import hex_lines
+from leaktrace.base.units import format_age, format_bytes
 
 RED, RESET = "\033[1;31m", "\033[0m"
 FRAME_INDENT = "      "

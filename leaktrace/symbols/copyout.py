@@ -8,7 +8,7 @@ a stripped binary's debug file (/usr/lib/debug/.build-id/..., then the
 .gnu_debuglink candidates) the same way, accepted only when its build-id or
 CRC matches. Failures raise CopyOutError with a one-line message.
 
-The cache (containers/ in leaktrace/cache.py's directory, mode 0700, files
+The cache (containers/ in leaktrace/base/cache.py's directory, mode 0700, files
 0600: copies are never executable and never run) is keyed by container and
 build-id: a build-id is only a note in the file, so a copy one container
 provides is never used for another (a hostile container could plant a debug
@@ -33,9 +33,9 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from .. import cache as leaktrace_cache
-from ..containers import daemon_unreachable, docker_command, docker_failure
-from ..errors import LeaktraceError
+from ..base import cache as leaktrace_cache
+from ..process.containers import daemon_unreachable, docker_command, docker_failure
+from ..base.errors import LeaktraceError
 from .debuginfo import build_id_path, debuglink_candidates, file_crc32
 from .elf import ElfError, ElfSymbols, open_elf
 

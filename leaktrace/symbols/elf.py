@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from elftools.elf.elffile import ELFFile
 
-from ..errors import LeaktraceError
+from ..base.errors import LeaktraceError
 from .elf_tables import (
     FunctionTable,
     TableError,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from typing import List, Optional, Tuple
 
-from ..model import Frame, RawStack
+from ..base.model import Frame, RawStack
 
 KALLSYMS = "/proc/kallsyms"
 TEXT_TYPES = frozenset("tTwW")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from .. import privileges
-from ..errors import TargetError
+from ..base import privileges
+from ..base.errors import TargetError
 
 DELETED_SUFFIX = " (deleted)"
 

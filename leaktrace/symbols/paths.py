@@ -26,7 +26,7 @@ import os
 import stat
 from typing import Dict, List, Tuple
 
-from ..errors import LeaktraceError
+from ..base.errors import LeaktraceError
 
 MAX_SYMLINKS = 40  # the kernel's own limit (MAXSYMLINKS)
 SYS_OPENAT2 = 437  # one number on every architecture (the syscall table unified at 424)

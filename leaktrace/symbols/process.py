@@ -34,9 +34,9 @@ from bisect import bisect_right
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-from .. import model
-from ..containers import SIMULATE_NO_PROC_ROOT
-from ..errors import LeaktraceError
+from ..base import model
+from ..process.containers import SIMULATE_NO_PROC_ROOT
+from ..base.errors import LeaktraceError
 from .copyout import DockerCopy
 from .debuginfo import find_debug_file, host_debug_file
 from .demangle import demangle
@@ -46,7 +46,7 @@ from .maps import MapEntry
 from .paths import READ_FLAGS
 
 if TYPE_CHECKING:  # traced_process reads maps through this package
-    from ..traced_process import TracedProcess
+    from ..process.traced_process import TracedProcess
 
 BUILD_ID_MISMATCH = "build-id mismatch"
 NOT_THE_MAPPED_FILE = "host file is not the mapped one"

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Optional
 
-from .. import containers, targets, timing
-from ..console import stderr_line
-from ..errors import LeaktraceError
-from ..traced_process import TracedProcess
+from ..process import containers, targets
+from ..base import timing
+from ..base.console import stderr_line
+from ..base.errors import LeaktraceError
+from ..process.traced_process import TracedProcess
 from .copyout import DockerCopy
 from .process import ProcessSymbols
 

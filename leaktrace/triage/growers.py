@@ -1,7 +1,7 @@
 """Who grows: processes, slab caches and vmalloc callers over a Capture.
 
 Contract: pure functions of the samples. Each owner's series is judged by the
-shared growth model (leaktrace.trend); only a "growing" one is a grower, so a
+shared growth model (leaktrace.judge.trend); only a "growing" one is a grower, so a
 process that started up and plateaued, or a cache that filled, is not ranked.
 Processes that cannot be judged fairly are never ranked: leaktrace's own,
 and those too young to tell start-up from a leak (started less than
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from leaktrace import trend
-from leaktrace.cgroups import container_label
+from leaktrace.judge import trend
+from leaktrace.process.cgroups import container_label
 from leaktrace.triage.procfs import Capture, ProcessMemory, Sample
 
 GROWER_FLOOR = 64 * 1024  # a grower must gain this much over the window

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
-from leaktrace.model import Container
+from leaktrace.base.model import Container
 
 PAGE_SIZE = 4096
 

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from leaktrace.triage.oom import OomCheck
 from leaktrace.triage.verdicts import Triage
-from leaktrace.units import format_bytes
+from leaktrace.base.units import format_bytes
 
 
 def to_data(triage: Optional[Triage], oom_checks: Optional[Sequence[OomCheck]]) -> dict:

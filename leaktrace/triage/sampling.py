@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
-from leaktrace.errors import EnvironmentProblem
+from leaktrace.base.errors import EnvironmentProblem
 from leaktrace.triage import procfs
-from leaktrace.cgroups import container_with_name
+from leaktrace.process.cgroups import container_with_name
 from leaktrace.triage.procfs import Capture, ProcessMemory, Sample
 
 PROC = Path("/proc")

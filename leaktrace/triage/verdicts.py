@@ -1,7 +1,7 @@
 """Pure analysis: a Capture -> a Triage (verdicts, top growers, next commands).
 
 Contract: triage(capture) reads nothing and prints nothing. Every series is
-judged by the growth model the agent uses too (leaktrace.trend): a line fitted
+judged by the growth model the agent uses too (leaktrace.judge.trend): a line fitted
 over all samples, above a noise floor, that still rises in the latter half of
 the window. A category is "leak" when it grows so and the kernel cannot take
 the memory back, "cache" when it grows but is reclaimable, "stable" when it
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from leaktrace import trend
+from leaktrace.judge import trend
 from leaktrace.triage.advice import NextStep, next_step
 from leaktrace.triage.growers import (Grower, excluded_anon, growers_of, process_growers,
                                       young_notes)

@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..errors import LeaktraceError
+from ..base.errors import LeaktraceError
 from ..symbols.elf import ElfSymbols, open_elf, open_elf_in_root, segment_for_offset
 from ..symbols.maps import MapEntry
-from ..traced_process import TracedProcess
+from ..process.traced_process import TracedProcess
 from .tables import UnwindTable, read_table, table_for
 
 

@@ -7,7 +7,7 @@ the file's own virtual addresses, so one table serves every process that
 maps the binary, wherever it is loaded. A gap between two functions gets a
 ROW_NONE row, so an address there is never unwound with a neighbour's rule.
 Tables are cached in memory for the run and on disk under the build-id (the
-cache's unwind/ directory, leaktrace/cache.py): parsing libc's .eh_frame
+cache's unwind/ directory, leaktrace/base/cache.py): parsing libc's .eh_frame
 takes about half a second, loading a cached table a millisecond. A table
 read back must be whole, sorted, of known row kinds and inside the binary's
 executable segments (valid_rows), or it is rebuilt from the file. A binary
@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 
-from .. import cache
-from ..errors import LeaktraceError
+from ..base import cache
+from ..base.errors import LeaktraceError
 from .cfi import RBP, ROW_NONE, ROW_SIGNAL, CfiError, encode, is_signal_frame, rules_of
 
 ROW = struct.Struct("<IhBb")  # struct unwind_row: pc, cfa_off, kind, rbp_slot

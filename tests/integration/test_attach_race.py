@@ -24,10 +24,10 @@ import pytest
 from harness import LeakyProcess, OLDER_THAN_MS, SETTLE_S
 from leaktrace.probes import allocator
 from leaktrace.aggregate import NS_PER_MS
-from leaktrace.config import ProbeConfig
+from leaktrace.base.config import ProbeConfig
 from leaktrace.probes.user import UserProbe
 from leaktrace.symbols import ProcessSymbols
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 
 pytestmark = [pytest.mark.privileged,
               # bcc warns about str map names when driven in-process

@@ -19,7 +19,7 @@ import struct
 
 import pytest
 
-from leaktrace.config import ProbeConfig
+from leaktrace.base.config import ProbeConfig
 from leaktrace.probes.alloc_functions import HANDLERS
 from leaktrace.probes.exceptions import RESTORER
 from leaktrace.probes.kernel import KernelFilters, KernelProbe

@@ -8,7 +8,7 @@ import os
 import platform
 from typing import Dict
 
-from leaktrace.model import KERNEL_KINDS
+from leaktrace.base.model import KERNEL_KINDS
 from leaktrace.probes import features, tracepoints, uretprobe
 from leaktrace.probes.kernel import RunningKernel
 

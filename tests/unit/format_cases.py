@@ -17,10 +17,10 @@ from typing import Dict, Tuple
 
 import pytest
 
-from leaktrace.config import ReportConfig
-from leaktrace.growth import GrowthTracker
-from leaktrace.judgement import judge_interval
-from leaktrace.model import (Bucket, ContentSample, Frame, RawStack, ReachSummary, Report, ReportRow,
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.growth import GrowthTracker
+from leaktrace.judge.judgement import judge_interval
+from leaktrace.base.model import (Bucket, ContentSample, Frame, RawStack, ReachSummary, Report, ReportRow,
                              RowReach, Snapshot, StackKey, Target)
 from leaktrace.symbolize import build_report
 

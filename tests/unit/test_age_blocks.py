@@ -11,7 +11,7 @@ import pytest
 
 from leaktrace.probes.source import bpf_dir
 
-from leaktrace.age_blocks import (RETIRE_AFTER_NS, SLOTS, AgeTotal, BlockEntry, BlockFolder, block_shift,
+from leaktrace.probes.age_blocks import (RETIRE_AFTER_NS, SLOTS, AgeTotal, BlockEntry, BlockFolder, block_shift,
                                   left_at, level_of, place)
 
 SHIFT = 28  # epochs of 2^28 ns, the default

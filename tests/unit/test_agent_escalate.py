@@ -4,7 +4,7 @@ The probe is a fake whose snapshot holds a young and an old allocation; the
 Session around it, its reports and the age filter are the real ones.
 """
 from leaktrace.agent.escalate import Request, _run
-from leaktrace.model import Bucket, Frame, RawStack, Snapshot, StackKey
+from leaktrace.base.model import Bucket, Frame, RawStack, Snapshot, StackKey
 
 MS = 1_000_000
 NOW = 50_000 * MS

@@ -9,14 +9,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from format_cases import live_report, reached_report
-from leaktrace import trend
+from leaktrace.judge import trend
 from leaktrace.agent.escalate import Outcome, Request
 from leaktrace.agent.evidence import EVENTS, PROFILE, RECORDING, VERDICTS, EvidenceStore
 from leaktrace.agent.exporter import AgentCollector, AgentState
 from leaktrace.agent.findings import event, top_sites
 from leaktrace.agent.watch import Judged, Key
-from leaktrace.errors import UsageError
-from leaktrace.recording import read_recording
+from leaktrace.base.errors import UsageError
+from leaktrace.report.recording import read_recording
 from leaktrace.report.profile_proto import profile_classes
 
 MiB = 1 << 20

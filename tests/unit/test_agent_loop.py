@@ -13,14 +13,14 @@ from dataclasses import replace
 
 import pytest
 
-from leaktrace import trend
+from leaktrace.judge import trend
 from leaktrace.agent.budget import Budget, ProbeCost
 from leaktrace.agent.config import AgentConfig
 from leaktrace.agent.escalate import Outcome
 from leaktrace.agent.evidence import EvidenceStore
 from leaktrace.agent.loop import Agent
 from leaktrace.agent.watch import Judged, Key
-from leaktrace.errors import EnvironmentProblem
+from leaktrace.base.errors import EnvironmentProblem
 from leaktrace.triage.procfs import ProcessMemory, Sample
 
 MiB = 1 << 20

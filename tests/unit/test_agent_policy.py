@@ -2,12 +2,12 @@
 (agent/budget.py) and the agent's option parsers (agent/config.py)."""
 import pytest
 
-from leaktrace import trend
+from leaktrace.judge import trend
 from leaktrace.agent.budget import HIT_NS, Budget, ProbeCost
 from leaktrace.agent.config import parse_budget, parse_listen, parse_size
 from leaktrace.agent.policy import FIRST_SAMPLE_RATE, SAMPLE_STEP, Escalations
 from leaktrace.agent.watch import Judged, Key
-from leaktrace.errors import UsageError
+from leaktrace.base.errors import UsageError
 
 
 def suspect(pid, rate):

@@ -1,5 +1,5 @@
 """The agent's growth model per process, cgroup, cache and total (agent/watch.py)."""
-from leaktrace import trend
+from leaktrace.judge import trend
 from leaktrace.agent.watch import PROCESS, SLAB, TOTAL, Watch, policy_for
 from leaktrace.triage.procfs import ProcessMemory, Sample, SlabCache
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from leaktrace.aggregate import aggregate
-from leaktrace.config import ReportConfig
-from leaktrace.errors import UsageError
-from leaktrace.model import Bucket, RawStack, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import Bucket, RawStack, Snapshot, StackKey
 
 NOW = 11_234_567_890_123  # monotonic ns at the snapshot
 WIDTH = 1 << 28

@@ -17,10 +17,10 @@ import pytest
 from harness import compile_c
 from leaktrace.probes import allocator
 from leaktrace.cli import main
-from leaktrace.errors import UsageError
+from leaktrace.base.errors import UsageError
 from leaktrace.probes import features
 from leaktrace.symbols.elf import clear_cache
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 from symbols_programs import need_tool
 
 # case -> (program, extra environment; {dir} is the build folder, object malloc must bind to)

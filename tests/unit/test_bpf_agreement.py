@@ -17,7 +17,7 @@ from typing import Dict, List
 
 import pytest
 
-from leaktrace.model import KERNEL_KINDS, USER_KINDS
+from leaktrace.base.model import KERNEL_KINDS, USER_KINDS
 from leaktrace.probes import alloc_functions, kernel, unwinder, user
 from leaktrace.unwind import tables
 

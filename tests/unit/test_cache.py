@@ -1,4 +1,4 @@
-"""leaktrace/cache.py: where the cache lives for root and for others, and what
+"""leaktrace/base/cache.py: where the cache lives for root and for others, and what
 others could have written is refused with one warning (another user is played
 by pretending to run under another effective uid)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace import cache
+from leaktrace.base import cache
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace import cgroups
-from leaktrace.model import Container
+from leaktrace.process import cgroups
+from leaktrace.base.model import Container
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "cgroups"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.txt"))

@@ -8,11 +8,11 @@ import pytest
 
 from format_cases import live_report
 from leaktrace.cli import main
-from leaktrace.compare import compare, stack_signature
-from leaktrace.model import Frame, Report, ReportRow
-from leaktrace.recording import RecordingWriter
+from leaktrace.judge.compare import compare, stack_signature
+from leaktrace.base.model import Frame, Report, ReportRow
+from leaktrace.report.recording import RecordingWriter
 from leaktrace.commands.diff import parse_point
-from leaktrace.errors import UsageError
+from leaktrace.base.errors import UsageError
 
 APP = "/tmp/app"
 

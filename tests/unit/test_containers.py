@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace import containers
-from leaktrace.errors import LeaktraceError
-from leaktrace.model import Container, Report, Target
+from leaktrace.process import containers
+from leaktrace.base.errors import LeaktraceError
+from leaktrace.base.model import Container, Report, Target
 from leaktrace.report.table import TableReporter
 from leaktrace.symbols import user as user_symbols
 from leaktrace.symbols.copyout import CopyOutError, DockerCopy, private_dir
 from leaktrace.symbols.paths import open_in_root
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "containers"
 DOCKER_ID = "f784be303c25d25529721fdbaea9277d599cafc0f535d705f79ab210c5786451"

@@ -2,11 +2,11 @@
 kernel symbols their words point at (pure; no kernel needed)."""
 from __future__ import annotations
 
-from leaktrace import evidence
+from leaktrace.judge import evidence
 from leaktrace.aggregate import AggregateResult
-from leaktrace.config import ReportConfig
-from leaktrace.model import Allocation, Site, Snapshot, StackKey
-from leaktrace.reach.content import similarity
+from leaktrace.base.config import ReportConfig
+from leaktrace.base.model import Allocation, Site, Snapshot, StackKey
+from leaktrace.judge.reach.content import similarity
 from leaktrace.symbolize import build_report
 from leaktrace.symbols.kallsyms import POINTER_TYPES, KernelSymbols
 

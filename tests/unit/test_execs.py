@@ -3,7 +3,7 @@ The BPF map `images` is stood in for by a dict with the map's key and value
 types (tests/integration/test_exec.py runs the real thing)."""
 from dataclasses import dataclass
 
-from leaktrace.model import Target
+from leaktrace.base.model import Target
 from leaktrace.probes.execs import ExecWatch
 
 S = 1_000_000_000

@@ -2,7 +2,7 @@
 shaped like bcc's view of the `images` map."""
 from types import SimpleNamespace
 
-from leaktrace.model import Target
+from leaktrace.base.model import Target
 from leaktrace.probes.followed import IMAGE_EXECED, IMAGE_EXITED, ForkedChildren
 
 

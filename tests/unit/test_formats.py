@@ -11,7 +11,7 @@ import pytest
 
 from format_cases import CASES, LONG_CXX, live_report, parse_folded
 from leaktrace.cli import main
-from leaktrace.recording import RecordingWriter
+from leaktrace.report.recording import RecordingWriter
 from leaktrace.report import REPORTERS, get_reporter, is_binary
 from leaktrace.report.flamegraph import build_tree
 from leaktrace.report.pprof import build_profile

@@ -3,8 +3,8 @@
 and placeholders."""
 import pytest
 
-from leaktrace.compare import stack_signature
-from leaktrace.model import Frame, ReportRow
+from leaktrace.judge.compare import stack_signature
+from leaktrace.base.model import Frame, ReportRow
 from leaktrace.report.frames import root_first
 
 SYMBOL = Frame(addr=0x401136, symbol="fibonacci", offset=0x1f, module="/app/fib", file="fib.c", line=5)

@@ -9,10 +9,10 @@ from typing import List, Optional
 
 import pytest
 
-from leaktrace.config import ReportConfig
-from leaktrace.growth import MIN_POINTS, GrowthTracker, Series, fit_line, judge
-from leaktrace.judgement import judge_interval
-from leaktrace.model import Bucket, RawStack, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.growth import MIN_POINTS, GrowthTracker, Series, fit_line, judge
+from leaktrace.judge.judgement import judge_interval
+from leaktrace.base.model import Bucket, RawStack, Snapshot, StackKey
 
 S = 1_000_000_000
 SHIFT = 28

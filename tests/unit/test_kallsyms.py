@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.model import RawStack
+from leaktrace.base.model import RawStack
 from leaktrace.symbols.kallsyms import KernelSymbols, parse_kallsyms, variable_address
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kallsyms"

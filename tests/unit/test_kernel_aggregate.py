@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from leaktrace.aggregate import aggregate
-from leaktrace.cgroups import CgroupPaths
+from leaktrace.process.cgroups import CgroupPaths
 from leaktrace.commands.kernel import check_caches, parse_kinds, split_words
-from leaktrace.config import ReportConfig
-from leaktrace.errors import UsageError
-from leaktrace.model import KERNEL_KINDS, Bucket, RawStack, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import KERNEL_KINDS, Bucket, RawStack, Snapshot, StackKey
 from leaktrace.probes import slabs
 from leaktrace.probes.kernel import cache_label, possible_cpus
 from leaktrace.symbolize import build_report

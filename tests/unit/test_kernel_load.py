@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from leaktrace.errors import ProbeLoadError
+from leaktrace.base.errors import ProbeLoadError
 from leaktrace.probes.kernel import SOURCE, load_program
 
 REFUSED = ProbeLoadError("could not load kernel_alloc.c: Failed to load BPF program "

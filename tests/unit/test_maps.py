@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from leaktrace.errors import TargetError
+from leaktrace.base.errors import TargetError
 from leaktrace.symbols.maps import parse_maps, read_maps
 from symbols_programs import DATA
 

@@ -5,11 +5,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from leaktrace.aggregate import AggregateResult
-from leaktrace.config import ReportConfig
-from leaktrace.missed_frees import Doubts, doubts
-from leaktrace.growth import GrowthTracker
-from leaktrace.judgement import Judged, SiteVerdict, judge_interval
-from leaktrace.model import Bucket, Site, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.missed_frees import Doubts, doubts
+from leaktrace.judge.growth import GrowthTracker
+from leaktrace.judge.judgement import Judged, SiteVerdict, judge_interval
+from leaktrace.base.model import Bucket, Site, Snapshot, StackKey
 from leaktrace.probes.kernel import slab_slots
 from leaktrace.report.serialize import report_from_dict, report_to_dict
 from leaktrace.symbolize import build_report

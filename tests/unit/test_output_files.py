@@ -1,4 +1,4 @@
-"""Output paths are untrusted (leaktrace/output_files.py): links, planted files
+"""Output paths are untrusted (leaktrace/base/output_files.py): links, planted files
 and FIFOs are refused without blocking, new files are private, whole-file
 outputs replace the path by rename, and a planted FILE.partial is never used."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from leaktrace import output_files
-from leaktrace.errors import UsageError
+from leaktrace.base import output_files
+from leaktrace.base.errors import UsageError
 
 
 def test_new_files_are_created_0600(tmp_path):
@@ -73,7 +73,7 @@ def test_a_hard_link_is_refused(tmp_path):
 def test_a_fifo_without_reader_is_refused_at_once(tmp_path):
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
-    code = ("import sys\nfrom leaktrace import output_files\nfrom leaktrace.errors import UsageError\n"
+    code = ("import sys\nfrom leaktrace.base import output_files\nfrom leaktrace.base.errors import UsageError\n"
             "try:\n output_files.open_file(sys.argv[1])\nexcept UsageError as e:\n print(e)")
     done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True,
                           timeout=30)

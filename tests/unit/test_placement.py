@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leaktrace.probes.code_index import index_elf
-from leaktrace.errors import TargetError, UsageError
+from leaktrace.base.errors import TargetError, UsageError
 from leaktrace.probes.placement import (
     EMULATED, choose_offset, describe_kernel, emulation_kind, kernel_version, place_probe, usable_kinds,
 )

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from leaktrace import cache
+from leaktrace.base import cache
 from leaktrace.probes import code_index, placement, placement_cache
 from leaktrace.probes.placement import place_probe
 

@@ -6,12 +6,12 @@ import subprocess
 
 import pytest
 
-from leaktrace.model import RawStack
+from leaktrace.base.model import RawStack
 from leaktrace.symbols import ProcessSymbols, open_elf, read_maps
 from leaktrace.symbols import elf as elf_module
 from leaktrace.symbols.elf import clear_cache
 from leaktrace.symbols.process import BUILD_ID_MISMATCH, NOT_THE_MAPPED_FILE
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 from symbols_programs import (
     build_id,
     build_shape,

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import struct
 
-from leaktrace.model import INDIRECTLY_LOST as INDIRECT, REACHABLE, UNREFERENCED
-from leaktrace.reach.classify import ROOT_CONTENT, SKIP, Block, classify
-from leaktrace.reach.memory import HEAP, ROOT, Segment
+from leaktrace.base.model import INDIRECTLY_LOST as INDIRECT, REACHABLE, UNREFERENCED
+from leaktrace.judge.reach.classify import ROOT_CONTENT, SKIP, Block, classify
+from leaktrace.judge.reach.memory import HEAP, ROOT, Segment
 
 HEAP_AT = 0x5555_0000_0000
 DATA_AT = 0x5555_4000_0000

@@ -1,8 +1,8 @@
 """Content samples: which blocks, how alike, and the hex + ASCII dump."""
 from __future__ import annotations
 
-from leaktrace.model import INDIRECTLY_LOST, REACHABLE, UNREFERENCED
-from leaktrace.reach.content import SAMPLE_BLOCKS, ascii_text, choose, hex_lines, similarity
+from leaktrace.base.model import INDIRECTLY_LOST, REACHABLE, UNREFERENCED
+from leaktrace.judge.reach.content import SAMPLE_BLOCKS, ascii_text, choose, hex_lines, similarity
 
 
 def test_choose_prefers_lost_blocks_then_the_oldest():

@@ -2,8 +2,8 @@
 reading a copy back by address (memory.MemoryImage)."""
 from __future__ import annotations
 
-from leaktrace.reach.memory import HEAP, ROOT, MemoryImage, Segment
-from leaktrace.reach.regions import RED_ZONE, plan
+from leaktrace.judge.reach.memory import HEAP, ROOT, MemoryImage, Segment
+from leaktrace.judge.reach.regions import RED_ZONE, plan
 from leaktrace.symbols.maps import parse_maps
 
 MAPS = """\

@@ -6,13 +6,13 @@ import io
 from dataclasses import replace
 
 from leaktrace.aggregate import aggregate
-from leaktrace.config import ReportConfig
-from leaktrace.growth import GrowthTracker
-from leaktrace.judgement import Judged, SiteVerdict, judge_interval
-from leaktrace.model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACHABLE, UNREFERENCED, Allocation,
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.growth import GrowthTracker
+from leaktrace.judge.judgement import Judged, SiteVerdict, judge_interval
+from leaktrace.base.model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACHABLE, UNREFERENCED, Allocation,
                              Bucket, Frame, RawStack, ReachScan, RowReach, Snapshot, StackKey)
-from leaktrace.reach import content
-from leaktrace.reach.rows import combine
+from leaktrace.judge.reach import content
+from leaktrace.judge.reach.rows import combine
 from leaktrace.report.table import TableReporter
 from leaktrace.symbolize import build_report
 

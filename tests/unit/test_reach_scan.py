@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from leaktrace.model import NOT_CLASSIFIED, REACHABLE, UNREFERENCED, Allocation, StackKey
-from leaktrace.reach.memory import HEAP, Segment
-from leaktrace.reach.scan import Copy, judge_blocks
+from leaktrace.base.model import NOT_CLASSIFIED, REACHABLE, UNREFERENCED, Allocation, StackKey
+from leaktrace.judge.reach.memory import HEAP, Segment
+from leaktrace.judge.reach.scan import Copy, judge_blocks
 
 HEAP_AT = 0x5555_0000_0000
 STACK = StackKey(7, 1)

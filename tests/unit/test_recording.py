@@ -14,8 +14,8 @@ import pytest
 
 from format_cases import CASES, live_report
 from leaktrace.cli import main
-from leaktrace.errors import LeaktraceError, UsageError
-from leaktrace.recording import FORMAT, RecordingWriter, read_recording, select
+from leaktrace.base.errors import LeaktraceError, UsageError
+from leaktrace.report.recording import FORMAT, RecordingWriter, read_recording, select
 from leaktrace.report.json_report import JsonReporter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from format_cases import live_report
-from leaktrace.recording import RecordingWriter
+from leaktrace.report.recording import RecordingWriter
 writer = RecordingWriter(sys.argv[1])
 report = live_report()[-1]
 for i in range(10000):
@@ -136,7 +136,7 @@ def test_record_option_is_offered_by_every_tracing_command():
 def test_live_sinks_record_every_interval_and_rewrite_whole_file_formats(tmp_path):
     from format_cases import live_report as reports
     from leaktrace.commands.options import recording_sink, report_sink
-    from leaktrace.config import OutputConfig
+    from leaktrace.base.config import OutputConfig
     from leaktrace.report.pprof import PprofReporter
     import io
 

@@ -14,9 +14,9 @@ from itertools import zip_longest
 import pytest
 
 from leaktrace.aggregate import aggregate
-from leaktrace.config import ReportConfig
-from leaktrace.errors import UsageError
-from leaktrace.model import Allocation, Bucket, Container, Frame, RawStack, Snapshot, StackKey, Target
+from leaktrace.base.config import ReportConfig
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import Allocation, Bucket, Container, Frame, RawStack, Snapshot, StackKey, Target
 from leaktrace.report import REPORTERS, get_reporter
 from leaktrace.report.json_report import read_reports
 from leaktrace.report.table import format_age, format_bytes

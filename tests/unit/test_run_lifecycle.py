@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from leaktrace.commands.run import Command, exit_status
-from leaktrace.forks import ForkWatch
+from leaktrace.process.forks import ForkWatch
 
 
 def status_of(script: str) -> int:

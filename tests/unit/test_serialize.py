@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.errors import UsageError
-from leaktrace.model import (Allocation, Container, ContentSample, Frame, KernelPointer, ReachSummary,
+from leaktrace.base.errors import UsageError
+from leaktrace.base.model import (Allocation, Container, ContentSample, Frame, KernelPointer, ReachSummary,
                              Report, ReportRow, RowContents, RowReach, StackKey, Target)
 from leaktrace.report.json_report import JsonReporter, read_reports
 from leaktrace.report.serialize import report_from_dict, report_to_dict

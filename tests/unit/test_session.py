@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from leaktrace.config import ReportConfig, RunConfig
-from leaktrace.model import Bucket, Frame, RawStack, Snapshot, StackKey
+from leaktrace.base.config import ReportConfig, RunConfig
+from leaktrace.base.model import Bucket, Frame, RawStack, Snapshot, StackKey
 from leaktrace.session import Session
 
 NOW = 50_000_000_000

@@ -1,7 +1,7 @@
 """timing: the breakdown sums a repeated step and keeps the order steps ran in."""
 from __future__ import annotations
 
-from leaktrace import timing
+from leaktrace.base import timing
 
 
 def test_the_breakdown_sums_repeated_steps_in_the_order_they_first_ran():

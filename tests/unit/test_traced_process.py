@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from leaktrace import containers, traced_process
-from leaktrace.errors import TargetError
-from leaktrace.model import Container
+from leaktrace.process import containers, traced_process
+from leaktrace.base.errors import TargetError
+from leaktrace.base.model import Container
 from leaktrace.probes import allocator
 from leaktrace.symbols import ProcessSymbols
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 
 # Waits for a line, maps the file named in argv[1], says so, waits again.
 MAPS_ON_REQUEST = """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.model import KERNEL_KINDS
+from leaktrace.base.model import KERNEL_KINDS
 from leaktrace.probes import cache_names, tracepoints
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tracepoints"

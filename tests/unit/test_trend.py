@@ -1,8 +1,8 @@
-"""The growth model triage and the agent share (leaktrace/trend.py)."""
+"""The growth model triage and the agent share (leaktrace/judge/trend.py)."""
 import pytest
 
-from leaktrace import trend
-from leaktrace.trend import TrendPolicy
+from leaktrace.judge import trend
+from leaktrace.judge.trend import TrendPolicy
 
 MiB = 1 << 20
 POLICY = TrendPolicy(min_points=6, min_span_s=60, floor_bytes=MiB)

@@ -8,7 +8,7 @@ import pytest
 
 from leaktrace.cli import main
 from leaktrace.commands.triage import parse_duration
-from leaktrace.errors import EX_USAGE, UsageError
+from leaktrace.base.errors import EX_USAGE, UsageError
 from leaktrace.triage import RENDERERS, assess, read_capture, read_oom_settings, to_data, triage
 
 DATA = Path(__file__).parents[1] / "data" / "triage"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from leaktrace.errors import EnvironmentProblem
+from leaktrace.base.errors import EnvironmentProblem
 from leaktrace.triage import procfs, sample_window
-from leaktrace.cgroups import container_label, container_with_name
+from leaktrace.process.cgroups import container_label, container_with_name
 from leaktrace.triage.sampling import read_capture, read_sample, slab_reclaimable
 
 DOCKER_V2 = "0::/system.slice/docker-" + "a" * 64 + ".scope\n"

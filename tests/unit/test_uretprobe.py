@@ -2,7 +2,7 @@
 from the two probe calls, the targets' seccomp modes, and the refusal."""
 import pytest
 
-from leaktrace.errors import EX_UNAVAILABLE, EnvironmentProblem
+from leaktrace.base.errors import EX_UNAVAILABLE, EnvironmentProblem
 from leaktrace.probes import uretprobe
 
 

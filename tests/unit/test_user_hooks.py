@@ -7,10 +7,10 @@ from click.testing import CliRunner
 from leaktrace.probes.allocator import Hook, HookPlan
 from leaktrace.cli import cli
 from leaktrace.commands import options
-from leaktrace.config import ProbeConfig
+from leaktrace.base.config import ProbeConfig
 from leaktrace.probes.alloc_functions import FREE_SIDE, HANDLERS, HEAP_FUNCTIONS, MMAP_FUNCTIONS
 from leaktrace.probes.hooks import UprobeHooks
-from leaktrace.traced_process import TracedProcess
+from leaktrace.process.traced_process import TracedProcess
 from leaktrace.probes.user import (
     TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage, distinct_entry_points, function_address,
     loss_notes,

@@ -102,7 +102,7 @@ class Allocation:
     cache: str = ""  # kernel mode: the slab cache (as in Bucket.cache)
 
 
-# Reachability classes (leaktrace/reach), in the order of their codes in ReachScan.classes.
+# Reachability classes (leaktrace/judge/reach), in the order of their codes in ReachScan.classes.
 REACH_CLASSES = ("unreferenced", "indirectly_lost", "reachable")
 UNREFERENCED, INDIRECTLY_LOST, REACHABLE = range(3)
 NOT_CLASSIFIED = 3  # allocated or freed while the scan ran: its fate at the freeze is unknown
@@ -302,7 +302,7 @@ class ReportRow:
     # Rows grouped by cache/process/cgroup: the frames of their next heaviest
     # stacks, after `frames` (the heaviest).
     more_stacks: Tuple[Tuple[Frame, ...], ...] = ()
-    # Growth over the session (leaktrace/growth.py): outstanding bytes at each
+    # Growth over the session (leaktrace/judge/growth.py): outstanding bytes at each
     # interval (oldest first, this one last), the fitted rate, and the verdict
     # ("leak", "growing", "stable", "unknown"; "" when not judged) with its numbers.
     history: Tuple[int, ...] = ()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
-from leaktrace.growth import fit_line
+from leaktrace.judge.growth import fit_line
 
 GROWING, PLATEAU, STABLE, UNKNOWN = "growing", "plateau", "stable", "unknown"
 Point = Tuple[float, int]

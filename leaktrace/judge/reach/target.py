@@ -24,8 +24,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import LeaktraceError
-from ..targets import is_running
+from ...base.errors import LeaktraceError
+from ...process.targets import is_running
 from .memory import Segment
 from .regions import Region
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from ..aggregate import NS_PER_MS
-from ..model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACH_CLASSES, UNREFERENCED, Allocation,
+from ...aggregate import NS_PER_MS
+from ...base.model import (INDIRECTLY_LOST, NOT_CLASSIFIED, REACH_CLASSES, UNREFERENCED, Allocation,
                      ContentSample, ReachSummary, RowReach, Site, Snapshot)
 from . import content
 

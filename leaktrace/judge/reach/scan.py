@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from ..errors import LeaktraceError
-from ..model import NOT_CLASSIFIED, Allocation, ReachScan, Snapshot
-from ..units import format_bytes
-from ..symbols.maps import read_maps
+from ...base.errors import LeaktraceError
+from ...base.model import NOT_CLASSIFIED, Allocation, ReachScan, Snapshot
+from ...base.units import format_bytes
+from ...symbols.maps import read_maps
 from . import classify, content, regions, target
 from .memory import ROOT, MemoryImage, Segment
 

@@ -20,9 +20,10 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
-from leaktrace import __version__, output_files
-from leaktrace.errors import EX_NOINPUT, LeaktraceError, UsageError
-from leaktrace.model import Report
+from leaktrace import __version__
+from leaktrace.base import output_files
+from leaktrace.base.errors import EX_NOINPUT, LeaktraceError, UsageError
+from leaktrace.base.model import Report
 from leaktrace.report.json_report import read_reports
 from leaktrace.report.serialize import report_to_dict
 

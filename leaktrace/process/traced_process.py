@@ -28,9 +28,9 @@ import weakref
 from typing import Any, Optional, Tuple
 
 from . import containers
-from .errors import TargetError
-from .model import Container
-from .symbols.maps import MapEntry, parse_maps, read_maps_text
+from ..base.errors import TargetError
+from ..base.model import Container
+from ..symbols.maps import MapEntry, parse_maps, read_maps_text
 
 REREAD_S = 0.2  # the unwinder's refresh period: one read serves it and the symbolizer
 _UNSET: Any = object()

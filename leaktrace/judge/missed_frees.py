@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Tuple
 
-from leaktrace.model import Site, Snapshot
+from leaktrace.base.model import Site, Snapshot
 
 
 @dataclass(frozen=True)

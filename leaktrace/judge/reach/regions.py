@@ -21,7 +21,7 @@ import bisect
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-from ..symbols.maps import MapEntry
+from ...symbols.maps import MapEntry
 from .memory import HEAP, ROOT
 
 RED_ZONE = 128  # x86-64 System V: below the stack pointer, still the function's

@@ -32,7 +32,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from ..model import INDIRECTLY_LOST, REACHABLE, UNREFERENCED
+from ...base.model import INDIRECTLY_LOST, REACHABLE, UNREFERENCED
 from .memory import HEAP, WORD, Segment
 
 SCAN, ROOT_CONTENT, SKIP = "scan", "root", "skip"

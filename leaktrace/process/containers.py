@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 from . import cgroups
-from .errors import EnvironmentProblem, TargetError
-from .model import Container
+from ..base.errors import EnvironmentProblem, TargetError
+from ..base.model import Container
 
 DOCKER_TIMEOUT_S = 15
 MOUNT_NS_RUNTIME = "mount-ns"

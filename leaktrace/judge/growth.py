@@ -31,9 +31,9 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Deque, Dict, Optional, Sequence, Tuple
 
-from leaktrace.missed_frees import Doubts
-from leaktrace.model import AGE_THRESHOLDS_S, Site
-from leaktrace.units import format_bytes
+from leaktrace.judge.missed_frees import Doubts
+from leaktrace.base.model import AGE_THRESHOLDS_S, Site
+from leaktrace.base.units import format_bytes
 
 MIN_POINTS = 3
 MAX_POINTS = 120  # intervals kept per site: 10 minutes at the default 5 s

@@ -20,7 +20,7 @@ import re
 import time
 from typing import Dict, Iterable, Optional
 
-from .model import Container
+from ..base.model import Container
 
 RESCAN_S = 2.0
 _ID = r"([0-9a-f]{64})"

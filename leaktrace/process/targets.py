@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import List
 
-from .errors import TargetError, UsageError
+from ..base.errors import TargetError, UsageError
 
 PF_KTHREAD = 0x00200000  # task flag of kernel threads (include/linux/sched.h)
 

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .model import Allocation, ContentSample, KernelPointer, RowContents, Site, Snapshot
+from ..base.model import Allocation, ContentSample, KernelPointer, RowContents, Site, Snapshot
 from .reach import content
 
 READABLE_KINDS = ("kmalloc", "cache")  # slab objects: pages, percpu and vmalloc areas are not read

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-from leaktrace.model import Frame, Report, ReportRow
+from leaktrace.base.model import Frame, Report, ReportRow
 
 STATUSES = ("grew", "appeared", "shrank", "disappeared", "same")
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from leaktrace.aggregate import AggregateResult, aggregate
-from leaktrace.config import ReportConfig
-from leaktrace.growth import VERDICT_ORDER, Growth, GrowthTracker
-from leaktrace.missed_frees import Doubts
-from leaktrace.model import ReachSummary, RowReach, Site, Snapshot
-from leaktrace.reach.rows import combine, reach_summary, site_reach
+from leaktrace.base.config import ReportConfig
+from leaktrace.judge.growth import VERDICT_ORDER, Growth, GrowthTracker
+from leaktrace.judge.missed_frees import Doubts
+from leaktrace.base.model import ReachSummary, RowReach, Site, Snapshot
+from leaktrace.judge.reach.rows import combine, reach_summary, site_reach
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+"""What every stage uses: errors, settings, the data model, units, caches,
+the terminal, timing, output files, privileges and stop signals.
+"""
