@@ -85,7 +85,7 @@ def run_floor(binary, pairs, threads, placed: bool):
     import bcc
     from leaktrace.probes.allocator import discover
     from leaktrace.probes.alloc_functions import HANDLERS
-    from leaktrace.probes.user import distinct_entry_points, emulated_offset
+    from leaktrace.probes.attach_plan import distinct_entry_points, emulated_offset
     from leaktrace.process.traced_process import TracedProcess
 
     proc = start_target(binary, pairs, threads)

@@ -18,37 +18,26 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .age_blocks import AgeTotal, BlockFolder
 from ..base.config import ProbeConfig
-from ..base.errors import LeaktraceError, ProbeLoadError
-from ..symbols import ElfError, open_elf
+from ..base.errors import ProbeLoadError
 from ..base.model import Allocation, Bucket, RawStack, Snapshot, StackKey, Target, USER_KINDS
 from ..base import timing
 from ..process.traced_process import TracedProcess
 from . import alloc_functions, exceptions, features, hooks, release, source
-from .allocator import Hook, HookPlan, defines_malloc
-from .alloc_functions import ARG_REGS, BY_NAME, FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE
+from .allocator import Hook, HookPlan
+from .attach_plan import attach_order, distinct_entry_points, emulated_offset, function_address
+from .late_allocators import LateAllocators
+from .user_counters import COUNTERS, INTERNAL, LOSSES, loss_notes
+from .alloc_functions import FN_NAMES, FREE_SIDE, HANDLERS, MMAP_FUNCTIONS, UNWIND_SIDE
 from .execs import ExecWatch
 from .followed import ForkedChildren, task_tgid_offset
 from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
-from .placement_cache import placement_for
 from .stacks import StackCache
 from .totals import TotalsMap
 from .unwinder import Unwinder, is_unwound
 
 SOURCE = "user_alloc.c"
 
-# Order of `enum counter` in bpf/common.h.
-COUNTERS = (
-    "allocs", "frees", "unknown_frees", "failed_allocs", "alloc_map_full",
-    "stack_failed", "bucket_map_full", "pending_map_full", "sampled_out",
-    "nested_mmaps", "replaced", "nested_calls", "missed_returns", "bucket_inserts",
-    "forks_lost",
-)
-# Counters that mean a figure undercounts. unknown_frees is not one: a free of a
-# block never seen allocated changes no total (see loss_notes).
-INTERNAL = ("bucket_inserts",)  # bookkeeping, not an event a report shows
-LOSSES = ("alloc_map_full", "stack_failed", "bucket_map_full", "pending_map_full", "missed_returns",
-          "forks_lost")
 WEIGHT_SHIFT = 10
 
 
@@ -77,113 +66,14 @@ def call_state_without_task_storage(version: Tuple[int, int], load_error: str = 
     return f"{CALL_STATE_HASH}: task storage did not load here ({load_error})"
 
 
-def loss_notes(losses: Dict[str, int], config: ProbeConfig) -> Tuple[str, ...]:
-    """What each non-zero loss means for the figures, and which option helps."""
-    notes = []
-    if losses.get("alloc_map_full"):
-        notes.append(f"{losses['alloc_map_full']} allocations were not tracked: the allocation map is "
-                     f"full (--max-allocs {config.max_allocs}); totals are lower bounds; raise "
-                     "--max-allocs or use --sample-rate")
-    if losses.get("stack_failed"):
-        notes.append(f"{losses['stack_failed']} allocations have no stack (stack map full at "
-                     f"--max-stacks {config.max_stacks}, or the walk failed); they are grouped as [unknown]")
-    if losses.get("bucket_map_full"):
-        notes.append(f"{losses['bucket_map_full']} updates of the per-stack totals were lost: the "
-                     f"totals map is full (--max-buckets {config.max_buckets}): too many distinct "
-                     "stacks and ages; totals are lower bounds; raise --max-buckets")
-    if losses.get("unknown_frees") and config.sample_rate <= 1:
-        notes.append(f"{losses['unknown_frees']} frees of blocks never seen allocated, which change no "
-                     "figure: blocks allocated before leaktrace attached; glibc emptying an exiting "
-                     "thread's cache (tcache) with free(), i.e. blocks the program had freed already and "
-                     "the cache itself, allocated inside malloc; and munmaps of what a partial munmap "
-                     "already counted as freed (glibc trims each new arena's mapping so)"
-                     + ("; with --follow-forks, children freeing their copies of blocks their parent "
-                        "allocated before the fork (those stay the parent's)" if config.follow_forks else ""))
-    if losses.get("pending_map_full"):
-        notes.append(f"{losses['pending_map_full']} calls were lost between entry and return "
-                     "(too many threads inside the allocator at once)")
-    if losses.get("forks_lost"):
-        notes.append(f"{losses['forks_lost']} processes forked by traced ones were not followed: "
-                     "the traced set is full")
-    if losses.get("missed_returns"):
-        notes.append(f"{losses['missed_returns']} allocator calls were seen entering but not "
-                     "returning (running while the probes were attached, or left by longjmp): "
-                     "what they allocated is not counted")
-    return tuple(notes)
-
-
-def attach_order(hooks: Sequence[Hook]) -> List[Tuple[Hook, str]]:
-    """(hook, "return" | "entry") in the order to attach them.
-
-    A call that enters between its entry probe and its return probe would
-    leave a mark that never clears, and a block allocated before free is
-    hooked would never be seen freed: so every return probe first, then the
-    free side, then the entry probes that start a recording."""
-    before = FREE_SIDE + UNWIND_SIDE
-    returns = [(hook, "return") for hook in hooks if HANDLERS[hook.function][1]]
-    frees = [(hook, "entry") for hook in hooks if HANDLERS[hook.function][0] and hook.function in before]
-    entries = [(hook, "entry") for hook in hooks
-               if HANDLERS[hook.function][0] and hook.function not in before]
-    return returns + frees + entries
-
-
 def _context(key, value) -> Tuple[int, int, int, int]:
     """A totals entry's key without its age block: (pid, stack, kind, exec image)."""
     return key.tgid, key.stack_id, key.kind, key.image
 
 
-def function_address(path: str, symbol: str) -> Optional[int]:
-    """Where `symbol` starts in the object at path; None when unknown."""
-    try:
-        found = open_elf(path).find_function(symbol)
-    except (ElfError, OSError):
-        return None
-    return found[0] if found else None
-
-
-def distinct_entry_points(path: str, hooks: Sequence[Hook],
-                          address_of: Callable[[str, str], Optional[int]] = function_address) -> List[Hook]:
-    """hooks without the aliases of one already listed (same address in path).
-
-    Two probes on one address both fire on every call: Debian's glibc defines
-    memalign and aligned_alloc at one address, tcmalloc's tc_malloc is malloc,
-    so each call would be recorded twice (allocs +2, replaced +1). The first
-    symbol in table order is kept; symbols whose address is unknown are all kept.
-    """
-    seen = set()
-    kept = []
-    for hook in hooks:
-        address = address_of(path, hook.symbol)
-        if address is not None:
-            if address in seen:
-                continue
-            seen.add(address)
-        kept.append(hook)
-    return kept
-
-
-def emulated_offset(hook: Hook) -> int:
-    """Where the entry probe costs a trap, not a single-step (see placement.py);
-    at the start for a function that throws (it reads the return address there)."""
-    if BY_NAME[hook.function].throws:
-        return 0
-    try:
-        return placement_for(hook.path, hook.symbol, ARG_REGS[hook.function]).offset
-    except LeaktraceError:
-        return 0
-
-
 def monotonic_ns() -> int:
     """The clock bpf_ktime_get_ns() reads."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-
-
-def _real_path(path: str) -> Optional[str]:
-    """os.path.realpath, or None when a /proc/PID/root on the way is gone."""
-    try:
-        return os.path.realpath(path)
-    except OSError:
-        return None
 
 
 class UserProbe:
@@ -208,7 +98,7 @@ class UserProbe:
         self._compiling: Optional[source.Compiling] = None  # compile_early()
         self.notes: List[str] = []  # what attach() chose not to hook, and why
         self.forks = ForkedChildren()
-        self._late_allocators: Dict[str, None] = {}  # notes on allocators mapped after attach
+        self.late_allocators = LateAllocators()  # notes on allocators mapped after attach
         self.walk_depth = DEEP_WALK  # frames the CFI walk keeps (load() may lower it)
         self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
@@ -420,27 +310,11 @@ class UserProbe:
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
             notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
             + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes)
-            + tuple(self._late_allocators),
+            + tuple(self.late_allocators.notes()),
             probes=tuple(self.probes)
             + ((self.forks.summary(len(targets)),) if self.config.follow_forks else ()),
             live_ns=self.live_ns,
         )
-
-    def _notice_late_allocators(self) -> None:
-        """A library mapped after attach (dlopen) that defines malloc is an
-        allocator the probes do not cover: say so."""
-        if not any(self.unwinder.mapped_late.values()):
-            return  # the common case, at every poll: no path to resolve
-        hooked = {_real_path(hook.path) for _, hook, _ in self.attached}
-        for pid, paths in self.unwinder.mapped_late.items():
-            for path in paths:
-                host = f"/proc/{pid}/root{path}"
-                real = _real_path(host)  # None once the process is gone: nothing to say then
-                if real is not None and real not in hooked and defines_malloc(host):
-                    self._late_allocators.setdefault(
-                        f"PID {pid} mapped {path} after tracing began (dlopen?); it defines malloc, "
-                        "and calls to it are not traced (trace them with --obj PATH)", None)
-            paths.clear()
 
     def read_images(self) -> List[int]:
         """Read execs and followed forks from `images`; returns the children new since the last read."""
@@ -509,7 +383,7 @@ class UserProbe:
     def poll(self, timeout_ms: int) -> None:
         if self.unwinder:
             self.unwinder.refresh()  # exec (leaktrace run) and dlopen bring new code
-            self._notice_late_allocators()
+            self.late_allocators.notice(self.unwinder.mapped_late, [hook.path for _, hook, _ in self.attached])
         self.read_images()
         self._count_dropped(self.totals.compact(monotonic_ns(), drop=self._replaced_image).dropped)
         if self.config.trace:

@@ -11,10 +11,9 @@ from leaktrace.base.config import ProbeConfig
 from leaktrace.probes.alloc_functions import FREE_SIDE, HANDLERS, HEAP_FUNCTIONS, MMAP_FUNCTIONS
 from leaktrace.probes.hooks import UprobeHooks
 from leaktrace.process.traced_process import TracedProcess
-from leaktrace.probes.user import (
-    TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage, distinct_entry_points, function_address,
-    loss_notes,
-)
+from leaktrace.probes.attach_plan import distinct_entry_points, function_address
+from leaktrace.probes.user import TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage
+from leaktrace.probes.user_counters import loss_notes
 
 ALIASES_C = r"""
 #include <stddef.h>
