@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -316,11 +317,36 @@ def _without_forwarders(hooks: List[Hook]) -> List[Hook]:
     return sorted(kept, key=hooks.index)
 
 
+# A process attached the instant it started (`./server & leaktrace attach -p $!`)
+# may still be in ld.so, with only itself and the loader mapped: wait for its
+# libraries that long before looking for the allocator.
+LOADER_WAIT_S = 2.0
+LOADER_POLL_S = 0.01
+
+
+def still_loading(objects: Sequence[Tuple[str, str]], needed: Callable[[str], Sequence[str]]) -> bool:
+    """Whether the loader has yet to map the libraries: the executable (first
+    of objects, as (path, host path)) names some, and at most it and the
+    loader are mapped."""
+    return 0 < len(objects) <= 2 and bool(needed(objects[0][1]))
+
+
+def _loaded_objects(process: TracedProcess) -> List[Tuple[str, str]]:
+    """(path, host path) of the mapped objects once the loader has mapped the
+    libraries, or as they are after LOADER_WAIT_S."""
+    deadline = time.monotonic() + LOADER_WAIT_S
+    while True:
+        objects = [(path, _host_path(process, path)) for path in _mapped_objects(process)]
+        if time.monotonic() >= deadline or not still_loading(objects, lambda path: _dynamic(path).needed):
+            return objects
+        time.sleep(LOADER_POLL_S)
+        process.maps(fresh=True)
+
+
 def discover(process: TracedProcess, obj: Optional[str] = None) -> HookPlan:
     """The hook plan for a running process; --obj overrides the allocator."""
     pid = process.pid
-    objects = [(path, _host_path(process, path)) for path in _mapped_objects(process)]
-    objects = _in_search_order(process, objects)
+    objects = _in_search_order(process, _loaded_objects(process))
     exe_path = objects[0][0] if objects else ""
     chosen = _override(obj) if obj else choose_allocator(objects)
     if chosen is None:

@@ -213,3 +213,16 @@ def test_obj_accepts_a_prefixed_jemalloc_and_hooks_its_je_names(tmp_path, built)
     hooked = {(hook.function, hook.symbol) for hook in plan.hooks if hook.path == lib}
     assert hooked == {("malloc", "je_malloc"), ("free", "je_free"), ("mallocx", "je_mallocx")}, plan.hooks
     assert plan.allocator_name == "jemalloc"
+
+
+def test_a_program_with_only_itself_and_its_loader_mapped_is_still_loading():
+    needs_libc = {"/app/server": ("libc.so.6",), "/lib64/ld-linux-x86-64.so.2": ()}.get
+    loader = ("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2")
+    assert allocator.still_loading([("/app/server", "/app/server"), loader], needs_libc)
+    libc = ("/usr/lib/libc.so.6", "/usr/lib/libc.so.6")
+    assert not allocator.still_loading([("/app/server", "/app/server"), loader, libc], needs_libc)
+
+
+def test_a_static_program_or_nothing_mapped_is_not_waited_for():
+    assert not allocator.still_loading([("/app/static", "/app/static")], lambda path: ())
+    assert not allocator.still_loading([], lambda path: ("libc.so.6",))
