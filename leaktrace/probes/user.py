@@ -58,6 +58,11 @@ DEEP_WALK, SHALLOW_WALK = 128, 32
 DEEP_WALK_SINCE = (5, 11)
 
 
+def first_walk_depth(version: Tuple[int, int]) -> int:
+    """How deep the first compile walks on this kernel version."""
+    return SHALLOW_WALK if version < DEEP_WALK_SINCE else DEEP_WALK
+
+
 def call_state_without_task_storage(version: Tuple[int, int], load_error: str = "") -> str:
     """The report header's line when call state goes to the thread-id hash."""
     if version < TASK_STORAGE_SINCE:
@@ -99,7 +104,8 @@ class UserProbe:
         self.notes: List[str] = []  # what attach() chose not to hook, and why
         self.forks = ForkedChildren()
         self.late_allocators = LateAllocators()  # notes on allocators mapped after attach
-        self.walk_depth = DEEP_WALK  # frames the CFI walk keeps (load() may lower it)
+        # Frames the CFI walk keeps: known before compile_early() compiles (load() may lower it).
+        self.walk_depth = first_walk_depth(kernel_version())
         self._hooked: set = set()  # --follow-forks: (device, inode, function) hooked for every process
 
     def defines(self) -> Dict[str, int]:
@@ -134,8 +140,6 @@ class UserProbe:
         if self.bpf is not None:
             return
         version = kernel_version()
-        if version < DEEP_WALK_SINCE:
-            self.walk_depth = SHALLOW_WALK
         if self.config.pending_hash:  # asked for: its defines already say PENDING_HASH=1
             self.bpf = self._compiled()
             self.probes = [f"{CALL_STATE_HASH} (asked for)"]

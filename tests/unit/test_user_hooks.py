@@ -12,6 +12,7 @@ from leaktrace.probes.alloc_functions import FREE_SIDE, HANDLERS, HEAP_FUNCTIONS
 from leaktrace.probes.hooks import UprobeHooks
 from leaktrace.process.traced_process import TracedProcess
 from leaktrace.probes.attach_plan import distinct_entry_points, function_address
+from leaktrace.probes import user
 from leaktrace.probes.user import TASK_STORAGE_SINCE, UserProbe, call_state_without_task_storage
 from leaktrace.probes.user_counters import loss_notes
 
@@ -185,3 +186,12 @@ def test_call_state_goes_to_the_thread_id_hash_before_5_11_and_the_header_says_w
     # A newer kernel that refuses it (built without it, a stricter verifier) says what failed.
     assert call_state_without_task_storage((6, 1), "bpf_task_storage_get: unknown func").endswith(
         "task storage did not load here (bpf_task_storage_get: unknown func)")
+
+
+def test_the_first_compile_walks_32_frames_on_kernels_before_5_11(monkeypatch):
+    # compile_early() compiles before load() runs: on 5.10 a 128-frame first
+    # compile left the recorder refused (E2BIG) with no shallower retry.
+    monkeypatch.setattr(user, "kernel_version", lambda: (5, 10))
+    assert UserProbe(ProbeConfig())._first_choice()["UNWIND_MAX_DEPTH"] == user.SHALLOW_WALK
+    monkeypatch.setattr(user, "kernel_version", lambda: (6, 1))
+    assert UserProbe(ProbeConfig())._first_choice()["UNWIND_MAX_DEPTH"] == user.DEEP_WALK
