@@ -3,7 +3,9 @@
 The child asks to be traced (PTRACE_TRACEME) and execs, so the kernel stops it
 right after exec, before the dynamic linker or main() run a single
 instruction. The parent attaches the probes to that PID (uprobes on a library
-take effect when it is mapped), then detaches and the program runs. Nothing
+take effect when it is mapped), lets it run until the dynamic loader has mapped
+its libraries (process/loader_stop.py) to load their unwind tables before any
+of their code runs, then detaches and the program runs. Nothing
 the program allocates is missed, and nothing of leaktrace's own Python child
 (between fork and exec) is recorded.
 
@@ -29,6 +31,7 @@ import click
 
 from ..base import timing
 from ..base.errors import TargetError, UsageError
+from ..process import loader_stop
 from ..process.forks import ForkWatch
 from ..base.model import Target
 from ..probes import allocator, features
@@ -124,8 +127,19 @@ class Command:
     def exit_code(self) -> int:
         return exit_status(self.status) if self.status is not None else 0
 
+    def run_until_loaded(self, process: TracedProcess) -> bool:
+        """From the exec stop, let the command run until its loader has mapped its
+        libraries, stopped again there; False if that point is unknown or it ended."""
+        hook = loader_stop.find_loader_hook(process)
+        if hook is None:
+            return False
+        self.status = loader_stop.run_until_loaded(self.pid, hook, self.idle)
+        return self.status is None
+
     def release(self) -> None:
         """Let the command run (its forks are watched from now on)."""
+        if self.status is not None:
+            return  # it ended before its loader was done: nothing to let go
         self.forks = ForkWatch(self.pid)
         _release(self.pid)
 
@@ -187,6 +201,8 @@ def run(command, **opts):
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name,
                         hooked=probe.hooked(pid))
         open_trace_output(probe, settings)  # the child's first events too
+        if child.run_until_loaded(process):  # libc & co. are mapped only now
+            probe.libraries_mapped(process)
         child.release()
         trace_processes(probe, [process], [target], settings, child.alive, UserSymbols(lines=settings.lines),
                         child)

@@ -7,7 +7,8 @@ same build-id) and writes the process's mappings; in "auto" mode a process
 whose every table-backed object keeps frame pointers gets no tables, so its
 stacks stay on bpf_get_stackid. refresh() re-maps processes whose executable
 mappings changed (exec under `leaktrace run`, dlopen), looking at those only
-when the process's maps changed at all (TracedProcess.version). read_stack() turns an
+when the process's maps changed at all (TracedProcess.version); reload(process)
+loads at once (`run`, when the loader has mapped the libraries). read_stack() turns an
 unwound stack id into a RawStack with a method per frame; notes() says,
 once per cause, why stacks may be incomplete. Needs the loaded bcc.BPF object.
 """
@@ -64,6 +65,12 @@ class Unwinder:
         if is_unexeced_fork(process.pid):
             self._signatures[process.pid] = ()
             return
+        self._load(process)
+
+    def reload(self, process: TracedProcess) -> None:
+        """Load the tables for what process maps now, before it runs on: `run` calls it once
+        the loader has mapped the libraries (they are not mapped late)."""
+        process.maps(fresh=True)
         self._load(process)
 
     def refresh(self) -> None:

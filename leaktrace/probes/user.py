@@ -266,6 +266,12 @@ class UserProbe:
             self.unwinder = Unwinder(self.bpf, self.config.unwind, max_depth=self.walk_depth)
         self.unwinder.add(process)
 
+    def libraries_mapped(self, process: TracedProcess) -> None:
+        """`run`: the loader has mapped the command's libraries; their tables go in before it runs on."""
+        if self.unwinder is not None:
+            with timing.step("unwind tables after the loader", "reading unwind tables"):
+                self.unwinder.reload(process)
+
     def _attach_probe(self, hook: Hook, pid: int, side: str) -> int:
         """Attach one probe; returns the entry probe's offset (0 for a return probe)."""
         enter, exit_ = HANDLERS[hook.function]
