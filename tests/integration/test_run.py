@@ -10,7 +10,8 @@ import time
 import pytest
 
 from harness import (
-    OLDER_THAN_MS, SETTLE_S, Tracer, assert_within, describe_stacks, leaked_under, parse_leaked,
+    OLDER_THAN_MS, SETTLE_S, Tracer, assert_within, describe_stacks, frame_symbols, leaked_under,
+    parse_leaked, stacks_with,
 )
 
 pytestmark = pytest.mark.privileged
@@ -36,6 +37,24 @@ def assert_site(report, function, expected):
 def test_run_catches_an_allocation_in_the_first_microseconds_of_main(build):
     leaked, final = run_to_exit([build("early_leak.c"), "1500"])
     assert_site(final, "early_leak", leaked["sites"]["early_leak"])
+
+
+UNKNOWN_CODE_WARNING = "stop in code mapped after its unwind tables were loaded"
+
+
+def test_run_unwinds_the_first_allocations_through_libraries_the_loader_maps(build):
+    """The tables are loaded again once ld.so has mapped libc: a program and a libc
+    without frame pointers unwind fully from main's first call, and no stack stops
+    in code "mapped after its tables were loaded" (there was no dlopen)."""
+    leaked, final = run_to_exit([build("early_leak.c", ["-O2", "-fomit-frame-pointer"],
+                                       name="early_leak_nofp"), "1500"])
+    early = stacks_with(final, "early_leak")
+    assert sum(s["count"] for s in early) == leaked["sites"]["early_leak"]["count"], describe_stacks(final)
+    for stack in early:
+        assert frame_symbols(stack)[:2] == ["early_leak", "main"], describe_stacks(final)
+    cut = [s for s in final["stacks"] if any("the walk stops here" in (f.get("note") or "") for f in s["frames"])]
+    assert not cut, describe_stacks(final)
+    assert not [w for w in final["warnings"] if UNKNOWN_CODE_WARNING in w], final["warnings"]
 
 
 def test_run_reports_the_target_it_started(build):

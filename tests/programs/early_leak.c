@@ -6,9 +6,9 @@
 #define EARLY_BLOCKS 3
 #define EARLY_SIZE 4000
 
-static void *early_blocks[EARLY_BLOCKS];
+void *early_blocks[EARLY_BLOCKS]; /* not static: -O2 would drop the stores and the mallocs */
 
-static void early_leak(void)
+__attribute__((noinline)) static void early_leak(void)
 {
     for (int i = 0; i < EARLY_BLOCKS; i++)
         early_blocks[i] = malloc(EARLY_SIZE);
