@@ -201,7 +201,7 @@ def run(command, **opts):
                         allocator=plan.allocator_path, allocator_name=plan.allocator_name,
                         hooked=probe.hooked(pid))
         open_trace_output(probe, settings)  # the child's first events too
-        if child.run_until_loaded(process):  # libc & co. are mapped only now
+        if probe.unwinder is not None and child.run_until_loaded(process):  # libc & co. mapped only now
             probe.libraries_mapped(process)
         child.release()
         trace_processes(probe, [process], [target], settings, child.alive, UserSymbols(lines=settings.lines),
