@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..base.errors import LeaktraceError
+from ..base.errors import LeaktraceError, TargetError
 from ..symbols.elf import open_elf_in_root
 from .traced_process import TracedProcess
 
@@ -53,10 +53,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 _libc.ptrace.restype = ctypes.c_long
 _Registers = ctypes.c_uint64 * 27
-
-
-class LoaderStopError(LeaktraceError):
-    """A ptrace request on the stopped command failed."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +144,8 @@ def _ptrace(request: int, pid: int, addr, data) -> int:
     ctypes.set_errno(0)
     result = _libc.ptrace(request, pid, addr, data)
     if result == -1 and ctypes.get_errno():
-        raise LoaderStopError(f"could not run PID {pid} up to its loaded libraries: "
-                              f"{os.strerror(ctypes.get_errno())}")
+        raise TargetError(f"could not run PID {pid} up to its loaded libraries: "
+                          f"{os.strerror(ctypes.get_errno())}")
     return result
 
 

@@ -66,6 +66,20 @@ def test_a_dlopen_after_the_stop_meets_no_breakpoint(program, tmp_path):
     assert (code, out) == (0, "ran 7\n")
 
 
+def test_a_loader_that_never_says_it_is_done_is_stopped_another_way(tmp_path):
+    """After the patience, a SIGSTOP stops it instead; the detach discards it, so the
+    command runs on (and its code is restored)."""
+    pid = _spawn_stopped(["sleep", "1"])
+    hook = loader_stop.find_loader_hook(TracedProcess(pid))
+    never_done = loader_stop.LoaderHook(hook.address, state=hook.address)  # r_state never RT_CONSISTENT
+    before = loader_stop._peek(pid, hook.address)
+    assert loader_stop.run_until_loaded(pid, never_done, patience_s=0.2) is None
+    assert loader_stop._peek(pid, hook.address) == before
+    _release(pid)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_static_program_has_no_loader_to_wait_for(tmp_path):
     static = compile_program(tmp_path / "static", "loads_later.c", "-static")
     pid = _spawn_stopped([str(static), "/nonexistent"])
