@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..base import timing
 from ..base.errors import LeaktraceError
@@ -25,8 +25,9 @@ from ..process.traced_process import TracedProcess
 from ..unwind.spaces import ProcessSpace
 
 TABLES_PENDING = 0xFFFFFFFF  # UNWIND_TABLES_PENDING
-# Tests hold the tables back this long after their build started, to see the
-# frame-pointer stacks of a process whose tables are still loading.
+# Tests hold each build back this long after finished() first sees it done (at
+# the earliest, the probes' attach), to see the frame-pointer stacks of a
+# process whose tables are still loading.
 HOLD_S = float(os.environ.get("LEAKTRACE_UNWIND_HOLD_S", "0"))
 NAMED_PIDS = 3  # more processes than this: one line for all of them
 
@@ -45,6 +46,7 @@ class TableBuilds:
         self._todo: "queue.Queue[TracedProcess]" = queue.Queue()
         self._done: "queue.Queue[Built]" = queue.Queue()
         self._submitted: Set[int] = set()  # pids not handed out yet
+        self._held: List[Tuple[float, Built]] = []  # (when to hand out, build): HOLD_S
         self._worker: Optional[threading.Thread] = None
         self._stopped = False
 
@@ -63,14 +65,17 @@ class TableBuilds:
 
     def finished(self) -> List[Built]:
         """The builds done since the last call."""
-        done = []
+        now = time.monotonic()
         while True:
             try:
-                built = self._done.get_nowait()
+                self._held.append((now + HOLD_S, self._done.get_nowait()))
             except queue.Empty:
-                return done
+                break
+        done = [built for due, built in self._held if due <= now]
+        self._held = [(due, built) for due, built in self._held if due > now]
+        for built in done:
             self._submitted.discard(built.process.pid)
-            done.append(built)
+        return done
 
     def stop(self) -> None:
         """Build nothing more (the probes are closing)."""
@@ -82,7 +87,6 @@ class TableBuilds:
             started = time.monotonic()
             self._done.put(self._one(process))
             timing.record("unwind tables (background)", time.monotonic() - started)
-            time.sleep(max(0.0, started + HOLD_S - time.monotonic()))
 
     def _one(self, process: TracedProcess) -> Built:
         try:
@@ -121,21 +125,8 @@ class EarlyWalks:
             _delete(self.bpf["unwind_early"], pid)
 
     def notes(self) -> List[str]:
-        notes = []
-        done = {pid: self._count(pid) for pid in self._counted}
-        done = {pid: n for pid, n in done.items() if n}
-        if 0 < len(done) <= NAMED_PIDS:
-            notes += [f"stacks of the first {n} allocations of pid {pid} were walked with frame pointers "
-                      "only: the unwind tables were still loading" for pid, n in done.items()]
-        elif done:
-            notes.append(f"stacks of the first {sum(done.values())} allocations of {len(done)} processes "
-                         "were walked with frame pointers only: their unwind tables were still loading")
-        for pid in sorted(self._pending):
-            n = self._count(pid)
-            if n:
-                notes.append(f"the unwind tables of pid {pid} are still loading: the stacks of its {n} "
-                             "allocations so far were walked with frame pointers only")
-        return notes
+        return early_notes({pid: self._count(pid) for pid in self._counted},
+                           {pid: self._count(pid) for pid in sorted(self._pending)})
 
     def _count(self, pid: int) -> int:
         table = self.bpf["unwind_early"]
@@ -143,6 +134,21 @@ class EarlyWalks:
             return int(table[table.Key(pid)].value)
         except KeyError:
             return 0
+
+
+def early_notes(loaded: Dict[int, int], loading: Dict[int, int]) -> List[str]:
+    """The report's lines: pid -> allocations walked with frame pointers only,
+    for processes whose tables arrived since (loaded) and those still waiting."""
+    loaded = {pid: n for pid, n in loaded.items() if n}
+    if len(loaded) > NAMED_PIDS:
+        notes = [f"stacks of the first {sum(loaded.values())} allocations of {len(loaded)} processes "
+                 "were walked with frame pointers only: their unwind tables were still loading"]
+    else:
+        notes = [f"stacks of the first {n} allocations of pid {pid} were walked with frame pointers "
+                 "only: the unwind tables were still loading" for pid, n in loaded.items()]
+    return notes + [f"the unwind tables of pid {pid} are still loading: the stacks of its {n} "
+                    "allocations so far were walked with frame pointers only"
+                    for pid, n in loading.items() if n]
 
 
 def _delete(table, pid: int) -> None:
