@@ -9,15 +9,10 @@
  * deduplicated by a hash of the frames (a hash collision between two
  * different stacks is detected, counted and reported as -EEXIST, never merged).
  * Addresses with no row fall back to the frame-pointer rule; processes with no
- * tables loaded (all their code keeps frame pointers) get UNWIND_NO_TABLES,
- * and so do processes whose tables are still being built (their space says
- * UNWIND_TABLES_PENDING): those walks are counted per process in unwind_early.
+ * tables loaded (all their code keeps frame pointers) get UNWIND_NO_TABLES.
  *
  *   unwind_rows     every loaded binary's rows, binary by binary, sorted by pc
- *   unwind_spaces   tgid -> where its mappings are in unwind_mappings, or
- *                   UNWIND_TABLES_PENDING while user space builds them
- *   unwind_early    tgid -> allocations walked with frame pointers only
- *                   because its tables were still being built
+ *   unwind_spaces   tgid -> where its mappings are in unwind_mappings
  *   unwind_mappings each process's executable mappings with their load bias
  *                   and the range of rows of the mapped binary
  *   unwound_stacks  stack id -> frames (ids carry UNWIND_ID_BIT, so they never
@@ -90,8 +85,7 @@ struct unwind_mapping {
 };
 
 /* Per process: its mappings sit at unwind_mappings[first .. first + count),
- * sorted by start; count UNWIND_TABLES_PENDING: being built, walk frame pointers. */
-#define UNWIND_TABLES_PENDING 0xffffffff
+ * sorted by start. */
 struct unwind_space {
 	u32 first;
 	u32 count;
@@ -127,7 +121,6 @@ static __always_inline struct unwind_mapping *unwind_mapping(u32 index);
 static __always_inline struct unwound_stack *unwound_stack(u32 id);
 static __always_inline int unwound_stack_insert(u32 id, struct unwound_stack *stack);
 static __always_inline void unwind_count(int slot, u64 n);
-static __always_inline void unwind_count_early(u32 tgid);
 
 /* The mapping holding pc, or NULL. Indices go through map keys, never
  * pointer offsets, so the verifier need not track them precisely and can
@@ -268,14 +261,9 @@ static __always_inline s32 store_stack(struct unwound_stack *stack, u64 hash)
  * caller then walks frame pointers). */
 static __always_inline s32 unwind_stack(struct pt_regs *ctx, struct unwind_walk *w)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct unwind_space *space = unwind_space_of(tgid);
+	struct unwind_space *space = unwind_space_of(bpf_get_current_pid_tgid() >> 32);
 	if (!space)
 		return UNWIND_NO_TABLES;
-	if (space->count == UNWIND_TABLES_PENDING) {
-		unwind_count_early(tgid);
-		return UNWIND_NO_TABLES;
-	}
 	/* At a return probe the registers are the caller's, pc the return address. */
 	w->pc = PT_REGS_IP(ctx);
 	w->sp = PT_REGS_SP(ctx);

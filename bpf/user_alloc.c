@@ -123,7 +123,6 @@ BPF_HASH(unwind_spaces, u32, struct unwind_space, UNWIND_MAX_PROCESSES);
 BPF_ARRAY(unwind_mappings, struct unwind_mapping, UNWIND_MAX_PROCESSES * UNWIND_MAX_MAPPINGS);
 BPF_F_TABLE("hash", u32, struct unwound_stack, unwound_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(unwind_counters, u64, N_UNWIND_COUNTERS);
-BPF_HASH(unwind_early, u32, u64, UNWIND_MAX_PROCESSES); /* entries made by user space */
 static __always_inline struct unwind_row *unwind_row(u32 index) { return unwind_rows.lookup(&index); }
 static __always_inline struct unwind_space *unwind_space_of(u32 tgid) { return unwind_spaces.lookup(&tgid); }
 static __always_inline struct unwind_mapping *unwind_mapping(u32 index) { return unwind_mappings.lookup(&index); }
@@ -134,12 +133,6 @@ static __always_inline void unwind_count(int slot, u64 n)
 	u64 *value = unwind_counters.lookup(&slot);
 	if (value)
 		*value += n;
-}
-static __always_inline void unwind_count_early(u32 tgid)
-{
-	u64 *value = unwind_early.lookup(&tgid);
-	if (value)
-		__sync_fetch_and_add(value, 1);
 }
 #endif
 #if TRACE_EVENTS
@@ -625,9 +618,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	}
 #if UNWIND_CFI
 	struct unwind_space *space = unwind_space_of(parent);
-	/* The same mappings until the child maps something; a parent whose
-	 * tables are still being built passes on none (frame pointers). */
-	if (space && space->count != UNWIND_TABLES_PENDING) {
+	if (space) { /* the same mappings until the child maps something */
 		struct unwind_space copy = *space;
 		unwind_spaces.update(&child, &copy);
 	}

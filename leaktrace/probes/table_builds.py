@@ -1,14 +1,16 @@
 """Unwind tables built in the background, so tracing starts before them.
 
-Contract: TableBuilds(build) runs build(process) (unwind.spaces.map_process:
-parsing .eh_frame takes seconds for a large binary the first time) for each
-submitted TracedProcess on one daemon worker thread, in submission order,
-and hands each result (a Built) once to finished(), called from the thread
+Contract: TableBuilds(build) runs build(process) (unwind.spaces.
+map_process_in_steps: parsing .eh_frame takes seconds for a large binary the
+first time) for each submitted TracedProcess on one daemon worker thread, in
+submission order, and hands each space it yields (a Built: partial ones, then
+the complete one) once to finished(), called from the thread
 that writes the BPF maps: nothing here writes a map from the worker, so the
-maps keep one writer. EarlyWalks marks a process whose tables are being
-built (bpf/unwind.h then walks its stacks with frame pointers and counts
-them per process in `unwind_early`) and says in the report how many
-allocations were walked that way.
+maps keep one writer. Until a process's tables are written it has no
+`unwind_spaces` entry, so bpf/unwind.h leaves its stacks to the kernel's
+frame-pointer walk (bpf_get_stackid): EarlyWalks remembers which processes
+those are, and early_notes() words the report's count of their outstanding
+allocations with such stacks.
 """
 from __future__ import annotations
 
@@ -17,14 +19,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..base import timing
 from ..base.errors import LeaktraceError
 from ..process.traced_process import TracedProcess
 from ..unwind.spaces import ProcessSpace
 
-TABLES_PENDING = 0xFFFFFFFF  # UNWIND_TABLES_PENDING
 # Tests hold each build back this long after finished() first sees it done (at
 # the earliest, the probes' attach), to see the frame-pointer stacks of a
 # process whose tables are still loading.
@@ -41,7 +42,7 @@ class Built:
 
 
 class TableBuilds:
-    def __init__(self, build: Callable[[TracedProcess], ProcessSpace]):
+    def __init__(self, build: Callable[[TracedProcess], Iterable[ProcessSpace]]):
         self._build = build
         self._todo: "queue.Queue[TracedProcess]" = queue.Queue()
         self._done: "queue.Queue[Built]" = queue.Queue()
@@ -74,7 +75,8 @@ class TableBuilds:
         done = [built for due, built in self._held if due <= now]
         self._held = [(due, built) for due, built in self._held if due > now]
         for built in done:
-            self._submitted.discard(built.process.pid)
+            if built.space is None or built.space.complete:
+                self._submitted.discard(built.process.pid)
         return done
 
     def stop(self) -> None:
@@ -85,74 +87,48 @@ class TableBuilds:
         while not self._stopped:
             process = self._todo.get()
             started = time.monotonic()
-            self._done.put(self._one(process))
+            self._steps(process)
             timing.record("unwind tables (background)", time.monotonic() - started)
 
-    def _one(self, process: TracedProcess) -> Built:
+    def _steps(self, process: TracedProcess) -> None:
         try:
-            space = self._build(process)
+            for space in self._build(process):
+                self._done.put(Built(process, process.version, space))
         except LeaktraceError as exc:
-            return Built(process, process.version, None, exc)
-        return Built(process, process.version, space)
+            self._done.put(Built(process, process.version, None, exc))
 
 
 class EarlyWalks:
-    """Processes whose tables are being built, and their frame-pointer walks meanwhile."""
+    """Which processes' tables are still loading, and which arrived after tracing started."""
 
-    def __init__(self, bpf):
-        self.bpf = bpf
-        self._pending: Set[int] = set()
-        self._counted: Dict[int, None] = {}  # pids whose early walks the report counts
+    def __init__(self):
+        self.loading: Set[int] = set()
+        self.loaded: Set[int] = set()  # written after the probes went live
 
     def mark(self, pid: int) -> None:
-        """Before its probes go live: count its walks until finish()."""
-        early, spaces = self.bpf["unwind_early"], self.bpf["unwind_spaces"]
-        early[early.Key(pid)] = early.Leaf(0)
-        spaces[spaces.Key(pid)] = spaces.Leaf(0, TABLES_PENDING)
-        self._pending.add(pid)
+        self.loading.add(pid)
 
-    def finish(self, pid: int, written: bool, counted: bool) -> None:
-        """Its tables were written (they replaced the mark), or will not be;
-        counted: whether its early walks go into the report."""
-        if pid not in self._pending:
-            return
-        self._pending.discard(pid)
-        if not written:
-            _delete(self.bpf["unwind_spaces"], pid)
-        if counted:
-            self._counted[pid] = None
-        else:
-            _delete(self.bpf["unwind_early"], pid)
-
-    def notes(self) -> List[str]:
-        return early_notes({pid: self._count(pid) for pid in self._counted},
-                           {pid: self._count(pid) for pid in sorted(self._pending)})
-
-    def _count(self, pid: int) -> int:
-        table = self.bpf["unwind_early"]
-        try:
-            return int(table[table.Key(pid)].value)
-        except KeyError:
-            return 0
+    def finish(self, pid: int, written: bool) -> None:
+        """Its first tables were written (written), or will not be (no CFI needed, or gone)."""
+        if pid in self.loading:
+            self.loading.discard(pid)
+            if written:
+                self.loaded.add(pid)
 
 
 def early_notes(loaded: Dict[int, int], loading: Dict[int, int]) -> List[str]:
-    """The report's lines: pid -> allocations walked with frame pointers only,
-    for processes whose tables arrived since (loaded) and those still waiting."""
+    """The report's lines: pid -> its outstanding allocations whose stacks were
+    walked with frame pointers only, for processes whose tables arrived after
+    tracing started (loaded) and those whose tables are still loading."""
     loaded = {pid: n for pid, n in loaded.items() if n}
     if len(loaded) > NAMED_PIDS:
-        notes = [f"stacks of the first {sum(loaded.values())} allocations of {len(loaded)} processes "
-                 "were walked with frame pointers only: their unwind tables were still loading"]
+        notes = [f"stacks of {sum(loaded.values())} outstanding allocations of {len(loaded)} processes "
+                 "were walked with frame pointers only: they were made while the unwind tables were "
+                 "still loading"]
     else:
-        notes = [f"stacks of the first {n} allocations of pid {pid} were walked with frame pointers "
-                 "only: the unwind tables were still loading" for pid, n in loaded.items()]
+        notes = [f"stacks of {n} outstanding allocations of pid {pid} were walked with frame pointers "
+                 "only: they were made while its unwind tables were still loading"
+                 for pid, n in loaded.items()]
     return notes + [f"the unwind tables of pid {pid} are still loading: the stacks of its {n} "
-                    "allocations so far were walked with frame pointers only"
+                    "outstanding allocations were walked with frame pointers only"
                     for pid, n in loading.items() if n]
-
-
-def _delete(table, pid: int) -> None:
-    try:
-        del table[table.Key(pid)]
-    except KeyError:
-        pass

@@ -2,9 +2,11 @@
 bpf/unwind.h and reads the stacks the walker stored.
 
 Contract: add(process) has a TracedProcess's tables built in the background
-(table_builds.TableBuilds runs spaces.map_process; until they are written the
-process's stacks are walked with frame pointers, and counted: EarlyWalks);
-store_built(), called by add() and refresh(), places each
+(table_builds.TableBuilds runs spaces.map_process_in_steps; until the first
+are written the process's stacks are walked with frame pointers, and notes()
+counts them; frames in objects whose tables come in a later step are walked
+with frame pointers until then); store_built(), called by add() and
+refresh(), writes each step: it places each
 binary's rows once in `unwind_rows` (shared by every process mapping the
 same build-id) and writes the process's mappings; in "auto" mode a process
 whose every table-backed object keeps frame pointers gets no tables, so its
@@ -18,16 +20,17 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..base.errors import LeaktraceError
-from ..base.model import RawStack
+from ..base.model import Bucket, RawStack
 from ..process.traced_process import TracedProcess
 from ..unwind.spaces import (
-    MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, signature_of,
+    MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, map_process_in_steps,
+    signature_of,
 )
 from ..unwind.tables import ROW
-from .table_builds import Built, EarlyWalks, TableBuilds
+from .table_builds import Built, EarlyWalks, TableBuilds, early_notes
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
 MAX_DEPTH = 128  # UNWIND_MAX_DEPTH
@@ -49,8 +52,8 @@ class Unwinder:
     def __init__(self, bpf, mode: str = "auto", max_rows: int = 1 << 20, max_processes: int = 64,
                  max_depth: int = MAX_DEPTH, builds: Optional[TableBuilds] = None):
         self.bpf = bpf
-        self.builds = builds or TableBuilds(map_process)
-        self.early = EarlyWalks(bpf)
+        self.builds = builds or TableBuilds(map_process_in_steps)
+        self.early = EarlyWalks()
         self.mode = mode
         self.max_rows, self.max_processes, self.max_depth = max_rows, max_processes, max_depth
         self._placed: Dict[str, tuple] = {}  # table key -> (first row, count)
@@ -86,12 +89,16 @@ class Unwinder:
         pid = built.process.pid
         if built.space is None:  # gone before its tables were built
             del self._processes[pid]
-            self.early.finish(pid, written=False, counted=True)
+            self.early.finish(pid, written=False)
+            return
+        if not built.space.complete:  # the objects built so far; the others walk frame pointers
+            if self._write_tables(built.space):
+                self.early.finish(pid, written=True)
             return
         self._versions[pid] = built.version
         self._signatures[pid] = built.space.signature
         written = self._write_tables(built.space)
-        self.early.finish(pid, written=written, counted=written)
+        self.early.finish(pid, written=written)
 
     def refresh(self) -> None:
         """Reload processes whose executable mappings changed; cheap when none did."""
@@ -205,7 +212,9 @@ class Unwinder:
         table = self.bpf["unwind_counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
-    def notes(self) -> List[str]:
+    def notes(self, buckets: Sequence[Bucket] = ()) -> List[str]:
+        """Why stacks may be incomplete; buckets: the snapshot's, to count the
+        allocations walked with frame pointers while their tables loaded."""
         counts = self.counters()
         live = []
         if counts["collisions"]:
@@ -219,7 +228,16 @@ class Unwinder:
                         "callers are missing; later ones through that code are complete")
         if counts["map_full"]:
             live.append("the unwound stack map is full (--max-stacks): new stacks are not collected")
-        return list(self._notes) + live + self.early.notes()
+        return list(self._notes) + live + self._early_notes(buckets)
+
+    def _early_notes(self, buckets: Sequence[Bucket]) -> List[str]:
+        """A stack_traces stack of a process that has tables was walked before they arrived."""
+        walked: Dict[int, int] = {}
+        for bucket in buckets:
+            if bucket.stack.stack_id >= 0 and not is_unwound(bucket.stack.stack_id):
+                walked[bucket.pid] = walked.get(bucket.pid, 0) + bucket.count
+        return early_notes({pid: walked.get(pid, 0) for pid in sorted(self.early.loaded)},
+                           {pid: walked.get(pid, 0) for pid in sorted(self.early.loading)})
 
     def _note(self, text: str) -> None:
         self._notes.setdefault(text, None)

@@ -36,7 +36,7 @@ from .stacks import StackCache
 from .totals import TotalsMap
 from .table_builds import TableBuilds
 from .unwinder import Unwinder, is_unwound
-from ..unwind.spaces import is_unexeced_fork, map_process
+from ..unwind.spaces import is_unexeced_fork, map_process_in_steps
 
 SOURCE = "user_alloc.c"
 
@@ -96,7 +96,7 @@ class UserProbe:
         # hook -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
-        self.table_builds = TableBuilds(map_process)  # the unwinder's, started before it exists
+        self.table_builds = TableBuilds(map_process_in_steps)  # the unwinder's, started before it exists
         self._trace_open = False  # --trace's perf buffer
         self.hooks: Optional[UprobeHooks] = None  # set by load()
         self.probes: List[str] = []  # what load() chose for this kernel, for the report header
@@ -319,7 +319,7 @@ class UserProbe:
             targets=tuple(self.execs.current(t) for t in (*targets, *self._forked_targets(targets))),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
-            notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
+            notes=(tuple(self.unwinder.notes(buckets)) if self.unwinder else ())
             + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes)
             + tuple(self.late_allocators.notes()),
             probes=tuple(self.probes)

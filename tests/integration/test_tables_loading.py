@@ -4,8 +4,9 @@ leaktrace prints its tracing line without waiting for the unwind tables;
 until they are written, the process's stacks are walked with frame pointers.
 Here the tables are held back (LEAKTRACE_UNWIND_HOLD_S) while a program built
 without frame pointers allocates from the first instant: every allocation is
-counted exactly, the report says how many stacks were walked before the
-tables arrived, and the leaks made after they arrived have whole stacks.
+counted exactly, the report says how many of the outstanding allocations
+have stacks walked before the tables arrived (exactly those without a CFI
+frame), and the leaks made after they arrived have whole stacks.
 """
 import os
 import re
@@ -20,12 +21,12 @@ pytestmark = pytest.mark.privileged
 
 EARLY_SIZE, LATE_SIZE = 3001, 5003  # tables_loading.c
 HOLD_S = 2 * TIMEOUT_SCALE
-LOADED = re.compile(r"stacks of the first (\d+) allocations of pid (\d+) were walked with frame "
-                    r"pointers only: the unwind tables were still loading")
+LOADED = re.compile(r"stacks of (\d+) outstanding allocations of pid (\d+) were walked with frame "
+                    r"pointers only: they were made while its unwind tables were still loading")
 
 
 def loaded_note(report, pid):
-    """N of the report's "first N allocations" line for pid, or None."""
+    """N of the report's "stacks of N outstanding allocations" line for pid, or None."""
     for warning in report.get("warnings", ()):
         text = warning if isinstance(warning, str) else warning.get("text", str(warning))
         match = LOADED.search(text)

@@ -18,7 +18,7 @@ from typing import Dict, List
 import pytest
 
 from leaktrace.base.model import KERNEL_KINDS, USER_KINDS
-from leaktrace.probes import alloc_functions, kernel, table_builds, unwinder, user
+from leaktrace.probes import alloc_functions, kernel, unwinder, user
 from leaktrace.unwind import tables
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
@@ -83,7 +83,6 @@ def test_shared_constants_match():
     assert define("unwind.h", "UNWIND_MAX_MAPPINGS") == unwinder.MAX_MAPPINGS
     assert define("unwind.h", "UNWIND_MAX_DEPTH") == unwinder.MAX_DEPTH
     assert define("unwind.h", "UNWIND_ID_BIT") == unwinder.ID_BIT
-    assert define("unwind.h", "UNWIND_TABLES_PENDING") == table_builds.TABLES_PENDING
 
 
 C_SIZES = {"u8": 1, "s8": 1, "u16": 2, "s16": 2, "u32": 4, "s32": 4, "u64": 8, "s64": 8}
