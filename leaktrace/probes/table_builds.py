@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from ..unwind.spaces import ProcessSpace
 # process whose tables are still loading.
 HOLD_S = float(os.environ.get("LEAKTRACE_UNWIND_HOLD_S", "0"))
 NAMED_PIDS = 3  # more processes than this: one line for all of them
+# The worker is pure Python (pyelftools) and holds the GIL: every ctypes call
+# of the compile and attach (bcc makes hundreds) then waits up to the switch
+# interval to get it back, 5 ms by default, which made a cold attach to
+# redis-server seconds slower. A shorter interval bounds that wait.
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class TableBuilds:
         self._submitted.add(process.pid)
         self._todo.put(process)
         if self._worker is None:
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
             self._worker = threading.Thread(target=self._work, name="unwind-tables", daemon=True)
             self._worker.start()
 
