@@ -121,10 +121,10 @@ def map_process_in_steps(process: TracedProcess) -> Iterator[ProcessSpace]:
     entries = executable_mappings(process)
     objects: List[MappedObject] = [MappedObject(e.start, e.end, 0, e.path, e.path, None) for e in entries]
     shown = time.monotonic()
-    for left, index in enumerate(sorted(range(len(entries)), key=lambda i: entries[i].end - entries[i].start),
-                                 start=1):
+    smallest_first = sorted(range(len(entries)), key=lambda i: entries[i].end - entries[i].start)
+    for built, index in enumerate(smallest_first, start=1):
         objects[index] = map_object(process, entries[index])
-        if left < len(entries) and time.monotonic() - shown >= STEP_S:
+        if built < len(entries) and time.monotonic() - shown >= STEP_S:
             shown = time.monotonic()
             yield ProcessSpace(process.pid, tuple(objects), signature_of(entries), complete=False)
     yield ProcessSpace(process.pid, tuple(objects), signature_of(entries))
