@@ -45,6 +45,11 @@ def step(name: str, doing: str = "") -> Iterator[None]:
             timer.cancel()
 
 
+def record(name: str, seconds: float) -> None:
+    """A step timed elsewhere (a background thread's work)."""
+    _steps.append((name, seconds))
+
+
 def breakdown(steps: List[Tuple[str, float]]) -> str:
     """Each step's seconds, in the order they ran (a repeated step is summed)."""
     totals: dict = {}

@@ -1,7 +1,12 @@
 """Unwinder: puts traced processes' unwind tables into the BPF maps of
 bpf/unwind.h and reads the stacks the walker stored.
 
-Contract: add(process) maps a TracedProcess (spaces.map_process), places each
+Contract: add(process) has a TracedProcess's tables built in the background
+(table_builds.TableBuilds runs spaces.map_process_in_steps; until the first
+are written the process's stacks are walked with frame pointers, and notes()
+counts them; frames in objects whose tables come in a later step are walked
+with frame pointers until then); store_built(), called by add() and
+refresh(), writes each step: it places each
 binary's rows once in `unwind_rows` (shared by every process mapping the
 same build-id) and writes the process's mappings; in "auto" mode a process
 whose every table-backed object keeps frame pointers gets no tables, so its
@@ -16,15 +21,17 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..base.errors import LeaktraceError
-from ..base.model import RawStack
+from ..base.model import Bucket, RawStack
 from ..process.traced_process import TracedProcess
 from ..unwind.spaces import (
-    MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, signature_of,
+    MappedObject, ProcessSpace, executable_mappings, is_unexeced_fork, map_process, map_process_in_steps,
+    signature_of,
 )
 from ..unwind.tables import ROW
+from .table_builds import Built, EarlyWalks, TableBuilds, early_notes
 
 MAX_MAPPINGS = 128  # UNWIND_MAX_MAPPINGS
 MAX_DEPTH = 128  # UNWIND_MAX_DEPTH
@@ -44,8 +51,10 @@ def is_unwound(stack_id: int) -> bool:
 
 class Unwinder:
     def __init__(self, bpf, mode: str = "auto", max_rows: int = 1 << 20, max_processes: int = 64,
-                 max_depth: int = MAX_DEPTH):
+                 max_depth: int = MAX_DEPTH, builds: Optional[TableBuilds] = None):
         self.bpf = bpf
+        self.builds = builds or TableBuilds(map_process_in_steps)
+        self.early = EarlyWalks()
         self.mode = mode
         self.max_rows, self.max_processes, self.max_depth = max_rows, max_processes, max_depth
         self._placed: Dict[str, tuple] = {}  # table key -> (first row, count)
@@ -60,12 +69,37 @@ class Unwinder:
 
     # ---- loading -------------------------------------------------------------
     def add(self, process: TracedProcess) -> None:
-        """Load its tables; a fork of ours that has not exec'd waits for refresh()."""
+        """Have its tables built (already done if builds had it early); a fork of
+        ours that has not exec'd waits for refresh()."""
         self._processes[process.pid] = process
         if is_unexeced_fork(process.pid):
             self._signatures[process.pid] = ()
             return
-        self._load(process)
+        self.builds.submit(process)
+        if process.pid not in self._signatures:  # a reload keeps the tables it has meanwhile
+            self.early.mark(process.pid)
+        self.store_built()
+
+    def store_built(self) -> None:
+        """Write the tables the background builds finished."""
+        for built in self.builds.finished():
+            if built.process.pid in self._processes:
+                self._store_built(built)
+
+    def _store_built(self, built: Built) -> None:
+        pid = built.process.pid
+        if built.space is None:  # gone before its tables were built
+            del self._processes[pid]
+            self.early.finish(pid, written=False)
+            return
+        if not built.space.complete:  # the objects built so far; the others walk frame pointers
+            if self._write_tables(built.space):
+                self.early.finish(pid, written=True)
+            return
+        self._versions[pid] = built.version
+        self._signatures[pid] = built.space.signature
+        written = self._write_tables(built.space)
+        self.early.finish(pid, written=written)
 
     def reload(self, process: TracedProcess) -> None:
         """Load the tables for what process maps now, before it runs on: `run` calls it once
@@ -75,13 +109,14 @@ class Unwinder:
 
     def refresh(self) -> None:
         """Reload processes whose executable mappings changed; cheap when none did."""
+        self.store_built()
         now = time.monotonic()
         if now - self._refreshed < REFRESH_S:
             return
         self._refreshed = now
         for pid, process in list(self._processes.items()):
             try:
-                if is_unexeced_fork(pid):
+                if is_unexeced_fork(pid) or self.builds.waiting(pid):
                     continue
                 process.maps()
                 if process.version == self._versions.get(pid):
@@ -103,22 +138,24 @@ class Unwinder:
         self._write_tables(space)
         return space
 
-    def _write_tables(self, space: ProcessSpace) -> None:
+    def _write_tables(self, space: ProcessSpace) -> bool:
+        """Whether the process's mappings were written (it walks with its tables)."""
         for obj in space.objects:
             if obj.problem:
                 self._note(f"no unwind table for {obj.path} ({obj.problem}); frames inside it "
                            "are recovered with frame pointers only")
         if self.mode == "auto" and not space.needs_cfi:
-            return  # frame pointers everywhere: the kernel's walk is exact and cheaper
+            return False  # frame pointers everywhere: the kernel's walk is exact and cheaper
         slot = self._slot(space.pid)
         if slot is None:
-            return
+            return False
         mappings = [m for m in (self._mapping(obj) for obj in space.objects) if m is not None]
         if len(mappings) > MAX_MAPPINGS:
             self._note(f"pid {space.pid} maps more than {MAX_MAPPINGS} executable objects; "
                        "frames in the others are recovered with frame pointers only")
             mappings = mappings[:MAX_MAPPINGS]
         self._write_space(space.pid, slot, mappings)
+        return True
 
     def _slot(self, pid: int) -> Optional[int]:
         if pid not in self._slots:
@@ -182,7 +219,9 @@ class Unwinder:
         table = self.bpf["unwind_counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
-    def notes(self) -> List[str]:
+    def notes(self, buckets: Sequence[Bucket] = ()) -> List[str]:
+        """Why stacks may be incomplete; buckets: the snapshot's, to count the
+        allocations walked with frame pointers while their tables loaded."""
         counts = self.counters()
         live = []
         if counts["collisions"]:
@@ -196,7 +235,16 @@ class Unwinder:
                         "callers are missing; later ones through that code are complete")
         if counts["map_full"]:
             live.append("the unwound stack map is full (--max-stacks): new stacks are not collected")
-        return list(self._notes) + live
+        return list(self._notes) + live + self._early_notes(buckets)
+
+    def _early_notes(self, buckets: Sequence[Bucket]) -> List[str]:
+        """A stack_traces stack of a process that has tables was walked before they arrived."""
+        walked: Dict[int, int] = {}
+        for bucket in buckets:
+            if bucket.stack.stack_id >= 0 and not is_unwound(bucket.stack.stack_id):
+                walked[bucket.pid] = walked.get(bucket.pid, 0) + bucket.count
+        return early_notes({pid: walked.get(pid, 0) for pid in sorted(self.early.loaded)},
+                           {pid: walked.get(pid, 0) for pid in sorted(self.early.loading)})
 
     def _note(self, text: str) -> None:
         self._notes.setdefault(text, None)

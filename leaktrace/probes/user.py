@@ -34,7 +34,9 @@ from .hooks import UprobeHooks, attach_error
 from .placement import describe_kernel, kernel_version
 from .stacks import StackCache
 from .totals import TotalsMap
+from .table_builds import TableBuilds
 from .unwinder import Unwinder, is_unwound
+from ..unwind.spaces import is_unexeced_fork, map_process_in_steps
 
 SOURCE = "user_alloc.c"
 
@@ -94,6 +96,7 @@ class UserProbe:
         # hook -> entry probe offset; 0 keeps the entry.
         self._placement = placements or emulated_offset
         self.unwinder: Optional[Unwinder] = None  # CFI tables (bpf/unwind.h); None with --unwind fp
+        self.table_builds = TableBuilds(map_process_in_steps)  # the unwinder's, started before it exists
         self._trace_open = False  # --trace's perf buffer
         self.hooks: Optional[UprobeHooks] = None  # set by load()
         self.probes: List[str] = []  # what load() chose for this kernel, for the report header
@@ -203,6 +206,8 @@ class UserProbe:
     def attach(self, process: TracedProcess) -> None:
         """Hook the functions of the process's plan (it may be a child not yet exec'd)."""
         plan, pid = process.plan, process.pid
+        if self.config.unwind != "fp" and not is_unexeced_fork(pid):
+            self.table_builds.submit(process)  # while the programs compile
         self.load_for(plan, pid)
         with timing.step("unwind tables", "reading unwind tables"):
             self._load_unwind_tables(process)
@@ -259,11 +264,13 @@ class UserProbe:
         return True
 
     def _load_unwind_tables(self, process: TracedProcess) -> None:
-        """Before the probes, so the first allocations already unwind with CFI."""
+        """Before the probes: the tables built so far are written, the others
+        marked as loading (their stacks walk frame pointers until refresh() writes them)."""
         if self.config.unwind == "fp":
             return
         if self.unwinder is None:
-            self.unwinder = Unwinder(self.bpf, self.config.unwind, max_depth=self.walk_depth)
+            self.unwinder = Unwinder(self.bpf, self.config.unwind, max_depth=self.walk_depth,
+                                     builds=self.table_builds)
         self.unwinder.add(process)
 
     def libraries_mapped(self, process: TracedProcess) -> None:
@@ -318,7 +325,7 @@ class UserProbe:
             targets=tuple(self.execs.current(t) for t in (*targets, *self._forked_targets(targets))),
             allocations=self.read_allocations() if with_allocations else (),
             sample_rate=self.config.sample_rate if self.config.sample_rate > 1 else 0,
-            notes=(tuple(self.unwinder.notes()) if self.unwinder else ())
+            notes=(tuple(self.unwinder.notes(buckets)) if self.unwinder else ())
             + loss_notes(counters, self.config) + self.execs.notes() + tuple(self.notes)
             + tuple(self.late_allocators.notes()),
             probes=tuple(self.probes)
@@ -404,6 +411,7 @@ class UserProbe:
     def detach(self) -> None:
         """Remove every uprobe from the targets (maps stay readable): handed to
         a helper process, so no signal to leaktrace can leave one behind."""
+        self.table_builds.stop()
         if self.bpf is not None:
             # The tracepoints too (exec; fork and exit with --follow-forks):
             # bcc's cleanup would close them here, and a tracepoint's close

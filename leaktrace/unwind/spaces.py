@@ -11,18 +11,25 @@ it), and builds the table from that open file (its /proc/self/fd path), so
 no path is resolved twice and container binaries are read correctly. It
 raises TargetError / PermissionProblem (from its maps) and nothing else:
 one unreadable object costs that object its table, not the process.
+map_process_in_steps(process) yields the same space as it is built, smallest
+mapping first (the program's own code usually before the big libraries):
+partial spaces (complete=False; objects not built yet have no table and no
+problem) at most every STEP_S, then the complete one.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..base.errors import LeaktraceError
 from ..symbols.elf import ElfSymbols, open_elf, open_elf_in_root, segment_for_offset
 from ..symbols.maps import MapEntry
 from ..process.traced_process import TracedProcess
 from .tables import UnwindTable, read_table, table_for
+
+STEP_S = 0.2  # map_process_in_steps: a partial space no more often than this
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class ProcessSpace:
     pid: int
     objects: Tuple[MappedObject, ...]
     signature: Tuple  # changes when the executable mappings change (exec, dlopen)
+    complete: bool = True  # False: some objects' tables are not built yet (map_process_in_steps)
 
     @property
     def needs_cfi(self) -> bool:
@@ -107,6 +115,19 @@ def map_process(process: TracedProcess) -> ProcessSpace:
     entries = executable_mappings(process)
     objects = tuple(map_object(process, entry) for entry in entries)
     return ProcessSpace(process.pid, objects, signature_of(entries))
+
+
+def map_process_in_steps(process: TracedProcess) -> Iterator[ProcessSpace]:
+    entries = executable_mappings(process)
+    objects: List[MappedObject] = [MappedObject(e.start, e.end, 0, e.path, e.path, None) for e in entries]
+    shown = time.monotonic()
+    smallest_first = sorted(range(len(entries)), key=lambda i: entries[i].end - entries[i].start)
+    for built, index in enumerate(smallest_first, start=1):
+        objects[index] = map_object(process, entries[index])
+        if built < len(entries) and time.monotonic() - shown >= STEP_S:
+            shown = time.monotonic()
+            yield ProcessSpace(process.pid, tuple(objects), signature_of(entries), complete=False)
+    yield ProcessSpace(process.pid, tuple(objects), signature_of(entries))
 
 
 def is_unexeced_fork(pid: int) -> bool:
