@@ -53,6 +53,7 @@ class TableBuilds:
         self._todo: "queue.Queue[TracedProcess]" = queue.Queue()
         self._done: "queue.Queue[Built]" = queue.Queue()
         self._submitted: Set[int] = set()  # pids not handed out yet
+        self._forgotten: Set[int] = set()  # pids whose build a synchronous load superseded
         self._held: List[Tuple[float, Built]] = []  # (when to hand out, build): HOLD_S
         self._worker: Optional[threading.Thread] = None
         self._stopped = False
@@ -71,6 +72,11 @@ class TableBuilds:
     def waiting(self, pid: int) -> bool:
         return pid in self._submitted
 
+    def forget(self, pid: int) -> None:
+        """Hand out nothing more of pid's build: its tables were loaded since, from newer maps."""
+        if pid in self._submitted:
+            self._forgotten.add(pid)
+
     def finished(self) -> List[Built]:
         """The builds done since the last call."""
         now = time.monotonic()
@@ -81,10 +87,17 @@ class TableBuilds:
                 break
         done = [built for due, built in self._held if due <= now]
         self._held = [(due, built) for due, built in self._held if due > now]
+        kept = []
         for built in done:
-            if built.space is None or built.space.complete:
-                self._submitted.discard(built.process.pid)
-        return done
+            pid, last = built.process.pid, built.space is None or built.space.complete
+            if last:
+                self._submitted.discard(pid)
+            if pid in self._forgotten:
+                if last:
+                    self._forgotten.discard(pid)
+                continue
+            kept.append(built)
+        return kept
 
     def stop(self) -> None:
         """Build nothing more (the probes are closing)."""

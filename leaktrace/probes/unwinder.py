@@ -103,7 +103,9 @@ class Unwinder:
 
     def reload(self, process: TracedProcess) -> None:
         """Load the tables for what process maps now, before it runs on: `run` calls it once
-        the loader has mapped the libraries (they are not mapped late)."""
+        the loader has mapped the libraries (they are not mapped late). A background build
+        of the maps at exec, still running, must not land over these afterwards."""
+        self.builds.forget(process.pid)
         process.maps(fresh=True)
         self._load(process)
 
@@ -135,7 +137,7 @@ class Unwinder:
         space = map_process(process)
         self._versions[space.pid] = process.version
         self._signatures[space.pid] = space.signature
-        self._write_tables(space)
+        self.early.finish(space.pid, written=self._write_tables(space))
         return space
 
     def _write_tables(self, space: ProcessSpace) -> bool:

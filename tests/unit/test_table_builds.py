@@ -121,3 +121,27 @@ def test_a_process_counts_once_its_first_tables_are_written_and_not_when_it_need
     early.finish(2, written=False)  # frame pointers everywhere: its walks are exact
     early.finish(1, written=True)  # a later step
     assert early.loaded == {1} and early.loading == {3}
+
+
+def test_a_forgotten_build_is_never_handed_out_and_the_next_one_is():
+    # `run` loads the tables itself once the loader has mapped the libraries:
+    # the build of the maps at exec, finishing later, must not land over them.
+    release = threading.Event()
+
+    def build(process):
+        release.wait(10)
+        return [space(process.pid, complete=False), space(process.pid)]
+
+    builds = TableBuilds(build)
+    process = TracedProcess(os.getpid())
+    builds.submit(process)
+    builds.forget(process.pid)
+    release.set()
+    deadline = time.monotonic() + 10
+    while builds.waiting(process.pid) and time.monotonic() < deadline:
+        assert builds.finished() == []
+        time.sleep(0.01)
+    assert not builds.waiting(process.pid)
+    builds.submit(process)
+    assert [built.space for built in collect(builds, 2)] == [space(process.pid, complete=False),
+                                                             space(process.pid)]
