@@ -130,10 +130,10 @@ class Command:
     def run_until_loaded(self, process: TracedProcess) -> bool:
         """From the exec stop, let the command run until its loader has mapped its
         libraries, stopped again there; False if that point is unknown or it ended."""
-        hook = loader_stop.find_loader_hook(process)
-        if hook is None:
+        loader = loader_stop.find_loader(process)
+        if loader is None:
             return False
-        self.status = loader_stop.run_until_loaded(self.pid, hook, self.idle)
+        self.status = loader_stop.run_until_loaded(self.pid, loader, self.idle)
         return self.status is None
 
     def release(self) -> None:

@@ -6,23 +6,24 @@ only the program and ld.so are mapped. libc and the other libraries arrive a
 moment later, so the first allocations (library constructors, the start of
 main) would be walked before their tables are in and their stacks cut.
 
-How, the way debuggers learn a program's libraries: glibc's loader calls the
-empty function _dl_debug_state each time its list of objects changes, and
-sets _r_debug.r_state to RT_CONSISTENT once the start-up objects are mapped
-and relocated (before any constructor runs). The command is our tracee from
-PTRACE_TRACEME until the caller detaches it, so a breakpoint (int3) there
-stops it at that moment; earlier calls (RT_ADD) return at once, as the empty
-function would. The original byte is written back before the command goes on,
-so it runs the code it was built with. A loader without those symbols (a
-static program, musl) or another architecture: find_loader_hook says None
-and the caller keeps the tables of the exec stop, as before.
+How: the command is our tracee from PTRACE_TRACEME until the caller detaches
+it, so it is stepped from one system call to the next (PTRACE_SYSCALL), and
+stopped at the first one made from code outside ld.so. Until then only the
+loader runs, mapping and relocating the libraries; the first allocation
+cannot come before it, since the allocator asks the kernel for its first
+memory (brk, mmap) before it returns a block, and its stack is walked at the
+return. Nothing is written into the command: if leaktrace dies meanwhile, the
+kernel lets it go and it runs on untraced. A static program, a loader that is
+its own libc (musl's: every call of the program's allocator comes from it),
+or another architecture: find_loader says None and the caller keeps the
+tables of the exec stop.
 
-Contract: find_loader_hook(process) -> LoaderHook or None, while the command
-is stopped at exec. run_until_loaded(pid, hook, idle) resumes it and returns
+Contract: find_loader(process) -> Loader or None, while the command is
+stopped at exec. run_until_loaded(pid, loader, idle) resumes it and returns
 None once it is stopped again at that point (the caller loads the tables and
 detaches), or its wait status if it ended first. If the point is not reached
-within PATIENCE_S (a loader that never calls it), the command is stopped with
-SIGSTOP instead, which the detach discards.
+within PATIENCE_S, the command is stopped with SIGSTOP instead, which the
+detach discards.
 """
 from __future__ import annotations
 
@@ -39,14 +40,12 @@ from ..base.errors import LeaktraceError, TargetError
 from ..symbols.elf import open_elf_in_root
 from .traced_process import TracedProcess
 
-PTRACE_PEEKDATA, PTRACE_POKEDATA, PTRACE_CONT, PTRACE_GETREGS, PTRACE_SETREGS = 2, 5, 7, 12, 13
+PTRACE_GETREGS, PTRACE_SYSCALL, PTRACE_SETOPTIONS = 12, 24, 0x4200
+PTRACE_O_TRACESYSGOOD = 1  # system call stops say SIGTRAP | 0x80
+SYSCALL_STOP = signal.SIGTRAP | 0x80
 AT_BASE = 7  # auxv: where the program interpreter (ld.so) is loaded
-RT_CONSISTENT = 0  # enum r_state in <link.h>
-R_STATE_OFFSET = 24  # struct r_debug: int r_version; r_map; r_brk; r_state
-INT3 = 0xCC
-EMPTY_BODIES = (b"\xc3", b"\xf3\x0f\x1e\xfa\xc3")  # ret; endbr64 + ret
-RIP, RSP = 16, 19  # indexes in struct user_regs_struct (27 words)
-PATIENCE_S = 10.0  # glibc's loader gets there in milliseconds; this only bounds a stranger one
+RIP = 16  # index in struct user_regs_struct (27 words)
+PATIENCE_S = 10.0  # glibc's loader is done in milliseconds; this only bounds a stranger one
 POLL_S = 0.01
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -56,68 +55,56 @@ _Registers = ctypes.c_uint64 * 27
 
 
 @dataclass(frozen=True)
-class LoaderHook:
-    address: int  # _dl_debug_state in the command
-    state: int  # _r_debug.r_state in the command
+class Loader:
+    start: int  # the lowest and highest address ld.so's file is mapped at
+    end: int
+
+    def runs(self, address: int) -> bool:
+        return self.start <= address < self.end
 
 
-def find_loader_hook(process: TracedProcess) -> Optional[LoaderHook]:
-    """Where glibc's loader in the stopped command says its libraries are in; None if unknown."""
+def find_loader(process: TracedProcess) -> Optional[Loader]:
+    """Where the stopped command's loader is mapped; None if there is none to wait for."""
     if platform.machine() != "x86_64":
         return None
     base = _auxv(process.pid).get(AT_BASE, 0)
-    loader = next((m for m in process.maps(fresh=True) if m.start == base and m.path), None)
-    if not base or loader is None:
+    maps = process.maps(fresh=True)
+    path = next((m.path for m in maps if m.start == base and m.path), None)
+    if not base or path is None:
         return None  # a static program: no loader, nothing maps late
     try:
-        elf = open_elf_in_root(process.root, loader.path)
+        if open_elf_in_root(process.root, path).find_function("malloc") is not None:
+            return None  # the loader is the libc (musl): its system calls never say it is done
     except LeaktraceError:
         return None
-    function, r_debug = elf.find_function("_dl_debug_state"), elf.dynamic_symbol("_r_debug")
-    if function is None or r_debug is None:
-        return None
-    hook = LoaderHook(base + function[0], base + r_debug + R_STATE_OFFSET)  # ld.so is linked at 0
-    code = struct.pack("<q", _peek(process.pid, hook.address))
-    return hook if any(code.startswith(body) for body in EMPTY_BODIES) else None
+    mine = [m for m in maps if m.path == path]
+    return Loader(min(m.start for m in mine), max(m.end for m in mine))
 
 
-def run_until_loaded(pid: int, hook: LoaderHook, idle: Callable[[float], None] = time.sleep,
+def run_until_loaded(pid: int, loader: Loader, idle: Callable[[float], None] = time.sleep,
                      patience_s: float = PATIENCE_S) -> Optional[int]:
-    """Resume the stopped command until its loader reaches hook; None once it is stopped
-    there with its code restored, or its wait status if it ended first."""
-    original = _peek(pid, hook.address)
-    _poke(pid, hook.address, original & ~0xFF | INT3)
+    """Resume the stopped command until a system call comes from outside its loader; None
+    once it is stopped there (or by the SIGSTOP of the patience), or its wait status if it
+    ended first."""
+    _ptrace(PTRACE_SETOPTIONS, pid, None, PTRACE_O_TRACESYSGOOD)
     deadline, stopping, deliver = time.monotonic() + patience_s, False, 0
     while True:
-        _ptrace(PTRACE_CONT, pid, None, deliver)
+        _ptrace(PTRACE_SYSCALL, pid, None, deliver)
         status = _wait(pid, idle, None if stopping else deadline)
         if status is None:  # too long: stop it another way
             os.kill(pid, signal.SIGSTOP)
-            stopping, deliver = True, 0
+            stopping = True
             status = _wait(pid, idle, None)
         if not os.WIFSTOPPED(status):
             return status
         stopped_by, deliver = os.WSTOPSIG(status), 0
-        registers = _registers(pid)
-        if stopped_by == signal.SIGTRAP and registers[RIP] == hook.address + 1:
-            if stopping or _peek(pid, hook.state) & 0xFFFFFFFF == RT_CONSISTENT:
-                _poke(pid, hook.address, original)
-                registers[RIP] = hook.address  # it runs the restored function itself
-                _set_registers(pid, registers)
+        if stopped_by == SYSCALL_STOP:
+            if not stopping and not loader.runs(_registers(pid)[RIP]):
                 return None
-            _return_at_once(pid, registers)
         elif stopping and stopped_by == signal.SIGSTOP:
-            _poke(pid, hook.address, original)
-            return None
+            return None  # taken here: the detach does not pass it on
         else:
             deliver = stopped_by  # the command's own signal: pass it on
-
-
-def _return_at_once(pid: int, registers) -> None:
-    """Do what the empty function does: return to its caller."""
-    registers[RIP] = _peek(pid, registers[RSP]) & (1 << 64) - 1
-    registers[RSP] += 8
-    _set_registers(pid, registers)
 
 
 def _wait(pid: int, idle: Callable[[float], None], deadline: Optional[float]) -> Optional[int]:
@@ -149,19 +136,8 @@ def _ptrace(request: int, pid: int, addr, data) -> int:
     return result
 
 
-def _peek(pid: int, address: int) -> int:
-    return _ptrace(PTRACE_PEEKDATA, pid, address, None)
-
-
-def _poke(pid: int, address: int, word: int) -> None:
-    _ptrace(PTRACE_POKEDATA, pid, address, ctypes.c_long(word).value)
-
-
 def _registers(pid: int):
     registers = _Registers()
     _ptrace(PTRACE_GETREGS, pid, None, ctypes.addressof(registers))
     return registers
 
-
-def _set_registers(pid: int, registers) -> None:
-    _ptrace(PTRACE_SETREGS, pid, None, ctypes.addressof(registers))

@@ -153,13 +153,6 @@ class ElfSymbols:
         """(vaddr, size) of a defined function symbol named `name`."""
         return self._functions.find(name)
 
-    def dynamic_symbol(self, name: str) -> Optional[int]:
-        """vaddr of a defined symbol of any kind (a variable too) that the file exports."""
-        table = self._elf.get_section_by_name(".dynsym")
-        found = table.get_symbol_by_name(name) if table is not None else None
-        defined = [s for s in found or () if s["st_shndx"] != "SHN_UNDEF"]
-        return defined[0]["st_value"] if defined else None
-
     def segment_for_offset(self, file_offset: int) -> Optional[LoadSegment]:
         return segment_for_offset(self.segments, file_offset)
 

@@ -1,10 +1,10 @@
 /* Runs to its end under the loader stop: prints what it was given, and with an
- * argument dlopens that library after start-up (the loader's debug hook is
- * called again then, so no breakpoint may be left behind). */
+ * argument dlopens that library after start-up (the loader runs again then,
+ * after the detach, as it would untraced). */
 #include <dlfcn.h>
 #include <stdio.h>
 
-int exported_counter = 7; /* in .dynsym with -rdynamic: a variable, not a function */
+int exported_counter = 7;
 
 int main(int argc, char **argv)
 {
